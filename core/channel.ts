@@ -1,0 +1,188 @@
+/**
+ * Control channels: one long-lived, multiplexed stream per peer pair and
+ * direction, carrying Envelope frames (requests matched to replies by id).
+ * A new stream per call costs protocol negotiation round trips (see
+ * STACK-NOTES), so every request to a peer reuses the same stream, which also
+ * keeps one peer's messages to another in order.
+ */
+import { logger } from '@libp2p/logger'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Libp2p, Stream } from '@libp2p/interface'
+import { FrameDecoder, frame } from './protocol/framing.ts'
+import { EnvelopeCodec } from './protocol/messages.ts'
+import type { Envelope } from './protocol/messages.ts'
+import { PeerDiedError, errorToInfo, infoToError } from './errors.ts'
+import { raceSignal } from './signals.ts'
+import type { TrafficCounter } from './traffic.ts'
+
+const log = logger('refmesh:channel')
+
+export const CONTROL_PROTOCOL = '/refmesh/control/1.0.0'
+
+export type EnvelopeBody = Omit<Envelope, 'id' | 'reply'>
+
+/** Handles a request from `from`; the returned body is the reply (ignored for one-way messages). */
+export type RequestHandler = (from: string, request: Envelope) => Promise<EnvelopeBody> | EnvelopeBody
+
+export interface ControlChannelsInit {
+  libp2p: Libp2p
+  traffic: TrafficCounter
+  maxFrameBytes: number
+  onRequest: RequestHandler
+}
+
+interface Pending {
+  peer: string
+  stream: Stream
+  resolve: (env: Envelope) => void
+  reject: (err: Error) => void
+}
+
+export class ControlChannels {
+  private readonly init: ControlChannelsInit
+  private readonly outbound = new Map<string, Promise<Stream>>()
+  private readonly pending = new Map<number, Pending>()
+  private nextId = 1
+  private stopped = false
+
+  constructor (init: ControlChannelsInit) {
+    this.init = init
+  }
+
+  async start (): Promise<void> {
+    await this.init.libp2p.handle(CONTROL_PROTOCOL, (stream, connection) => {
+      this.readLoop(connection.remotePeer.toString(), stream)
+    }, { maxInboundStreams: 8, maxOutboundStreams: 8 })
+  }
+
+  async stop (): Promise<void> {
+    this.stopped = true
+    for (const p of this.pending.values()) p.reject(new PeerDiedError('mesh stopped'))
+    this.pending.clear()
+    const streams = await Promise.allSettled(this.outbound.values())
+    for (const s of streams) if (s.status === 'fulfilled') s.value.abort(new PeerDiedError('mesh stopped'))
+    this.outbound.clear()
+    await this.init.libp2p.unhandle(CONTROL_PROTOCOL).catch(() => {})
+  }
+
+  /** Sends a request and waits for its reply. Rejects with the remote's typed error, PeerDiedError, or the signal's reason. */
+  async request (peer: string, body: EnvelopeBody, options: { signal?: AbortSignal } = {}): Promise<Envelope> {
+    const id = this.nextId++
+    if (this.nextId > 0xfffffff0) this.nextId = 1
+    const stream = await raceSignal(this.streamTo(peer, options.signal), options.signal, `request to ${peer}`)
+    const reply = new Promise<Envelope>((resolve, reject) => {
+      this.pending.set(id, { peer, stream, resolve, reject })
+    })
+    try {
+      this.write(peer, stream, { ...body, id, reply: false })
+      const env = await raceSignal(reply, options.signal, `request to ${peer}`)
+      if (env.error !== undefined) throw infoToError(env.error)
+      return env
+    } finally {
+      this.pending.delete(id)
+    }
+  }
+
+  /** Sends a message that expects no reply. Messages to one peer arrive in the order they were sent. */
+  async send (peer: string, body: EnvelopeBody, options: { signal?: AbortSignal } = {}): Promise<void> {
+    const stream = await raceSignal(this.streamTo(peer, options.signal), options.signal, `message to ${peer}`)
+    this.write(peer, stream, { ...body, id: 0, reply: false })
+  }
+
+  /** Forgets the stream to `peer` (its connection closed) and fails what waits on it. */
+  dropPeer (peer: string): void {
+    this.outbound.delete(peer)
+    for (const [id, p] of this.pending) {
+      if (p.peer === peer) {
+        this.pending.delete(id)
+        p.reject(new PeerDiedError(`connection to ${peer} closed`))
+      }
+    }
+  }
+
+  private streamTo (peer: string, signal?: AbortSignal): Promise<Stream> {
+    if (this.stopped) return Promise.reject(new PeerDiedError('mesh stopped'))
+    let stream = this.outbound.get(peer)
+    if (stream === undefined) {
+      stream = this.open(peer, signal)
+      this.outbound.set(peer, stream)
+      stream.catch(() => {
+        if (this.outbound.get(peer) === stream) this.outbound.delete(peer)
+      })
+    }
+    return stream
+  }
+
+  private async open (peer: string, signal?: AbortSignal): Promise<Stream> {
+    try {
+      const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), CONTROL_PROTOCOL, { signal })
+      this.readLoop(peer, stream)
+      return stream
+    } catch (err) {
+      throw new PeerDiedError(`cannot reach ${peer}: ${(err as Error).message}`)
+    }
+  }
+
+  private write (peer: string, stream: Stream, env: Envelope): void {
+    const bytes = EnvelopeCodec.encode(env)
+    const out = frame(bytes)
+    this.init.traffic.add(peer, 'controlOut', out.byteLength)
+    // The control stream has no write limit; large payloads never travel on it.
+    stream.send(out)
+  }
+
+  private readLoop (peer: string, stream: Stream): void {
+    const decoder = new FrameDecoder(this.init.maxFrameBytes)
+    void (async () => {
+      try {
+        for await (const data of stream) {
+          this.init.traffic.add(peer, 'controlIn', data.byteLength)
+          for (const f of decoder.push(data)) {
+            const env = EnvelopeCodec.decode(f.subarray())
+            this.dispatch(peer, stream, env)
+          }
+        }
+      } catch (err) {
+        // A bad frame costs this stream, never the peer.
+        log.error('control stream from %s closed: %e', peer, err)
+        stream.abort(err as Error)
+      } finally {
+        if (this.outbound.get(peer) !== undefined) {
+          void this.outbound.get(peer)?.then(s => { if (s === stream) this.outbound.delete(peer) }, () => {})
+        }
+        for (const [id, p] of this.pending) {
+          if (p.stream === stream) {
+            this.pending.delete(id)
+            p.reject(new PeerDiedError(`control stream to ${peer} closed`))
+          }
+        }
+      }
+    })()
+  }
+
+  private dispatch (peer: string, stream: Stream, env: Envelope): void {
+    if (env.reply) {
+      this.pending.get(env.id)?.resolve(env)
+      return
+    }
+    const reply = (body: EnvelopeBody): void => {
+      if (env.id === 0 || stream.writeStatus !== 'writable') return
+      this.write(peer, stream, { ...body, id: env.id, reply: true })
+    }
+    let result: Promise<EnvelopeBody> | EnvelopeBody
+    try {
+      result = this.init.onRequest(peer, env)
+    } catch (err) {
+      reply({ error: errorToInfo(err, this.init.libp2p.peerId.toString()) })
+      return
+    }
+    if (result instanceof Promise) {
+      result.then(reply, (err: unknown) => {
+        log('request %d from %s failed: %s', env.id, peer, (err as Error).message)
+        reply({ error: errorToInfo(err, this.init.libp2p.peerId.toString()) })
+      })
+    } else {
+      reply(result)
+    }
+  }
+}

@@ -1,0 +1,230 @@
+/**
+ * Values on the wire and in the store. Binary values are stored as they are:
+ * their chunks are slices of the caller's own buffer. Everything else is CBOR
+ * (RFC 8949) with RFC 8746 typed-array tags and one tag for a Ref.
+ */
+import { encode as cborEncode, decode as cborDecode, Token, Type } from 'cborg'
+import type { TagDecoder, TypeEncoder } from 'cborg'
+import { EncodeError, MalformedFrameError } from './errors.ts'
+import { Ref, SharedRef } from './ref.ts'
+import type { RefDesc } from './protocol/messages.ts'
+
+export const Encoding = {
+  CBOR: 0,
+  BYTES: 1,
+  INT8: 2,
+  UINT8_CLAMPED: 3,
+  INT16: 4,
+  UINT16: 5,
+  INT32: 6,
+  UINT32: 7,
+  FLOAT32: 8,
+  FLOAT64: 9,
+  BIGINT64: 10,
+  BIGUINT64: 11,
+  ARRAY_BUFFER: 12
+} as const
+
+/** CBOR tag of a Ref nested in a value: [id: bytes(16), owner: text]. */
+export const REF_TAG = 40400
+/** CBOR tag of a top-level call argument the executor must dereference: same payload. */
+export const DEREF_TAG = 40401
+
+type TypedArrayCtor = new (buffer: ArrayBufferLike, byteOffset: number, length: number) => ArrayBufferView
+interface TypedKind { encoding: number, tag: number, ctor: TypedArrayCtor, name: string }
+
+// RFC 8746 little-endian tags; this code assumes a little-endian host, as every
+// browser and Node platform in practice is.
+const typedKinds: TypedKind[] = [
+  { encoding: Encoding.INT8, tag: 72, ctor: Int8Array, name: 'Int8Array' },
+  { encoding: Encoding.UINT8_CLAMPED, tag: 68, ctor: Uint8ClampedArray, name: 'Uint8ClampedArray' },
+  { encoding: Encoding.INT16, tag: 77, ctor: Int16Array, name: 'Int16Array' },
+  { encoding: Encoding.UINT16, tag: 69, ctor: Uint16Array, name: 'Uint16Array' },
+  { encoding: Encoding.INT32, tag: 78, ctor: Int32Array, name: 'Int32Array' },
+  { encoding: Encoding.UINT32, tag: 70, ctor: Uint32Array, name: 'Uint32Array' },
+  { encoding: Encoding.FLOAT32, tag: 85, ctor: Float32Array, name: 'Float32Array' },
+  { encoding: Encoding.FLOAT64, tag: 86, ctor: Float64Array, name: 'Float64Array' },
+  { encoding: Encoding.BIGINT64, tag: 79, ctor: BigInt64Array as unknown as TypedArrayCtor, name: 'BigInt64Array' },
+  { encoding: Encoding.BIGUINT64, tag: 71, ctor: BigUint64Array as unknown as TypedArrayCtor, name: 'BigUint64Array' }
+]
+const kindByName = new Map(typedKinds.map(k => [k.name, k]))
+const kindByEncoding = new Map(typedKinds.map(k => [k.encoding, k]))
+
+export interface EncodedValue {
+  encoding: number
+  bytes: Uint8Array
+  /** every Ref nested in the value, in order of appearance (duplicates kept) */
+  contained: Ref[]
+}
+
+function bytesOf (view: ArrayBufferView): Uint8Array {
+  return new Uint8Array(view.buffer, view.byteOffset, view.byteLength)
+}
+
+/** A view of `bytes` as the typed array, copying only if the offset is misaligned. */
+function viewAs (kind: TypedKind, bytes: Uint8Array): ArrayBufferView {
+  const size = (kind.ctor as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT
+  if (bytes.byteLength % size !== 0) throw new MalformedFrameError(`${kind.name} of ${bytes.byteLength} bytes is not a whole number of elements`)
+  const aligned = bytes.byteOffset % size === 0 ? bytes : bytes.slice()
+  return new kind.ctor(aligned.buffer, aligned.byteOffset, aligned.byteLength / size)
+}
+
+function refTokens (tag: number, ref: Ref): Token[] {
+  ref.trackerOrThrow()
+  return [new Token(Type.tag, tag), new Token(Type.array, 2), new Token(Type.bytes, ref.id), new Token(Type.string, ref.owner)]
+}
+
+function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean): Record<string, TypeEncoder> {
+  const encoders: Record<string, TypeEncoder> = {
+    Object: (obj: unknown) => {
+      if (obj instanceof Ref) {
+        contained.push(obj)
+        return refTokens(REF_TAG, obj)
+      }
+      if (obj instanceof SharedRef) {
+        contained.push(obj.ref)
+        return refTokens(REF_TAG, obj.ref)
+      }
+      const proto = Object.getPrototypeOf(obj)
+      if (proto !== Object.prototype && proto !== null && !(obj instanceof Map)) {
+        throw new EncodeError(`cannot encode an instance of ${(obj as object).constructor?.name ?? 'a class'}; pass plain objects, arrays, Maps, binary and Refs`)
+      }
+      return null
+    },
+    ArrayBuffer: (obj: ArrayBuffer) => [new Token(Type.bytes, new Uint8Array(obj))],
+    Function: () => { throw new EncodeError('cannot encode a function: register it on a peer and call it by name') },
+    symbol: () => { throw new EncodeError('cannot encode a symbol') }
+  }
+  for (const kind of typedKinds) {
+    encoders[kind.name] = (obj: ArrayBufferView) => [new Token(Type.tag, kind.tag), new Token(Type.bytes, bytesOf(obj))]
+  }
+  if (topLevelArgs) {
+    // Top-level call arguments: a bare Ref means "give the callee the value".
+    encoders.Array = (args: unknown[], _typ: string, options: Parameters<typeof cborEncode>[1]) => {
+      const tokens: Token[] = [new Token(Type.array, args.length)]
+      for (const arg of args) {
+        if (arg instanceof Ref) {
+          contained.push(arg)
+          tokens.push(...refTokens(DEREF_TAG, arg))
+        } else {
+          const inner = cborEncode(arg, { ...options, typeEncoders: makeTypeEncoders(contained, false) })
+          tokens.push(new Token(Type.bytes, inner))
+        }
+      }
+      return tokens
+    }
+  }
+  return encoders
+}
+
+function cbor (value: unknown, contained: Ref[]): Uint8Array {
+  try {
+    return cborEncode(value, { typeEncoders: makeTypeEncoders(contained, false) })
+  } catch (err) {
+    if (err instanceof EncodeError) throw err
+    throw new EncodeError(`cannot encode value: ${(err as Error).message}`)
+  }
+}
+
+/** Encodes a value for the store. Binary values are not copied. */
+export function encodeValue (value: unknown): EncodedValue {
+  if (value instanceof Uint8Array && !(value instanceof Uint8ClampedArray)) {
+    return { encoding: Encoding.BYTES, bytes: bytesOf(value), contained: [] }
+  }
+  if (value instanceof ArrayBuffer) {
+    return { encoding: Encoding.ARRAY_BUFFER, bytes: new Uint8Array(value), contained: [] }
+  }
+  if (ArrayBuffer.isView(value) && !(value instanceof DataView)) {
+    const kind = kindByName.get(value.constructor.name)
+    if (kind !== undefined) return { encoding: kind.encoding, bytes: bytesOf(value), contained: [] }
+  }
+  const contained: Ref[] = []
+  return { encoding: Encoding.CBOR, bytes: cbor(value, contained), contained }
+}
+
+/**
+ * Call arguments: a CBOR array whose items are either DEREF_TAG(ref) (the callee
+ * gets the value) or a byte string holding the argument's own CBOR encoding,
+ * so each argument decodes on its own and large binary arguments can be sent
+ * as objects instead.
+ */
+export function encodeArgs (args: unknown[]): { bytes: Uint8Array, contained: Ref[] } {
+  const contained: Ref[] = []
+  try {
+    const bytes = cborEncode(args, { typeEncoders: makeTypeEncoders(contained, true) })
+    return { bytes, contained }
+  } catch (err) {
+    if (err instanceof EncodeError) throw err
+    throw new EncodeError(`cannot encode arguments: ${(err as Error).message}`)
+  }
+}
+
+export type RefFactory = (desc: RefDesc) => Ref
+export type DecodedArg = { deref: RefDesc } | { value: Uint8Array }
+
+function refDescOf (inner: unknown): RefDesc {
+  if (!Array.isArray(inner) || inner.length !== 2 || !(inner[0] instanceof Uint8Array) || inner[0].byteLength !== 16 || typeof inner[1] !== 'string') {
+    throw new MalformedFrameError('a Ref tag must hold [16-byte id, owner peer id]')
+  }
+  return { id: inner[0], owner: inner[1] }
+}
+
+function tagDecoders (makeRef: RefFactory | undefined, descs: RefDesc[]): TagDecoder[] {
+  const tags: TagDecoder[] = []
+  tags[REF_TAG] = (inner: unknown) => {
+    const desc = refDescOf(inner)
+    descs.push(desc)
+    return makeRef === undefined ? desc : makeRef(desc)
+  }
+  for (const kind of typedKinds) {
+    tags[kind.tag] = (inner: unknown) => {
+      if (!(inner instanceof Uint8Array)) throw new MalformedFrameError(`tag ${kind.tag} must hold a byte string`)
+      return viewAs(kind, inner)
+    }
+  }
+  return tags
+}
+
+function cborDecodeSafe (bytes: Uint8Array, tags: TagDecoder[]): unknown {
+  try {
+    return cborDecode(bytes, { tags, useMaps: false, allowUndefined: true })
+  } catch (err) {
+    if (err instanceof MalformedFrameError) throw err
+    throw new MalformedFrameError(`bad CBOR value: ${(err as Error).message}`)
+  }
+}
+
+/** The Refs nested in an encoded value, without making handles for them. */
+export function containedRefs (encoding: number, bytes: Uint8Array): RefDesc[] {
+  if (encoding !== Encoding.CBOR) return []
+  const descs: RefDesc[] = []
+  cborDecodeSafe(bytes, tagDecoders(undefined, descs))
+  return descs
+}
+
+/** Decodes a stored value; nested Refs become handles made by `makeRef`. */
+export function decodeValue (encoding: number, bytes: Uint8Array, makeRef: RefFactory): unknown {
+  switch (encoding) {
+    case Encoding.CBOR: return cborDecodeSafe(bytes, tagDecoders(makeRef, []))
+    case Encoding.BYTES: return bytes
+    case Encoding.ARRAY_BUFFER: return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer : bytes.slice().buffer
+    default: {
+      const kind = kindByEncoding.get(encoding)
+      if (kind === undefined) throw new MalformedFrameError(`unknown value encoding ${encoding}`)
+      return viewAs(kind, bytes)
+    }
+  }
+}
+
+/** Splits encoded call arguments into Refs to dereference and encoded values. */
+export function decodeArgs (bytes: Uint8Array): DecodedArg[] {
+  const tags: TagDecoder[] = []
+  tags[DEREF_TAG] = (inner: unknown) => ({ deref: refDescOf(inner) })
+  const items = cborDecodeSafe(bytes, tags)
+  if (!Array.isArray(items)) throw new MalformedFrameError('call arguments must be a CBOR array')
+  return items.map((item: unknown): DecodedArg => {
+    if (item instanceof Uint8Array) return { value: item }
+    if (item !== null && typeof item === 'object' && 'deref' in item) return item as DecodedArg
+    throw new MalformedFrameError('each call argument must be a byte string or a deref tag')
+  })
+}

@@ -1,0 +1,31 @@
+/** Every default of the mesh, in one place. */
+export const DEFAULTS = {
+  /** values whose encoding is at most this travel inline with replies */
+  inlineThresholdBytes: 64 * 1024,
+  /** control frames carry only small values and manifests */
+  maxControlFrameBytes: 8 * 1024 * 1024,
+  chunksInFlightPerSource: 8,
+  attemptsPerChunk: 3,
+  storeCapacity: '2GiB',
+  /** tries on another peer when an executor dies */
+  retries: 3,
+  /** how long an owner parks a locate request for a pending object before answering PENDING */
+  locateParkMs: 30_000
+} as const
+
+const units: Record<string, number> = {
+  '': 1, b: 1, k: 1e3, kb: 1e3, m: 1e6, mb: 1e6, g: 1e9, gb: 1e9, t: 1e12, tb: 1e12,
+  kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40
+}
+
+/** Parses "2GiB", "512 MiB", "1e9" or a number into bytes. */
+export function parseBytes (value: number | string): number {
+  if (typeof value === 'number') {
+    if (!Number.isFinite(value) || value < 0) throw new RangeError(`bad byte count ${value}`)
+    return Math.floor(value)
+  }
+  const m = /^\s*([0-9]+(?:\.[0-9]+)?(?:e[0-9]+)?)\s*([a-z]*)\s*$/i.exec(value)
+  const unit = m?.[2].toLowerCase()
+  if (m === null || unit === undefined || !(unit in units)) throw new RangeError(`bad byte size "${value}" (try 512MiB or 2GiB)`)
+  return Math.floor(Number(m[1]) * units[unit])
+}

@@ -1,0 +1,6 @@
+export { Mesh } from './mesh.ts'
+export type { MeshInit, CallOptions, GetOptions, WaitOptions, RemoteFunction, RemoteArgs, MeshStats } from './mesh.ts'
+export { Ref, SharedRef, shared } from './ref.ts'
+export * from './errors.ts'
+export { DEFAULTS, parseBytes } from './constants.ts'
+export type { TransferHooks } from './transfer.ts'

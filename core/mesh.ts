@@ -1,0 +1,653 @@
+/**
+ * The mesh as one peer sees it: the API of DESIGN.md section 1, and the path of
+ * a call from `remote()` to `get()`, read top to bottom:
+ *
+ *   remote()   encode arguments, pin the Refs they mention, own the result
+ *   dispatch() wait for owned arguments, place the call, send it
+ *   onCall()   (executor) fetch dereferenced arguments, run, store or inline the result
+ *   onReply()  (caller) record where the result is, unpin the arguments
+ *   get()      find the value (local, owner, or pull its chunks) and decode it
+ */
+import { logger } from '@libp2p/logger'
+import { multiaddr } from '@multiformats/multiaddr'
+import { peerIdFromString } from '@libp2p/peer-id'
+import type { Libp2p } from '@libp2p/interface'
+import { ControlChannels } from './channel.ts'
+import type { EnvelopeBody } from './channel.ts'
+import { DEFAULT_CHUNK_SIZE, makeManifest } from './chunks.ts'
+import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
+import type { EncodedValue } from './codec.ts'
+import {
+  FunctionNotFoundError, ObjectLostError, PeerDiedError, ProtocolError, RefmeshError,
+  ReleasedRefError, errorToInfo, infoToError
+} from './errors.ts'
+import type { ErrorInfo } from './errors.ts'
+import { Executor } from './executor.ts'
+import type { AnyFunction } from './executor.ts'
+import { OwnershipTable } from './ownership.ts'
+import type { Entry, OwnedObject } from './ownership.ts'
+import { PeerDirectory } from './peers.ts'
+import { ObjectStatus } from './protocol/messages.ts'
+import type { CallRequest, Envelope, Locate, ObjectInfo, RefDesc } from './protocol/messages.ts'
+import { Ref, SharedRef, newObjectId, objectKey } from './ref.ts'
+import { Scheduler } from './scheduler.ts'
+import type { PlacementOptions } from './scheduler.ts'
+import { raceSignal, withTimeout } from './signals.ts'
+import { ObjectStore } from './store.ts'
+import { TrafficCounter } from './traffic.ts'
+import { Transfer } from './transfer.ts'
+import type { TransferHooks } from './transfer.ts'
+import { DEFAULTS, parseBytes } from './constants.ts'
+
+const log = logger('refmesh:mesh')
+
+export interface MeshInit {
+  /** a started libp2p node; the mesh registers its protocols on it */
+  libp2p: Libp2p
+  store?: { capacity?: number | string }
+  /** values whose encoding is at most this many bytes travel inline with replies */
+  inlineThresholdBytes?: number
+  chunkSizeBytes?: number
+  maxControlFrameBytes?: number
+  chunksInFlightPerSource?: number
+  /** test hooks in the transfer path */
+  hooks?: TransferHooks
+}
+
+export interface CallOptions extends PlacementOptions {
+  /** fail the call (its Ref) after this long; 0: no limit */
+  timeoutMs?: number
+  /** tries on another peer when the executor dies; 0 for calls with side effects */
+  retries?: number
+}
+
+export interface GetOptions {
+  timeoutMs?: number
+  signal?: AbortSignal
+}
+
+export interface WaitOptions extends GetOptions {
+  /** how many Refs must be ready (default: all) */
+  count?: number
+}
+
+/** Arguments as a caller may pass them: each value, a Ref to it, or a SharedRef when the parameter is a Ref. */
+export type RemoteArgs<A extends unknown[]> = {
+  [K in keyof A]: A[K] | Ref<A[K]> | (A[K] extends Ref<infer U> ? SharedRef<U> : never)
+}
+
+export interface RemoteFunction<F extends AnyFunction> {
+  /** Runs the function on a peer that offers it; returns at once. */
+  remote(...args: RemoteArgs<Parameters<F>>): Ref<Awaited<ReturnType<F>>>
+  /** The same function with call options. */
+  options(options: CallOptions): RemoteFunction<F>
+}
+
+export interface MeshStats {
+  peer: string
+  store: { objects: number, bytes: number, capacity: number }
+  refs: { owned: number, borrowed: number }
+  traffic: ReturnType<TrafficCounter['totals']>
+  trafficByPeer: ReturnType<TrafficCounter['snapshot']>
+  transfer: Transfer['stats']
+  calls: { executed: number, running: number, submitted: number }
+  functions: string[]
+  peers: string[]
+}
+
+interface CallState {
+  fn: string
+  args: unknown[]
+  options: CallOptions
+  result: Ref
+  /** Refs the arguments mention, pinned until the call ends */
+  pinned: string[]
+  /** Refs made by put() for large plain arguments, released when the call ends */
+  temporaries: Ref[]
+}
+
+/** Refs handed to a caller in a result, kept until the caller acknowledges. */
+interface Handoff {
+  peer: string
+  keys: string[]
+}
+
+export class Mesh {
+  readonly libp2p: Libp2p
+  readonly peerId: string
+  readonly store: ObjectStore
+  private readonly table: OwnershipTable
+  private readonly channels: ControlChannels
+  private readonly transfer: Transfer
+  private readonly executor = new Executor()
+  private readonly directory = new PeerDirectory()
+  private readonly scheduler = new Scheduler()
+  private readonly traffic = new TrafficCounter()
+  private readonly handoffs = new Map<string, Handoff>()
+  private readonly inlineThreshold: number
+  private readonly chunkSize: number
+  private readonly stopController = new AbortController()
+  private submitted = 0
+  private started = false
+
+  constructor (init: MeshInit) {
+    this.libp2p = init.libp2p
+    this.peerId = init.libp2p.peerId.toString()
+    this.inlineThreshold = init.inlineThresholdBytes ?? DEFAULTS.inlineThresholdBytes
+    this.chunkSize = init.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE
+    this.store = new ObjectStore({ capacity: parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity) })
+    this.table = new OwnershipTable({
+      self: this.peerId,
+      meshId: this.peerId,
+      sendBorrow: async (owner, id, add) => {
+        await this.channels.request(owner, { borrow: { id, add } }, { signal: this.stopController.signal })
+      },
+      onFree: (entry, owned) => { this.freeOwned(entry, owned) }
+    })
+    this.channels = new ControlChannels({
+      libp2p: this.libp2p,
+      traffic: this.traffic,
+      maxFrameBytes: init.maxControlFrameBytes ?? DEFAULTS.maxControlFrameBytes,
+      onRequest: (from, env) => this.onRequest(from, env)
+    })
+    this.transfer = new Transfer({
+      libp2p: this.libp2p,
+      store: this.store,
+      traffic: this.traffic,
+      chunksInFlightPerSource: init.chunksInFlightPerSource ?? DEFAULTS.chunksInFlightPerSource,
+      attemptsPerChunk: DEFAULTS.attemptsPerChunk,
+      hooks: init.hooks
+    })
+  }
+
+  async start (): Promise<void> {
+    if (this.started) return
+    this.started = true
+    await this.channels.start()
+    await this.transfer.start()
+    this.libp2p.addEventListener('peer:connect', this.onConnect)
+    this.libp2p.addEventListener('peer:disconnect', this.onDisconnect)
+    for (const conn of this.libp2p.getConnections()) this.sayHello(conn.remotePeer.toString())
+  }
+
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    this.stopController.abort(new PeerDiedError('mesh stopped'))
+    this.libp2p.removeEventListener('peer:connect', this.onConnect)
+    this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
+    await this.channels.stop()
+    await this.transfer.stop()
+  }
+
+  // ---------------------------------------------------------------- the API
+
+  /** Offers `fn` to the mesh under `name`. It runs on this peer's own thread. */
+  register (name: string, fn: AnyFunction): void {
+    this.executor.register(name, fn)
+    this.announce()
+  }
+
+  unregister (name: string): void {
+    if (this.executor.unregister(name)) this.announce()
+  }
+
+  /** A typed stub for a function some peer offers. */
+  fn<F extends AnyFunction> (name: string, options: CallOptions = {}): RemoteFunction<F> {
+    return {
+      remote: (...args) => this.remote(name, args as unknown[], options) as Ref<Awaited<ReturnType<F>>>,
+      options: (more) => this.fn<F>(name, { ...options, ...more })
+    }
+  }
+
+  /** Stores a value in the mesh, owned by this peer. The value is kept as it is: do not change it afterwards. */
+  put<T> (value: T): Ref<T> {
+    if (value instanceof Ref || value instanceof SharedRef) throw new TypeError('put() of a Ref: pass the Ref itself instead')
+    const encoded = encodeValue(value)
+    const id = newObjectId()
+    const ref = this.table.createOwned(id, { state: 'pending' })
+    const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
+    this.storeOwned(ref.key, id, encoded, contained).catch((err: unknown) => {
+      this.table.settle(ref.key, { state: 'failed', error: errorToInfo(err, this.peerId), locations: [], contained })
+    })
+    return ref as Ref<T>
+  }
+
+  /** The value of a Ref: waits until it is computed, pulls it here if it lives elsewhere. */
+  async get<T> (ref: Ref<T>, options: GetOptions = {}): Promise<T> {
+    if (!(ref instanceof Ref)) throw new TypeError('get() takes a Ref')
+    ref.trackerOrThrow()
+    const signal = withTimeout(AbortSignal.any([this.stopController.signal, ...(options.signal !== undefined ? [options.signal] : [])]), options.timeoutMs, `get(${ref})`)
+    const { encoding, bytes } = await this.fetchValue({ id: ref.id, owner: ref.owner }, signal)
+    const pending: Array<Promise<void>> = []
+    const value = decodeValue(encoding, bytes, desc => this.table.refFromDesc(desc, pending))
+    await raceSignal(Promise.all(pending), signal, `get(${ref})`)
+    return value as T
+  }
+
+  /** Waits until `count` of `refs` are ready (computed or failed). Never throws for a failed Ref. */
+  async wait (refs: Ref[], options: WaitOptions = {}): Promise<{ ready: Ref[], pending: Ref[] }> {
+    const count = Math.min(options.count ?? refs.length, refs.length)
+    const ready = new Set<Ref>()
+    const controller = new AbortController()
+    const signal = withTimeout(AbortSignal.any([controller.signal, this.stopController.signal, ...(options.signal !== undefined ? [options.signal] : [])]), options.timeoutMs, 'wait')
+    let wake!: () => void
+    let woken = new Promise<void>(resolve => { wake = resolve })
+    for (const ref of refs) {
+      this.whenReady(ref, signal as AbortSignal).then(() => {
+        ready.add(ref)
+        wake()
+      }, () => {})
+    }
+    try {
+      while (ready.size < count && signal?.aborted !== true) {
+        await raceSignal(woken, signal, 'wait').catch(() => {})
+        woken = new Promise<void>(resolve => { wake = resolve })
+      }
+    } finally {
+      controller.abort()
+    }
+    const readyList = refs.filter(r => ready.has(r))
+    return { ready: readyList, pending: refs.filter(r => !ready.has(r)) }
+  }
+
+  /** Connects to a peer by multiaddr (with its /p2p/ id) and waits for its Hello. */
+  async connect (addr: string, options: GetOptions = {}): Promise<string> {
+    const signal = withTimeout(options.signal, options.timeoutMs ?? 10_000, `connect(${addr})`)
+    const conn = await this.libp2p.dial(multiaddr(addr), { signal })
+    const peer = conn.remotePeer.toString()
+    await this.waitForPeer(peer, { signal })
+    return peer
+  }
+
+  /** Resolves when `peer` has said Hello (or at once if it already has). */
+  async waitForPeer (peer: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    if (this.directory.has(peer)) return
+    let unsubscribe = (): void => {}
+    const known = new Promise<void>(resolve => {
+      unsubscribe = this.directory.onChange(() => { if (this.directory.has(peer)) resolve() })
+    })
+    try {
+      await raceSignal(known, options.signal, `waiting for ${peer}`)
+    } finally {
+      unsubscribe()
+    }
+  }
+
+  /** Peers this peer knows, with the functions they offer. */
+  peers (): Array<{ peer: string, functions: string[], addrs: string[] }> {
+    return this.directory.all().map(p => ({ peer: p.peer, functions: [...p.functions], addrs: p.addrs }))
+  }
+
+  stats (): MeshStats {
+    return {
+      peer: this.peerId,
+      store: this.store.stats(),
+      refs: this.table.stats(),
+      traffic: this.traffic.totals(),
+      trafficByPeer: this.traffic.snapshot(),
+      transfer: { ...this.transfer.stats },
+      calls: { executed: this.executor.executed, running: this.executor.running, submitted: this.submitted },
+      functions: this.executor.names(),
+      peers: this.directory.all().map(p => p.peer)
+    }
+  }
+
+  /** The stats of another peer (or this one), asked over the control channel. */
+  async peerStats (peer: string, options: GetOptions = {}): Promise<MeshStats> {
+    if (peer === this.peerId) return this.stats()
+    const signal = withTimeout(options.signal, options.timeoutMs ?? 10_000, `stats of ${peer}`)
+    const reply = await this.channels.request(peer, { stats: {} }, { signal })
+    return JSON.parse(reply.statsReply?.json ?? '{}') as MeshStats
+  }
+
+  // ------------------------------------------------------------ the call path
+
+  private remote (fn: string, args: unknown[], options: CallOptions): Ref {
+    const temporaries: Ref[] = []
+    // Large plain arguments become objects of their own, so calls stay small and
+    // the executor pulls the bytes as chunks.
+    const prepared = args.map(arg => {
+      if (arg instanceof Ref || arg instanceof SharedRef) return arg
+      if (ArrayBuffer.isView(arg) && arg.byteLength > this.inlineThreshold) {
+        const tmp = this.put(arg)
+        temporaries.push(tmp)
+        return tmp
+      }
+      return arg
+    })
+    const encoded = encodeArgs(prepared)
+    const pinned = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
+    const result = this.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } })
+    const call: CallState = { fn, args: prepared, options, result, pinned, temporaries }
+    this.submitted++
+    void this.dispatch(call, encoded.bytes)
+    return result
+  }
+
+  private async dispatch (call: CallState, args: Uint8Array): Promise<void> {
+    const key = call.result.key
+    const signal = withTimeout(this.stopController.signal, call.options.timeoutMs, `call of ${call.fn}`)
+    const exclude = new Set<string>()
+    let tries = 1 + (call.options.retries ?? DEFAULTS.retries)
+    let info: ObjectInfo | undefined
+    let executor = ''
+    try {
+      const localBytes = await this.resolveArguments(call, signal)
+      while (info === undefined) {
+        executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), localBytes, exclude, options: call.options })
+        this.scheduler.started(executor)
+        try {
+          const request: CallRequest = { resultId: call.result.id, fn: call.fn, args, timeoutMs: call.options.timeoutMs ?? 0 }
+          info = executor === this.peerId
+            ? await raceSignal(this.onCall(this.peerId, request), signal, `call of ${call.fn}`)
+            : (await this.channels.request(executor, { call: request }, { signal })).callReply?.result
+          if (info === undefined) throw new ProtocolError(`${executor} sent an empty call reply`)
+        } catch (err) {
+          if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
+          log('call %s on %s failed (%s); retrying elsewhere', call.fn, executor, err.message)
+          exclude.add(executor)
+        } finally {
+          this.scheduler.finished(executor)
+        }
+      }
+      await this.onReply(key, info, executor)
+    } catch (err) {
+      this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId, call.fn), locations: [], contained: [] })
+    } finally {
+      for (const k of call.pinned) this.table.unpin(k)
+      for (const t of call.temporaries) t.release()
+    }
+  }
+
+  /** Waits for the Refs this peer owns among the dereferenced arguments; returns argument bytes per holder. */
+  private async resolveArguments (call: CallState, signal: AbortSignal | undefined): Promise<Map<string, number>> {
+    const localBytes = new Map<string, number>()
+    for (const arg of call.args) {
+      if (!(arg instanceof Ref)) continue
+      const owned = this.table.get(arg.key)?.owned
+      if (owned === undefined) continue
+      await raceSignal(owned.ready, signal, `arguments of ${call.fn}`)
+      if (owned.state === 'failed' && owned.error !== undefined) throw infoToError(owned.error)
+      for (const peer of owned.locations) localBytes.set(peer, (localBytes.get(peer) ?? 0) + owned.size)
+    }
+    return localBytes
+  }
+
+  private candidates (fn: string): string[] {
+    const peers = this.directory.offering(fn).map(p => p.peer)
+    if (this.executor.offers(fn)) peers.push(this.peerId)
+    return peers
+  }
+
+  /** Executor side: runs a call and describes its result. Never throws: failures become FAILED results. */
+  private async onCall (from: string, req: CallRequest): Promise<ObjectInfo> {
+    const scope: Ref[] = []
+    const resultKey = objectKey(req.resultId)
+    try {
+      if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
+      const signal = withTimeout(this.stopController.signal, req.timeoutMs, `arguments of ${req.fn}`)
+      const pending: Array<Promise<void>> = []
+      const makeRef = (desc: RefDesc): Ref => {
+        const ref = this.table.refFromDesc(desc, pending)
+        scope.push(ref)
+        return ref
+      }
+      const args = await Promise.all(decodeArgs(req.args).map(async arg => {
+        if ('value' in arg) return decodeValue(Encoding.CBOR, arg.value, makeRef)
+        const { encoding, bytes } = await this.fetchValue(arg.deref, signal)
+        return decodeValue(encoding, bytes, makeRef)
+      }))
+      await raceSignal(Promise.all(pending), signal, `arguments of ${req.fn}`)
+      const value = await this.executor.run(req.fn, args)
+      const encoded = encodeValue(value)
+      const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
+      if (contained.length > 0) this.handoffs.set(resultKey, { peer: from, keys: contained })
+      // Refs in the return value move to the caller: this peer's handles go.
+      for (const r of encoded.contained) r.release()
+      const containedDescs = encoded.contained.map(r => ({ id: r.id, owner: r.owner }))
+      if (encoded.bytes.byteLength <= this.inlineThreshold) {
+        return { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: containedDescs }
+      }
+      const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize)
+      this.store.putComplete(resultKey, req.resultId, from, manifest, encoded.bytes, true)
+      return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.peerId], contained: containedDescs }
+    } catch (err) {
+      const info: ErrorInfo = errorToInfo(err, this.peerId, req.fn)
+      return { status: ObjectStatus.FAILED, inline: new Uint8Array(0), encoding: 0, error: info, locations: [], contained: [] }
+    } finally {
+      for (const r of scope) r.release()
+    }
+  }
+
+  /** Caller side: records the result of a call this peer owns. */
+  private async onReply (key: string, info: ObjectInfo, executor: string): Promise<void> {
+    const pending: Array<Promise<void>> = []
+    const contained = info.contained.map(desc => this.table.pinDesc(desc, pending))
+    try {
+      await Promise.all(pending)
+    } finally {
+      if (info.contained.length > 0) this.ackResult(executor, key)
+    }
+    switch (info.status) {
+      case ObjectStatus.INLINE: {
+        const id = this.table.get(key)?.id
+        if (id !== undefined) this.store.putComplete(key, id, this.peerId, { size: info.inline.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: info.encoding }, info.inline, true)
+        this.table.settle(key, { state: 'ready', inline: true, encoding: info.encoding, size: info.inline.byteLength, locations: [this.peerId], contained })
+        break
+      }
+      case ObjectStatus.STORED:
+        if (info.manifest === undefined) throw new ProtocolError('STORED result without a manifest')
+        this.table.settle(key, { state: 'ready', inline: false, encoding: info.encoding, size: info.manifest.size, manifest: info.manifest, locations: info.locations, contained })
+        break
+      default:
+        this.table.settle(key, { state: 'failed', error: info.error, locations: [], contained })
+    }
+  }
+
+  private ackResult (executor: string, key: string): void {
+    if (executor === this.peerId) {
+      this.releaseHandoff(this.peerId, key)
+      return
+    }
+    const entry = this.table.get(key)
+    const id = entry?.id ?? Uint8Array.from(key.match(/../g)?.map(h => parseInt(h, 16)) ?? [])
+    this.channels.send(executor, { resultAck: { resultId: id } }).catch((err: Error) => { log('result ack to %s failed: %s', executor, err.message) })
+  }
+
+  private releaseHandoff (from: string, key: string): void {
+    const handoff = this.handoffs.get(key)
+    if (handoff === undefined || handoff.peer !== from) return
+    this.handoffs.delete(key)
+    for (const k of handoff.keys) this.table.unpin(k)
+  }
+
+  // ------------------------------------------------------------ objects
+
+  /** Stores a value this peer owns and marks it ready. */
+  private async storeOwned (key: string, id: Uint8Array, encoded: EncodedValue, contained: string[]): Promise<void> {
+    const inline = encoded.bytes.byteLength <= this.inlineThreshold
+    const manifest = inline
+      ? { size: encoded.bytes.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: encoded.encoding }
+      : await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize)
+    if (this.table.get(key) === undefined) return
+    this.store.putComplete(key, id, this.peerId, manifest, encoded.bytes, true)
+    this.table.settle(key, { state: 'ready', inline, encoding: encoded.encoding, size: manifest.size, manifest: inline ? undefined : manifest, locations: [this.peerId], contained })
+  }
+
+  /** Resolves when the object is computed (or failed), without fetching it. */
+  private async whenReady (ref: Ref, signal: AbortSignal): Promise<void> {
+    const entry = this.table.get(ref.key)
+    if (entry?.owned !== undefined) {
+      await raceSignal(entry.owned.ready, signal, `wait for ${ref}`)
+      return
+    }
+    for (;;) {
+      const reply = await this.channels.request(ref.owner, { locate: { id: ref.id, wait: true, fetch: false, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
+      if (reply.locateReply?.object?.status !== ObjectStatus.PENDING) return
+    }
+  }
+
+  /** The encoded value of an object, from this store, the owner's reply, or pulled from holders. */
+  private async fetchValue (desc: RefDesc, signal: AbortSignal | undefined): Promise<{ encoding: number, bytes: Uint8Array }> {
+    const key = objectKey(desc.id)
+    const local = this.store.get(key)
+    if (local !== undefined && this.store.isComplete(local)) return { encoding: local.manifest.encoding, bytes: local.data }
+    const info = desc.owner === this.peerId
+      ? await this.describeOwned(key, { id: desc.id, wait: true, fetch: true, timeoutMs: 0 }, this.peerId, signal)
+      : await this.locateRemote(desc, signal)
+    switch (info.status) {
+      case ObjectStatus.INLINE:
+        return { encoding: info.encoding, bytes: info.inline }
+      case ObjectStatus.STORED: {
+        if (info.manifest === undefined) throw new ProtocolError(`no manifest for ${key}`)
+        const sources = info.locations.filter(p => p !== this.peerId)
+        const obj = await this.transfer.pull({ key, id: desc.id, owner: desc.owner, manifest: info.manifest, sources, signal })
+        return { encoding: obj.manifest.encoding, bytes: obj.data }
+      }
+      case ObjectStatus.FAILED:
+        throw infoToError(info.error ?? { name: 'RefmeshError', message: 'failed', stack: '', peer: desc.owner, fn: '', remote: false })
+      default:
+        throw new ObjectLostError(`object ${key} no longer exists (owner ${desc.owner})`)
+    }
+  }
+
+  private async locateRemote (desc: RefDesc, signal: AbortSignal | undefined): Promise<ObjectInfo> {
+    for (;;) {
+      const reply = await this.channels.request(desc.owner, { locate: { id: desc.id, wait: true, fetch: true, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
+      const info = reply.locateReply?.object
+      if (info === undefined) throw new ProtocolError(`${desc.owner} sent an empty locate reply`)
+      if (info.status !== ObjectStatus.PENDING) return info
+    }
+  }
+
+  /** Owner side: what an object is and where it lives; parks while it is being computed. */
+  private async describeOwned (key: string, req: Locate, from: string, signal?: AbortSignal): Promise<ObjectInfo> {
+    const none: ObjectInfo = { status: ObjectStatus.FREED, inline: new Uint8Array(0), encoding: 0, locations: [], contained: [] }
+    const entry = this.table.get(key)
+    const owned = entry?.owned
+    if (entry === undefined || owned === undefined) return none
+    if (owned.state === 'pending') {
+      if (!req.wait) return { ...none, status: ObjectStatus.PENDING }
+      const park = withTimeout(signal ?? this.stopController.signal, req.timeoutMs, 'locate')
+      try {
+        await raceSignal(owned.ready, park, 'locate')
+      } catch (err) {
+        if (signal?.aborted === true) throw err
+        return { ...none, status: ObjectStatus.PENDING }
+      }
+    }
+    const contained = owned.contained.map(k => ({ id: this.table.get(k)?.id ?? new Uint8Array(0), owner: this.table.get(k)?.owner ?? '' }))
+    if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
+    if (owned.inline) {
+      const obj = this.store.get(key)
+      if (obj === undefined) return none
+      return { status: ObjectStatus.INLINE, inline: obj.data, encoding: owned.encoding, locations: [], contained }
+    }
+    const locations = [...owned.locations]
+    if (req.fetch && from !== this.peerId) owned.locations.add(from)
+    if (req.fetch && from === this.peerId) owned.locations.add(this.peerId)
+    return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: owned.encoding, manifest: owned.manifest, locations, contained }
+  }
+
+  /** Owner side: nothing refers to the object any more; drop every copy. */
+  private freeOwned (entry: Entry, owned: OwnedObject): void {
+    this.store.delete(entry.key)
+    for (const k of owned.contained) this.table.unpin(k)
+    for (const peer of owned.locations) {
+      if (peer === this.peerId) continue
+      this.channels.send(peer, { free: { ids: [entry.id] } }).catch((err: Error) => { log('free to %s failed: %s', peer, err.message) })
+    }
+  }
+
+  // ------------------------------------------------------------ messages
+
+  private onRequest (from: string, env: Envelope): Promise<EnvelopeBody> | EnvelopeBody {
+    if (env.hello !== undefined) {
+      this.onHello(from, env.hello.functions, env.hello.addrs, env.hello.peers)
+      return {}
+    }
+    if (env.call !== undefined) {
+      return this.onCall(from, env.call).then(result => ({ callReply: { result } }))
+    }
+    if (env.locate !== undefined) {
+      const req = env.locate
+      return this.describeOwned(objectKey(req.id), req, from).then(object => ({ locateReply: { object } }))
+    }
+    if (env.borrow !== undefined) {
+      const key = objectKey(env.borrow.id)
+      if (env.borrow.add) {
+        if (!this.table.addBorrower(key, from)) throw new ObjectLostError(`object ${key} is not owned here (freed?)`)
+      } else {
+        this.table.removeBorrower(key, from)
+      }
+      return { ack: {} }
+    }
+    if (env.free !== undefined) {
+      for (const id of env.free.ids) {
+        const key = objectKey(id)
+        if (this.store.get(key)?.owner === from) this.store.delete(key)
+      }
+      return {}
+    }
+    if (env.resultAck !== undefined) {
+      this.releaseHandoff(from, objectKey(env.resultAck.resultId))
+      return {}
+    }
+    if (env.stats !== undefined) {
+      return { statsReply: { json: JSON.stringify(this.stats()) } }
+    }
+    throw new ProtocolError('unknown or empty request')
+  }
+
+  // ------------------------------------------------------------ membership
+
+  private readonly onConnect = (evt: CustomEvent<{ toString(): string }>): void => {
+    this.sayHello(evt.detail.toString())
+  }
+
+  private readonly onDisconnect = (evt: CustomEvent<{ toString(): string }>): void => {
+    const peer = evt.detail.toString()
+    log('peer %s disconnected', peer)
+    this.directory.remove(peer)
+    this.channels.dropPeer(peer)
+    this.table.peerGone(peer)
+    for (const [key, h] of this.handoffs) if (h.peer === peer) this.releaseHandoff(peer, key)
+  }
+
+  private hello (): EnvelopeBody {
+    return {
+      hello: {
+        functions: this.executor.names(),
+        addrs: this.libp2p.getMultiaddrs().map(a => a.toString()),
+        peers: this.directory.all().map(p => ({ peer: p.peer, addrs: p.addrs }))
+      }
+    }
+  }
+
+  private sayHello (peer: string): void {
+    this.channels.send(peer, this.hello(), { signal: this.stopController.signal }).catch((err: Error) => {
+      log('hello to %s failed: %s', peer, err.message)
+    })
+  }
+
+  private announce (): void {
+    if (!this.started) return
+    for (const conn of this.libp2p.getConnections()) this.sayHello(conn.remotePeer.toString())
+  }
+
+  private onHello (from: string, functions: string[], addrs: string[], peers: Array<{ peer: string, addrs: string[] }>): void {
+    this.directory.update(from, functions, addrs)
+    // Peer exchange: meet the peers our neighbour knows.
+    for (const p of peers) {
+      if (p.peer === this.peerId || this.directory.has(p.peer) || p.addrs.length === 0) continue
+      if (this.libp2p.getConnections(peerIdFromString(p.peer)).length > 0) continue
+      const addrs = p.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+      this.libp2p.dial(addrs, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
+        log('dial of %s from peer exchange failed: %s', p.peer, err.message)
+      })
+    }
+  }
+}
+
+export { RefmeshError, ReleasedRefError }

@@ -1,0 +1,169 @@
+/** The messages of refmesh.proto, as codecs. Field numbers must match the .proto file. */
+import { message } from './wire.ts'
+import type { ErrorInfo } from '../errors.ts'
+
+export const ObjectStatus = {
+  INLINE: 1,
+  STORED: 2,
+  FAILED: 3,
+  FREED: 4,
+  PENDING: 5
+} as const
+export type ObjectStatusCode = typeof ObjectStatus[keyof typeof ObjectStatus]
+
+export const ChunkStatus = { OK: 0, NOT_FOUND: 1 } as const
+
+export interface PeerAddrs { peer: string, addrs: string[] }
+export interface RefDesc { id: Uint8Array, owner: string }
+export interface Manifest { size: number, chunkSize: number, hashes: Uint8Array[], encoding: number }
+export interface ObjectInfo {
+  status: number
+  inline: Uint8Array
+  encoding: number
+  manifest?: Manifest
+  locations: string[]
+  error?: ErrorInfo
+  contained: RefDesc[]
+}
+export interface Hello { functions: string[], addrs: string[], peers: PeerAddrs[] }
+export interface CallRequest { resultId: Uint8Array, fn: string, args: Uint8Array, timeoutMs: number }
+export interface CallReply { result?: ObjectInfo }
+export interface ResultAck { resultId: Uint8Array }
+export interface Locate { id: Uint8Array, wait: boolean, fetch: boolean, timeoutMs: number }
+export interface LocateReply { object?: ObjectInfo }
+export interface Borrow { id: Uint8Array, add: boolean }
+export interface Free { ids: Uint8Array[] }
+export type StatsRequest = Record<string, never>
+export interface StatsReply { json: string }
+export type Ack = Record<string, never>
+
+export interface Envelope {
+  id: number
+  reply: boolean
+  error?: ErrorInfo
+  hello?: Hello
+  call?: CallRequest
+  callReply?: CallReply
+  resultAck?: ResultAck
+  locate?: Locate
+  locateReply?: LocateReply
+  borrow?: Borrow
+  free?: Free
+  stats?: StatsRequest
+  statsReply?: StatsReply
+  ack?: Ack
+}
+
+export interface ChunkRequest { id: Uint8Array, indices: number[] }
+export interface ChunkHeader { id: Uint8Array, index: number, status: number }
+
+export const ErrorInfoCodec = message<ErrorInfo>('ErrorInfo', [
+  { no: 1, name: 'name', type: 'string' },
+  { no: 2, name: 'message', type: 'string' },
+  { no: 3, name: 'stack', type: 'string' },
+  { no: 4, name: 'peer', type: 'string' },
+  { no: 5, name: 'fn', type: 'string' },
+  { no: 6, name: 'remote', type: 'bool' }
+])
+
+export const PeerAddrsCodec = message<PeerAddrs>('PeerAddrs', [
+  { no: 1, name: 'peer', type: 'string' },
+  { no: 2, name: 'addrs', type: 'string', repeated: true }
+])
+
+export const RefDescCodec = message<RefDesc>('RefDesc', [
+  { no: 1, name: 'id', type: 'bytes' },
+  { no: 2, name: 'owner', type: 'string' }
+])
+
+export const ManifestCodec = message<Manifest>('Manifest', [
+  { no: 1, name: 'size', type: 'uint64' },
+  { no: 2, name: 'chunkSize', type: 'uint32' },
+  { no: 3, name: 'hashes', type: 'bytes', repeated: true },
+  { no: 4, name: 'encoding', type: 'uint32' }
+])
+
+export const ObjectInfoCodec = message<ObjectInfo>('ObjectInfo', [
+  { no: 1, name: 'status', type: 'uint32' },
+  { no: 2, name: 'inline', type: 'bytes' },
+  { no: 3, name: 'encoding', type: 'uint32' },
+  { no: 4, name: 'manifest', type: ManifestCodec },
+  { no: 5, name: 'locations', type: 'string', repeated: true },
+  { no: 6, name: 'error', type: ErrorInfoCodec },
+  { no: 7, name: 'contained', type: RefDescCodec, repeated: true }
+])
+
+const HelloCodec = message<Hello>('Hello', [
+  { no: 1, name: 'functions', type: 'string', repeated: true },
+  { no: 2, name: 'addrs', type: 'string', repeated: true },
+  { no: 3, name: 'peers', type: PeerAddrsCodec, repeated: true }
+])
+
+const CallRequestCodec = message<CallRequest>('CallRequest', [
+  { no: 1, name: 'resultId', type: 'bytes' },
+  { no: 2, name: 'fn', type: 'string' },
+  { no: 3, name: 'args', type: 'bytes' },
+  { no: 4, name: 'timeoutMs', type: 'uint32' }
+])
+
+const CallReplyCodec = message<CallReply>('CallReply', [
+  { no: 1, name: 'result', type: ObjectInfoCodec }
+])
+
+const ResultAckCodec = message<ResultAck>('ResultAck', [
+  { no: 1, name: 'resultId', type: 'bytes' }
+])
+
+const LocateCodec = message<Locate>('Locate', [
+  { no: 1, name: 'id', type: 'bytes' },
+  { no: 2, name: 'wait', type: 'bool' },
+  { no: 3, name: 'fetch', type: 'bool' },
+  { no: 4, name: 'timeoutMs', type: 'uint32' }
+])
+
+const LocateReplyCodec = message<LocateReply>('LocateReply', [
+  { no: 1, name: 'object', type: ObjectInfoCodec }
+])
+
+const BorrowCodec = message<Borrow>('Borrow', [
+  { no: 1, name: 'id', type: 'bytes' },
+  { no: 2, name: 'add', type: 'bool' }
+])
+
+const FreeCodec = message<Free>('Free', [
+  { no: 1, name: 'ids', type: 'bytes', repeated: true }
+])
+
+const EmptyCodec = message<Record<string, never>>('Empty', [])
+
+const StatsReplyCodec = message<StatsReply>('StatsReply', [
+  { no: 1, name: 'json', type: 'string' }
+])
+
+export const EnvelopeCodec = message<Envelope>('Envelope', [
+  { no: 1, name: 'id', type: 'uint32' },
+  { no: 2, name: 'reply', type: 'bool' },
+  { no: 3, name: 'error', type: ErrorInfoCodec },
+  { no: 4, name: 'hello', type: HelloCodec },
+  { no: 5, name: 'call', type: CallRequestCodec },
+  { no: 6, name: 'callReply', type: CallReplyCodec },
+  { no: 7, name: 'resultAck', type: ResultAckCodec },
+  { no: 8, name: 'locate', type: LocateCodec },
+  { no: 9, name: 'locateReply', type: LocateReplyCodec },
+  { no: 10, name: 'borrow', type: BorrowCodec },
+  { no: 11, name: 'free', type: FreeCodec },
+  { no: 12, name: 'stats', type: EmptyCodec },
+  { no: 13, name: 'statsReply', type: StatsReplyCodec },
+  { no: 14, name: 'ack', type: EmptyCodec }
+])
+
+export const ChunkRequestCodec = message<ChunkRequest>('ChunkRequest', [
+  { no: 1, name: 'id', type: 'bytes' },
+  { no: 2, name: 'indices', type: 'uint32', repeated: true }
+])
+
+export const ChunkHeaderCodec = message<ChunkHeader>('ChunkHeader', [
+  { no: 1, name: 'id', type: 'bytes' },
+  { no: 2, name: 'index', type: 'uint32' },
+  { no: 3, name: 'status', type: 'uint32' }
+])

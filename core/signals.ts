@@ -1,0 +1,39 @@
+/** Timeouts are AbortSignals; these helpers turn them into the typed errors refmesh promises. */
+import { AbortError, TimeoutError } from './errors.ts'
+
+export interface AbortOptions {
+  signal?: AbortSignal
+}
+
+/** A signal that fires on the caller's signal or after `timeoutMs` (0 or undefined: never). */
+export function withTimeout (signal: AbortSignal | undefined, timeoutMs: number | undefined, what: string): AbortSignal | undefined {
+  if (timeoutMs === undefined || timeoutMs <= 0 || !Number.isFinite(timeoutMs)) return signal
+  const timeout = AbortSignal.timeout(timeoutMs)
+  const timeoutError = new TimeoutError(`${what} timed out after ${timeoutMs} ms`)
+  const timed = new AbortController()
+  timeout.addEventListener('abort', () => timed.abort(timeoutError), { once: true })
+  return signal === undefined ? timed.signal : AbortSignal.any([signal, timed.signal])
+}
+
+export function abortReason (signal: AbortSignal, what: string): Error {
+  const reason: unknown = signal.reason
+  if (reason instanceof TimeoutError || reason instanceof AbortError) return reason
+  if (reason instanceof Error && reason.name === 'TimeoutError') return new TimeoutError(`${what}: ${reason.message}`)
+  return new AbortError(`${what} was aborted`)
+}
+
+/** Resolves with `promise`, or rejects with the typed reason when `signal` fires first. */
+export async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  if (signal === undefined) return await promise
+  if (signal.aborted) throw abortReason(signal, what)
+  let onAbort: (() => void) | undefined
+  const aborted = new Promise<never>((_resolve, reject) => {
+    onAbort = () => reject(abortReason(signal, what))
+    signal.addEventListener('abort', onAbort, { once: true })
+  })
+  try {
+    return await Promise.race([promise, aborted])
+  } finally {
+    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
+  }
+}

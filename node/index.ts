@@ -1,0 +1,69 @@
+/**
+ * refmesh/node: a Node.js peer. Supplies the libp2p configuration (TCP, Noise,
+ * Yamux, identify) and identity to the runtime-agnostic core.
+ */
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import type { PrivateKey } from '@libp2p/interface'
+import { Mesh } from '../core/mesh.ts'
+import type { MeshInit } from '../core/mesh.ts'
+import { PeerDiedError } from '../core/errors.ts'
+import { loadOrCreateIdentity } from './identity.ts'
+
+export * from '../core/index.ts'
+
+export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p'> {
+  /** multiaddrs (with /p2p/<id>) of peers to join through */
+  bootstrap?: string[]
+  /** where to listen; default: an ephemeral TCP port on loopback */
+  listen?: string[]
+  /** file holding this peer's key; created on first use. Without it the identity is new each run. */
+  identityFile?: string
+  privateKey?: PrivateKey
+  /** how long to wait for the bootstrap peers */
+  bootstrapTimeoutMs?: number
+}
+
+export const NODE_DEFAULTS = {
+  listen: ['/ip4/127.0.0.1/tcp/0'],
+  bootstrapTimeoutMs: 15_000
+} as const
+
+/** Starts a peer and joins the mesh through `bootstrap`. With no options: a working single-peer mesh. */
+export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> {
+  const privateKey = options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : undefined)
+  const libp2p = await createLibp2p({
+    privateKey,
+    addresses: { listen: options.listen ?? [...NODE_DEFAULTS.listen] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: { identify: identify() }
+  })
+  const mesh = new Mesh({ ...options, libp2p })
+  try {
+    await mesh.start()
+    const bootstrap = options.bootstrap ?? []
+    if (bootstrap.length > 0) {
+      const timeoutMs = options.bootstrapTimeoutMs ?? NODE_DEFAULTS.bootstrapTimeoutMs
+      const results = await Promise.allSettled(bootstrap.map(addr => mesh.connect(addr, { timeoutMs })))
+      if (results.every(r => r.status === 'rejected')) {
+        const reasons = results.map(r => (r as PromiseRejectedResult).reason as Error).map(e => e.message).join('; ')
+        throw new PeerDiedError(`could not join through any bootstrap peer: ${reasons}`)
+      }
+    }
+  } catch (err) {
+    await mesh.stop().catch(() => {})
+    await libp2p.stop()
+    throw err
+  }
+  const stop = mesh.stop.bind(mesh)
+  mesh.stop = async () => {
+    await stop()
+    await libp2p.stop()
+  }
+  return mesh
+}
