@@ -1,0 +1,172 @@
+/**
+ * The refmesh command.
+ *   refmesh peer    start a headless peer and print the addresses others join through
+ *   refmesh status  print the mesh as one peer sees it
+ *   refmesh demo    start a local mesh of three peers and run the MapReduce example
+ */
+import { parseArgs } from 'node:util'
+import type { ParseArgsOptionsConfig } from 'node:util'
+import { pathToFileURL } from 'node:url'
+import { resolve } from 'node:path'
+import { createMesh } from './index.ts'
+import type { Mesh } from '../core/mesh.ts'
+import { parseBytes } from '../core/constants.ts'
+
+export class UsageError extends Error {
+  override name = 'UsageError'
+}
+
+const USAGE = `usage: refmesh <command> [options]
+
+commands:
+  peer     start a headless peer
+             --listen <multiaddr>     where to listen (repeatable; default /ip4/127.0.0.1/tcp/0)
+             --bootstrap <multiaddr>  a peer to join through, with /p2p/<id> (repeatable)
+             --identity <file>        key file; created on first run (default: a new identity each run)
+             --store-capacity <size>  object store capacity, e.g. 512MiB, 2GiB (default 2GiB)
+             --module <file>          a module whose default export registers functions: (mesh) => void
+             --json                   print one JSON line {peer, addrs} when ready
+  status   print the mesh as one peer sees it
+             --bootstrap <multiaddr>  the peer to ask (required)
+             --json                   print JSON
+  demo     start a local mesh of three peers and run the MapReduce example
+`
+
+export interface PeerCommandOptions {
+  listen: string[]
+  bootstrap: string[]
+  identity?: string
+  storeCapacity?: number
+  module?: string
+  json: boolean
+}
+
+function parse (argv: string[], options: ParseArgsOptionsConfig): Record<string, string | boolean | Array<string | boolean> | undefined> {
+  try {
+    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values
+  } catch (err) {
+    throw new UsageError((err as Error).message)
+  }
+}
+
+export function parsePeerArgs (argv: string[]): PeerCommandOptions {
+  const v = parse(argv, {
+    listen: { type: 'string', multiple: true },
+    bootstrap: { type: 'string', multiple: true },
+    identity: { type: 'string' },
+    'store-capacity': { type: 'string' },
+    module: { type: 'string' },
+    json: { type: 'boolean', default: false }
+  })
+  let storeCapacity: number | undefined
+  if (v['store-capacity'] !== undefined) {
+    try {
+      storeCapacity = parseBytes(v['store-capacity'] as string)
+    } catch (err) {
+      throw new UsageError(`--store-capacity: ${(err as Error).message}`)
+    }
+  }
+  for (const addr of [...(v.listen as string[] ?? []), ...(v.bootstrap as string[] ?? [])]) {
+    if (!addr.startsWith('/')) throw new UsageError(`"${addr}" is not a multiaddr (they look like /ip4/127.0.0.1/tcp/4001)`)
+  }
+  return {
+    listen: v.listen as string[] ?? [],
+    bootstrap: v.bootstrap as string[] ?? [],
+    identity: v.identity as string | undefined,
+    storeCapacity,
+    module: v.module as string | undefined,
+    json: v.json === true
+  }
+}
+
+/** Loads a functions module: its default export receives the mesh and registers what the peer offers. */
+export async function loadModule (mesh: Mesh, file: string): Promise<void> {
+  const mod = await import(pathToFileURL(resolve(file)).href) as { default?: unknown }
+  if (typeof mod.default !== 'function') throw new UsageError(`${file} must export a default function (mesh) => void`)
+  await (mod.default as (mesh: Mesh) => unknown)(mesh)
+}
+
+async function runPeer (argv: string[]): Promise<void> {
+  const opts = parsePeerArgs(argv)
+  const mesh = await createMesh({
+    listen: opts.listen.length > 0 ? opts.listen : undefined,
+    bootstrap: opts.bootstrap,
+    identityFile: opts.identity,
+    store: opts.storeCapacity !== undefined ? { capacity: opts.storeCapacity } : undefined
+  })
+  if (opts.module !== undefined) await loadModule(mesh, opts.module)
+  const addrs = mesh.libp2p.getMultiaddrs().map(String)
+  if (opts.json) {
+    process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs }) + '\n')
+  } else {
+    process.stdout.write(`refmesh peer ${mesh.peerId}\njoin with:\n${addrs.map(a => `  --bootstrap ${a}`).join('\n')}\n`)
+  }
+  let stopping = false
+  const stop = (): void => {
+    if (stopping) return
+    stopping = true
+    mesh.stop().finally(() => process.exit(0))
+  }
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+  // A parent that spawned us with a pipe on stdin stops us by closing it.
+  if (!process.stdin.isTTY) process.stdin.on('end', stop).resume()
+}
+
+async function runStatus (argv: string[]): Promise<void> {
+  const v = parse(argv, { bootstrap: { type: 'string', multiple: true }, json: { type: 'boolean', default: false } })
+  const bootstrap = v.bootstrap as string[] | undefined
+  if (bootstrap === undefined || bootstrap.length === 0) throw new UsageError('status needs --bootstrap <multiaddr of a peer>')
+  const mesh = await createMesh({ bootstrap })
+  try {
+    const first = await mesh.connect(bootstrap[0], { timeoutMs: 10_000 })
+    const seen = await mesh.peerStats(first, { timeoutMs: 10_000 })
+    const all = await Promise.all([first, ...seen.peers.filter(p => p !== mesh.peerId && p !== first)].map(async p => {
+      try { return await mesh.peerStats(p, { timeoutMs: 10_000 }) } catch (err) { return { peer: p, error: (err as Error).message } }
+    }))
+    if (v.json === true) {
+      process.stdout.write(JSON.stringify(all, null, 2) + '\n')
+    } else {
+      process.stdout.write(`mesh seen from ${first}: ${all.length} peer(s)\n`)
+      for (const s of all) {
+        if ('error' in s) { process.stdout.write(`  ${s.peer}  unreachable: ${s.error}\n`); continue }
+        const mb = (n: number): string => (n / 2 ** 20).toFixed(1) + ' MiB'
+        process.stdout.write(`  ${s.peer}\n    functions: ${s.functions.join(', ') || '-'}\n    store: ${s.store.objects} objects, ${mb(s.store.bytes)} of ${mb(s.store.capacity)}\n    calls executed: ${s.calls.executed}, running: ${s.calls.running}\n    traffic: chunks in ${mb(s.traffic.chunkIn)}, out ${mb(s.traffic.chunkOut)}\n`)
+      }
+    }
+  } finally {
+    await mesh.stop()
+  }
+}
+
+export async function main (argv: string[]): Promise<number> {
+  const [command, ...rest] = argv
+  try {
+    switch (command) {
+      case 'peer': await runPeer(rest); return -1
+      case 'status': await runStatus(rest); return 0
+      case 'demo': {
+        const { runDemo } = await import('../examples/demo.ts')
+        await runDemo(rest)
+        return 0
+      }
+      case undefined: case '-h': case '--help': case 'help':
+        process.stdout.write(USAGE)
+        return command === undefined ? 2 : 0
+      default:
+        throw new UsageError(`unknown command "${command}"`)
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`refmesh: ${err.message}\n\n${USAGE}`)
+      return 2
+    }
+    process.stderr.write(`refmesh: ${(err as Error).message}\n`)
+    return 1
+  }
+}
+
+if (import.meta.main) {
+  const code = await main(process.argv.slice(2))
+  if (code >= 0) process.exit(code)
+}

@@ -1,0 +1,95 @@
+/** Local peer processes (for the demo, tests and benchmarks): spawn, wait until ready, kill, clean up. */
+import { spawn } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
+import { createInterface } from 'node:readline'
+import { fileURLToPath } from 'node:url'
+
+const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url))
+
+export interface PeerProcess {
+  peer: string
+  addrs: string[]
+  child: ChildProcess
+  /** stderr so far, for failure messages */
+  stderr: () => string
+  stop: () => Promise<void>
+  kill: (signal?: NodeJS.Signals) => Promise<void>
+}
+
+export interface SpawnPeerOptions {
+  bootstrap?: string[]
+  /** functions module to load (refmesh peer --module) */
+  module?: string
+  storeCapacity?: string
+  identity?: string
+  env?: Record<string, string>
+  timeoutMs?: number
+}
+
+export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
+  const args = [CLI, 'peer', '--json', '--listen', '/ip4/127.0.0.1/tcp/0']
+  if (opts.module !== undefined) args.push('--module', opts.module)
+  for (const b of opts.bootstrap ?? []) args.push('--bootstrap', b)
+  if (opts.storeCapacity !== undefined) args.push('--store-capacity', opts.storeCapacity)
+  if (opts.identity !== undefined) args.push('--identity', opts.identity)
+  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
+  let stderr = ''
+  child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-20_000) })
+  const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
+  const ready = new Promise<{ peer: string, addrs: string[] }>((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! })
+    lines.once('line', line => {
+      try { resolve(JSON.parse(line) as { peer: string, addrs: string[] }) } catch (err) { reject(err) }
+    })
+    child.once('exit', code => reject(new Error(`peer exited with ${code} before it was ready:\n${stderr}`)))
+  })
+  const timeoutMs = opts.timeoutMs ?? 20_000
+  let timer: NodeJS.Timeout | undefined
+  try {
+    const info = await Promise.race([ready, new Promise<never>((_r, reject) => { timer = setTimeout(() => reject(new Error(`peer not ready within ${timeoutMs} ms:\n${stderr}`)), timeoutMs) })])
+    const kill = async (signal: NodeJS.Signals = 'SIGKILL'): Promise<void> => {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal)
+      await exited
+    }
+    const stop = async (): Promise<void> => {
+      if (child.exitCode !== null || child.signalCode !== null) return
+      child.stdin?.end()
+      const t = setTimeout(() => child.kill('SIGKILL'), 5_000)
+      await exited
+      clearTimeout(t)
+    }
+    return { ...info, child, stderr: () => stderr, stop, kill }
+  } catch (err) {
+    child.kill('SIGKILL')
+    throw err
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** Spawns `n` peers, each joining through the first. */
+export async function spawnPeers (n: number, opts: SpawnPeerOptions = {}): Promise<PeerProcess[]> {
+  const first = await spawnPeer(opts)
+  const rest = await Promise.all(Array.from({ length: n - 1 }, async () => await spawnPeer({ ...opts, bootstrap: [...(opts.bootstrap ?? []), first.addrs[0]] })))
+  return [first, ...rest]
+}
+
+export async function stopAll (peers: PeerProcess[]): Promise<void> {
+  await Promise.all(peers.map(async p => await p.stop()))
+}
+
+/** Polls `check` until it returns a value other than undefined, or fails after `timeoutMs`. */
+export async function waitFor<T> (what: string, check: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let last: unknown
+  for (;;) {
+    try {
+      const v = await check()
+      if (v !== undefined) return v
+    } catch (err) {
+      last = err
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last !== undefined ? `: ${(last as Error).message}` : ''}`)
+    await new Promise(resolve => setTimeout(resolve, intervalMs))
+  }
+}
