@@ -9,6 +9,7 @@ import type { ParseArgsOptionsConfig } from 'node:util'
 import { pathToFileURL } from 'node:url'
 import { resolve } from 'node:path'
 import { createMesh } from './index.ts'
+import type { NodeMeshOptions } from './index.ts'
 import type { Mesh } from '../core/mesh.ts'
 import { parseBytes } from '../core/constants.ts'
 
@@ -86,9 +87,11 @@ export async function loadModule (mesh: Mesh, file: string): Promise<void> {
   await (mod.default as (mesh: Mesh) => unknown)(mesh)
 }
 
-async function runPeer (argv: string[]): Promise<void> {
+/** `refmesh peer`; `extra` lets a test peer add mesh options the command line does not offer (test hooks). */
+export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> = {}): Promise<void> {
   const opts = parsePeerArgs(argv)
   const mesh = await createMesh({
+    ...extra,
     listen: opts.listen.length > 0 ? opts.listen : undefined,
     bootstrap: opts.bootstrap,
     identityFile: opts.identity,

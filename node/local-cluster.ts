@@ -20,6 +20,8 @@ export interface SpawnPeerOptions {
   bootstrap?: string[]
   /** functions module to load (refmesh peer --module) */
   module?: string
+  /** a script to run instead of the refmesh CLI; it gets the same arguments */
+  entry?: string
   storeCapacity?: string
   identity?: string
   env?: Record<string, string>
@@ -27,7 +29,7 @@ export interface SpawnPeerOptions {
 }
 
 export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
-  const args = [CLI, 'peer', '--json', '--listen', '/ip4/127.0.0.1/tcp/0']
+  const args = [opts.entry ?? CLI, 'peer', '--json', '--listen', '/ip4/127.0.0.1/tcp/0']
   if (opts.module !== undefined) args.push('--module', opts.module)
   for (const b of opts.bootstrap ?? []) args.push('--bootstrap', b)
   if (opts.storeCapacity !== undefined) args.push('--store-capacity', opts.storeCapacity)
