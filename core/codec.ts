@@ -5,7 +5,8 @@
  */
 import { encode as cborEncode, decode as cborDecode, Token, Type } from 'cborg'
 import type { TagDecoder, TypeEncoder } from 'cborg'
-import { EncodeError, MalformedFrameError } from './errors.ts'
+import { bigIntDecoder, bigIntEncoder, bigNegIntDecoder } from 'cborg/taglib'
+import { EncodeError, MalformedFrameError, RefmeshError } from './errors.ts'
 import { Ref, SharedRef } from './ref.ts'
 import type { RefDesc } from './protocol/messages.ts'
 
@@ -93,7 +94,8 @@ function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean): Record<stri
     },
     ArrayBuffer: (obj: ArrayBuffer) => [new Token(Type.bytes, new Uint8Array(obj))],
     Function: () => { throw new EncodeError('cannot encode a function: register it on a peer and call it by name') },
-    symbol: () => { throw new EncodeError('cannot encode a symbol') }
+    symbol: () => { throw new EncodeError('cannot encode a symbol') },
+    bigint: bigIntEncoder as TypeEncoder
   }
   for (const kind of typedKinds) {
     encoders[kind.name] = (obj: ArrayBufferView) => [new Token(Type.tag, kind.tag), new Token(Type.bytes, bytesOf(obj))]
@@ -121,7 +123,7 @@ function cbor (value: unknown, contained: Ref[]): Uint8Array {
   try {
     return cborEncode(value, { typeEncoders: makeTypeEncoders(contained, false) })
   } catch (err) {
-    if (err instanceof EncodeError) throw err
+    if (err instanceof RefmeshError) throw err
     throw new EncodeError(`cannot encode value: ${(err as Error).message}`)
   }
 }
@@ -154,7 +156,7 @@ export function encodeArgs (args: unknown[]): { bytes: Uint8Array, contained: Re
     const bytes = cborEncode(args, { typeEncoders: makeTypeEncoders(contained, true) })
     return { bytes, contained }
   } catch (err) {
-    if (err instanceof EncodeError) throw err
+    if (err instanceof RefmeshError) throw err
     throw new EncodeError(`cannot encode arguments: ${(err as Error).message}`)
   }
 }
@@ -171,6 +173,8 @@ function refDescOf (inner: unknown): RefDesc {
 
 function tagDecoders (makeRef: RefFactory | undefined, descs: RefDesc[]): TagDecoder[] {
   const tags: TagDecoder[] = []
+  tags[2] = bigIntDecoder as TagDecoder
+  tags[3] = bigNegIntDecoder as TagDecoder
   tags[REF_TAG] = (inner: unknown) => {
     const desc = refDescOf(inner)
     descs.push(desc)

@@ -18,7 +18,7 @@ import { DEFAULT_CHUNK_SIZE, makeManifest } from './chunks.ts'
 import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
 import type { EncodedValue } from './codec.ts'
 import {
-  FunctionNotFoundError, ObjectLostError, PeerDiedError, ProtocolError, RefmeshError,
+  FunctionNotFoundError, ObjectLostError, TimeoutError, PeerDiedError, ProtocolError, RefmeshError,
   ReleasedRefError, errorToInfo, infoToError
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
@@ -400,6 +400,10 @@ export class Mesh {
       }))
       await raceSignal(Promise.all(pending), signal, `arguments of ${req.fn}`)
       const value = await this.executor.run(req.fn, args)
+      if (signal?.aborted === true) {
+        // The caller has given up on this call: keep nothing for it.
+        throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
+      }
       const encoded = encodeValue(value)
       const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
       if (contained.length > 0) this.handoffs.set(resultKey, { peer: from, keys: contained })
