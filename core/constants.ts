@@ -9,6 +9,8 @@ export const DEFAULTS = {
   storeCapacity: '2GiB',
   /** tries on another peer when an executor dies */
   retries: 3,
+  /** how long a call to a function nobody offers waits for an offer before FunctionNotFoundError */
+  functionOfferGraceMs: 500,
   /** how long an owner parks a locate request for a pending object before answering PENDING */
   locateParkMs: 30_000
 } as const

@@ -334,6 +334,7 @@ export class Mesh {
     let executor = ''
     try {
       const localBytes = await this.resolveArguments(call, signal)
+      if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       while (info === undefined) {
         executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), localBytes, exclude, options: call.options })
         this.scheduler.started(executor)
@@ -372,6 +373,26 @@ export class Mesh {
       for (const peer of owned.locations) localBytes.set(peer, (localBytes.get(peer) ?? 0) + owned.size)
     }
     return localBytes
+  }
+
+  /**
+   * A function nobody offers yet may be registered a moment from now (a peer
+   * joining, a register() whose hello is on its way): wait a short grace
+   * period for an offer before the call fails with FunctionNotFoundError.
+   */
+  private async waitForOffer (fn: string, signal: AbortSignal | undefined): Promise<void> {
+    let unsubscribe = (): void => {}
+    const offered = new Promise<void>(resolve => {
+      unsubscribe = this.directory.onChange(() => { if (this.candidates(fn).length > 0) resolve() })
+    })
+    const grace = withTimeout(signal, DEFAULTS.functionOfferGraceMs, 'grace') as AbortSignal
+    try {
+      await raceSignal(offered, grace, 'grace')
+    } catch {
+      if (signal?.aborted === true) throw signal.reason
+    } finally {
+      unsubscribe()
+    }
   }
 
   private candidates (fn: string): string[] {
