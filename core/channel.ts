@@ -8,6 +8,7 @@
 import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, Stream } from '@libp2p/interface'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameDecoder, frame } from './protocol/framing.ts'
 import { EnvelopeCodec } from './protocol/messages.ts'
 import type { Envelope } from './protocol/messages.ts'
@@ -42,6 +43,7 @@ export class ControlChannels {
   private readonly init: ControlChannelsInit
   private readonly outbound = new Map<string, Promise<Stream>>()
   private readonly pending = new Map<number, Pending>()
+  private readonly batches = new Map<Stream, Uint8ArrayList>()
   private nextId = 1
   private stopped = false
 
@@ -123,12 +125,24 @@ export class ControlChannels {
     }
   }
 
+  /**
+   * Queues a frame; frames written in the same tick leave as one write, so many
+   * calls in flight cost one encryption and one syscall per batch, not per call.
+   */
   private write (peer: string, stream: Stream, env: Envelope): void {
-    const bytes = EnvelopeCodec.encode(env)
-    const out = frame(bytes)
+    const out = frame(EnvelopeCodec.encode(env))
     this.init.traffic.add(peer, 'controlOut', out.byteLength)
-    // The control stream has no write limit; large payloads never travel on it.
-    stream.send(out)
+    let batch = this.batches.get(stream)
+    if (batch === undefined) {
+      batch = new Uint8ArrayList()
+      this.batches.set(stream, batch)
+      queueMicrotask(() => {
+        this.batches.delete(stream)
+        // The control stream has no write limit; large payloads never travel on it.
+        if (stream.writeStatus === 'writable') stream.send(batch as Uint8ArrayList)
+      })
+    }
+    batch.append(out)
   }
 
   private readLoop (peer: string, stream: Stream): void {

@@ -217,11 +217,11 @@ export class Mesh {
   async get<T> (ref: Ref<T>, options: GetOptions = {}): Promise<T> {
     if (!(ref instanceof Ref)) throw new TypeError('get() takes a Ref')
     ref.trackerOrThrow()
-    const signal = withTimeout(AbortSignal.any([this.stopController.signal, ...(options.signal !== undefined ? [options.signal] : [])]), options.timeoutMs, `get(${ref})`)
+    const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'get')
     const { encoding, bytes } = await this.fetchValue({ id: ref.id, owner: ref.owner }, signal)
     const pending: Array<Promise<void>> = []
     const value = decodeValue(encoding, bytes, desc => this.table.refFromDesc(desc, pending))
-    await raceSignal(Promise.all(pending), signal, `get(${ref})`)
+    if (pending.length > 0) await raceSignal(Promise.all(pending), signal, 'get')
     return value as T
   }
 
@@ -249,6 +249,11 @@ export class Mesh {
     }
     const readyList = refs.filter(r => ready.has(r))
     return { ready: readyList, pending: refs.filter(r => !ready.has(r)) }
+  }
+
+  /** The mesh's own stop signal, joined with the caller's when there is one. */
+  private combine (signal: AbortSignal | undefined): AbortSignal {
+    return signal === undefined ? this.stopController.signal : AbortSignal.any([this.stopController.signal, signal])
   }
 
   /** Connects to a peer by multiaddr (with its /p2p/ id) and waits for its Hello. */

@@ -11,8 +11,20 @@ export function objectKey (id: ObjectId): string {
   return bytesToString(id, 'base16')
 }
 
+// Ids are a random per-process prefix and a counter: unique without asking the
+// system's random source on every call (which costs more than the rest of a put).
+const idPrefix = globalThis.crypto.getRandomValues(new Uint8Array(10))
+let idCounter = 0
+
 export function newObjectId (): ObjectId {
-  return globalThis.crypto.getRandomValues(new Uint8Array(16))
+  const id = new Uint8Array(16)
+  id.set(idPrefix)
+  let n = ++idCounter
+  for (let i = 15; i >= 10; i--) {
+    id[i] = n & 0xff
+    n = Math.floor(n / 256)
+  }
+  return id
 }
 
 /** What a Ref needs from the mesh that made it: counting its lifetime. */
