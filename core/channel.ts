@@ -161,9 +161,9 @@ export class ControlChannels {
         log.error('control stream from %s closed: %e', peer, err)
         stream.abort(err as Error)
       } finally {
-        if (this.outbound.get(peer) !== undefined) {
-          void this.outbound.get(peer)?.then(s => { if (s === stream) this.outbound.delete(peer) }, () => {})
-        }
+        // If this was our outbound stream to the peer, the next request opens a new one.
+        const outbound = this.outbound.get(peer)
+        outbound?.then(s => { if (s === stream && this.outbound.get(peer) === outbound) this.outbound.delete(peer) }, () => {})
         for (const [id, p] of this.pending) {
           if (p.stream === stream) {
             this.pending.delete(id)

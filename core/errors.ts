@@ -31,8 +31,8 @@ export class RemoteError extends RefmeshError {
 export class FunctionNotFoundError extends RefmeshError {
   override name = 'FunctionNotFoundError'
   readonly fn: string
-  constructor (fn: string) {
-    super(`no peer in the mesh offers the function "${fn}"`)
+  constructor (fn: string, peer?: string) {
+    super(peer === undefined ? `no peer in the mesh offers the function "${fn}"` : `peer ${peer} does not offer the function "${fn}"`)
     this.fn = fn
   }
 }

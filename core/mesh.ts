@@ -18,8 +18,7 @@ import { DEFAULT_CHUNK_SIZE, makeManifest } from './chunks.ts'
 import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
 import type { EncodedValue } from './codec.ts'
 import {
-  FunctionNotFoundError, ObjectLostError, TimeoutError, PeerDiedError, ProtocolError, RefmeshError,
-  ReleasedRefError, errorToInfo, infoToError
+  FunctionNotFoundError, ObjectLostError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { Executor } from './executor.ts'
@@ -138,7 +137,6 @@ export class Mesh {
     this.store = new ObjectStore({ capacity: parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity) })
     this.table = new OwnershipTable({
       self: this.peerId,
-      meshId: this.peerId,
       sendBorrow: async (owner, id, add) => {
         await this.channels.request(owner, { borrow: { id, add } }, { signal: this.stopController.signal })
       },
@@ -357,7 +355,7 @@ export class Mesh {
           this.scheduler.finished(executor)
         }
       }
-      await this.onReply(key, info, executor)
+      await this.onReply(call.result.id, key, info, executor)
     } catch (err) {
       this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId, call.fn), locations: [], contained: [] })
     } finally {
@@ -451,18 +449,17 @@ export class Mesh {
   }
 
   /** Caller side: records the result of a call this peer owns. */
-  private async onReply (key: string, info: ObjectInfo, executor: string): Promise<void> {
+  private async onReply (resultId: Uint8Array, key: string, info: ObjectInfo, executor: string): Promise<void> {
     const pending: Array<Promise<void>> = []
     const contained = info.contained.map(desc => this.table.pinDesc(desc, pending))
     try {
       await Promise.all(pending)
     } finally {
-      if (info.contained.length > 0) this.ackResult(executor, key)
+      if (info.contained.length > 0) this.ackResult(executor, key, resultId)
     }
     switch (info.status) {
       case ObjectStatus.INLINE: {
-        const id = this.table.get(key)?.id
-        if (id !== undefined) this.store.putComplete(key, id, this.peerId, { size: info.inline.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: info.encoding }, info.inline, true)
+        if (this.table.get(key) !== undefined) this.store.putComplete(key, resultId, this.peerId, { size: info.inline.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: info.encoding }, info.inline, true)
         this.table.settle(key, { state: 'ready', inline: true, encoding: info.encoding, size: info.inline.byteLength, locations: [this.peerId], contained })
         break
       }
@@ -475,14 +472,12 @@ export class Mesh {
     }
   }
 
-  private ackResult (executor: string, key: string): void {
+  private ackResult (executor: string, key: string, resultId: Uint8Array): void {
     if (executor === this.peerId) {
       this.releaseHandoff(this.peerId, key)
       return
     }
-    const entry = this.table.get(key)
-    const id = entry?.id ?? Uint8Array.from(key.match(/../g)?.map(h => parseInt(h, 16)) ?? [])
-    this.channels.send(executor, { resultAck: { resultId: id } }).catch((err: Error) => { log('result ack to %s failed: %s', executor, err.message) })
+    this.channels.send(executor, { resultAck: { resultId } }).catch((err: Error) => { log('result ack to %s failed: %s', executor, err.message) })
   }
 
   private releaseHandoff (from: string, key: string): void {
@@ -567,7 +562,8 @@ export class Mesh {
         return { ...none, status: ObjectStatus.PENDING }
       }
     }
-    const contained = owned.contained.map(k => ({ id: this.table.get(k)?.id ?? new Uint8Array(0), owner: this.table.get(k)?.owner ?? '' }))
+    // Contained Refs are pinned while this object lives, so their entries exist.
+    const contained = owned.contained.flatMap(k => { const e = this.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
     if (owned.inline) {
       const obj = this.store.get(key)
@@ -680,4 +676,3 @@ export class Mesh {
   }
 }
 
-export { RefmeshError, ReleasedRefError }

@@ -62,7 +62,6 @@ export interface Entry {
 
 export interface OwnershipInit {
   self: string
-  meshId: string
   /** registers (add) or unregisters this peer as a borrower with the owner */
   sendBorrow: (owner: string, id: Uint8Array, add: boolean) => Promise<void>
   /** the owner's counts reached zero: free every copy */
@@ -70,13 +69,11 @@ export interface OwnershipInit {
 }
 
 export class OwnershipTable implements RefTracker {
-  readonly meshId: string
   private readonly init: OwnershipInit
   private readonly entries = new Map<string, Entry>()
 
   constructor (init: OwnershipInit) {
     this.init = init
-    this.meshId = init.meshId
   }
 
   get (key: string): Entry | undefined {

@@ -29,7 +29,6 @@ export function newObjectId (): ObjectId {
 
 /** What a Ref needs from the mesh that made it: counting its lifetime. */
 export interface RefTracker {
-  readonly meshId: string
   /** called once per Ref object when it is released, explicitly or by the GC backstop */
   dropHandle(key: string): void
   /** a new Ref object for the same object */

@@ -12,10 +12,6 @@ export interface PlacementOptions {
   peer?: string
 }
 
-export interface Candidate {
-  peer: string
-}
-
 export interface PlacementInput {
   fn: string
   candidates: string[]
@@ -33,7 +29,7 @@ export class Scheduler {
     let candidates = input.candidates
     if (input.options.peer !== undefined) {
       if (!candidates.includes(input.options.peer)) {
-        throw new FunctionNotFoundError(`${input.fn}" on required peer "${input.options.peer}`)
+        throw new FunctionNotFoundError(input.fn, input.options.peer)
       }
       candidates = [input.options.peer]
     }

@@ -6,7 +6,7 @@ import { EncodeError, MalformedFrameError } from '../core/errors.ts'
 import { Ref, SharedRef } from '../core/ref.ts'
 import type { RefTracker } from '../core/ref.ts'
 
-const tracker: RefTracker = { meshId: 'test', dropHandle: () => {}, dupHandle: (r) => r }
+const tracker: RefTracker = { dropHandle: () => {}, dupHandle: (r) => r }
 const noRefs = (): Ref => { throw new Error('no Ref expected') }
 
 test('binary values are not copied: the encoding is a view of the same memory', () => {
