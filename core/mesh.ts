@@ -663,15 +663,25 @@ export class Mesh {
   }
 
   private onHello (from: string, functions: string[], addrs: string[], peers: Array<{ peer: string, addrs: string[] }>): void {
+    const isNew = !this.directory.has(from)
     this.directory.update(from, functions, addrs)
-    // Peer exchange: meet the peers our neighbour knows.
+    // Peer exchange: remember where our neighbour's peers listen, and meet them.
     for (const p of peers) {
       if (p.peer === this.peerId || this.directory.has(p.peer) || p.addrs.length === 0) continue
-      if (this.libp2p.getConnections(peerIdFromString(p.peer)).length > 0) continue
-      const addrs = p.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
-      this.libp2p.dial(addrs, { signal: AbortSignal.timeout(10_000) }).catch((err: Error) => {
-        log('dial of %s from peer exchange failed: %s', p.peer, err.message)
-      })
+      let peerId
+      try { peerId = peerIdFromString(p.peer) } catch { continue }
+      const multiaddrs = p.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
+      if (this.libp2p.getConnections(peerId).length > 0) continue
+      this.libp2p.peerStore.merge(peerId, { multiaddrs })
+        .then(async () => await this.libp2p.dial(peerId, { signal: AbortSignal.timeout(10_000) }))
+        .catch((err: Error) => { log('dial of %s from peer exchange failed: %s', p.peer, err.message) })
+    }
+    // Tell our other neighbours about a newcomer, so the mesh closes up without waiting for them to ask.
+    if (isNew) {
+      for (const conn of this.libp2p.getConnections()) {
+        const peer = conn.remotePeer.toString()
+        if (peer !== from) this.sayHello(peer)
+      }
     }
   }
 }

@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { createMesh } from '../node/index.ts'
 import type { Mesh, MeshStats } from '../node/index.ts'
 import { parseBytes } from '../core/constants.ts'
-import { spawnPeers, stopAll } from '../node/local-cluster.ts'
+import { spawnPeers, stopAll, waitForFullMesh } from '../node/local-cluster.ts'
 import type { PeerProcess } from '../node/local-cluster.ts'
 import { runMapReduce, wordCountLocal } from './mapreduce.ts'
 
@@ -57,8 +57,7 @@ export async function runDemo (argv: string[]): Promise<void> {
   try {
     peers = await spawnPeers(PEERS, { module: MODULE })
     driver = await createMesh({ bootstrap: [peers[0].addrs[0]] })
-    const signal = AbortSignal.timeout(15_000)
-    for (const p of peers) await driver.waitForPeer(p.peer, { signal })
+    await waitForFullMesh(driver, peers)
     for (const p of peers) process.stdout.write(`  peer ${p.peer}  ${p.addrs[0]}\n`)
 
     process.stdout.write(`word count: ${options.maps} maps over ${mib(options.shardBytes)} shards, ${options.reduces} reduces\n`)

@@ -95,3 +95,13 @@ export async function waitFor<T> (what: string, check: () => Promise<T | undefin
     await new Promise(resolve => setTimeout(resolve, intervalMs))
   }
 }
+
+/** Waits until every peer process knows every other one (and the driver `mesh` knows them all). */
+export async function waitForFullMesh (mesh: { peerId: string, waitForPeer: (peer: string, o: { signal?: AbortSignal }) => Promise<void>, peerStats: (peer: string, o: { timeoutMs?: number }) => Promise<{ peers: string[] }> }, peers: PeerProcess[], timeoutMs = 15_000): Promise<void> {
+  const signal = AbortSignal.timeout(timeoutMs)
+  for (const p of peers) await mesh.waitForPeer(p.peer, { signal })
+  await waitFor('every peer to know every other', async () => {
+    const views = await Promise.all(peers.map(async p => new Set((await mesh.peerStats(p.peer, { timeoutMs: 5_000 })).peers)))
+    return views.every((known, i) => peers.every((q, j) => i === j || known.has(q.peer))) ? true : undefined
+  }, timeoutMs, 50)
+}

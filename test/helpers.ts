@@ -2,7 +2,7 @@
 import { fileURLToPath } from 'node:url'
 import { createMesh } from '../node/index.ts'
 import type { Mesh, MeshStats } from '../node/index.ts'
-import { spawnPeers, stopAll, waitFor } from '../node/local-cluster.ts'
+import { spawnPeers, stopAll, waitFor, waitForFullMesh } from '../node/local-cluster.ts'
 import type { PeerProcess, SpawnPeerOptions } from '../node/local-cluster.ts'
 
 export const FIXTURES = fileURLToPath(new URL('./fixtures/functions.ts', import.meta.url))
@@ -21,8 +21,7 @@ export async function startMesh (n: number, opts: SpawnPeerOptions = {}): Promis
   let caller: Mesh | undefined
   try {
     caller = await createMesh({ bootstrap: [peers[0].addrs[0]] })
-    const signal = AbortSignal.timeout(15_000)
-    for (const p of peers) await caller.waitForPeer(p.peer, { signal })
+    await waitForFullMesh(caller, peers)
   } catch (err) {
     await caller?.stop()
     await stopAll(peers)
