@@ -26,7 +26,7 @@ export const Encoding = {
   ARRAY_BUFFER: 12
 } as const
 
-/** CBOR tag of a Ref nested in a value: [id: bytes(16), owner: text]. */
+/** CBOR tag of a Ref nested in a value: [id: bytes(16), owner: text] or, with placement hints, [id, owner, size: uint, locations: [text]]. */
 export const REF_TAG = 40400
 /** CBOR tag of a top-level call argument the executor must dereference: same payload. */
 export const DEREF_TAG = 40401
@@ -70,21 +70,27 @@ function viewAs (kind: TypedKind, bytes: Uint8Array): ArrayBufferView {
   return new kind.ctor(aligned.buffer, aligned.byteOffset, aligned.byteLength / size)
 }
 
-function refTokens (tag: number, ref: Ref): Token[] {
+/** Placement hints for a Ref: where its object is and how big, if known. */
+export type HintsOf = (ref: Ref) => { size: number, locations: string[] } | undefined
+
+function refTokens (tag: number, ref: Ref, hintsOf: HintsOf | undefined): Token[] {
   ref.trackerOrThrow()
-  return [new Token(Type.tag, tag), new Token(Type.array, 2), new Token(Type.bytes, ref.id), new Token(Type.string, ref.owner)]
+  const hints = hintsOf?.(ref)
+  const head = [new Token(Type.tag, tag), new Token(Type.array, hints === undefined ? 2 : 4), new Token(Type.bytes, ref.id), new Token(Type.string, ref.owner)]
+  if (hints === undefined) return head
+  return [...head, new Token(Type.uint, hints.size), new Token(Type.array, hints.locations.length), ...hints.locations.map(l => new Token(Type.string, l))]
 }
 
-function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean): Record<string, TypeEncoder> {
+function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean, hintsOf?: HintsOf): Record<string, TypeEncoder> {
   const encoders: Record<string, TypeEncoder> = {
     Object: (obj: unknown) => {
       if (obj instanceof Ref) {
         contained.push(obj)
-        return refTokens(REF_TAG, obj)
+        return refTokens(REF_TAG, obj, hintsOf)
       }
       if (obj instanceof SharedRef) {
         contained.push(obj.ref)
-        return refTokens(REF_TAG, obj.ref)
+        return refTokens(REF_TAG, obj.ref, hintsOf)
       }
       const proto = Object.getPrototypeOf(obj)
       if (proto !== Object.prototype && proto !== null && !(obj instanceof Map)) {
@@ -107,9 +113,9 @@ function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean): Record<stri
       for (const arg of args) {
         if (arg instanceof Ref) {
           contained.push(arg)
-          tokens.push(...refTokens(DEREF_TAG, arg))
+          tokens.push(...refTokens(DEREF_TAG, arg, hintsOf))
         } else {
-          const inner = cborEncode(arg, { ...options, typeEncoders: makeTypeEncoders(contained, false) })
+          const inner = cborEncode(arg, { ...options, typeEncoders: makeTypeEncoders(contained, false, hintsOf) })
           tokens.push(new Token(Type.bytes, inner))
         }
       }
@@ -119,9 +125,9 @@ function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean): Record<stri
   return encoders
 }
 
-function cbor (value: unknown, contained: Ref[]): Uint8Array {
+function cbor (value: unknown, contained: Ref[], hintsOf?: HintsOf): Uint8Array {
   try {
-    return cborEncode(value, { typeEncoders: makeTypeEncoders(contained, false) })
+    return cborEncode(value, { typeEncoders: makeTypeEncoders(contained, false, hintsOf) })
   } catch (err) {
     if (err instanceof RefmeshError) throw err
     throw new EncodeError(`cannot encode value: ${(err as Error).message}`)
@@ -129,7 +135,7 @@ function cbor (value: unknown, contained: Ref[]): Uint8Array {
 }
 
 /** Encodes a value for the store. Binary values are not copied. */
-export function encodeValue (value: unknown): EncodedValue {
+export function encodeValue (value: unknown, hintsOf?: HintsOf): EncodedValue {
   if (value instanceof Uint8Array && !(value instanceof Uint8ClampedArray)) {
     return { encoding: Encoding.BYTES, bytes: bytesOf(value), contained: [] }
   }
@@ -141,7 +147,7 @@ export function encodeValue (value: unknown): EncodedValue {
     if (kind !== undefined) return { encoding: kind.encoding, bytes: bytesOf(value), contained: [] }
   }
   const contained: Ref[] = []
-  return { encoding: Encoding.CBOR, bytes: cbor(value, contained), contained }
+  return { encoding: Encoding.CBOR, bytes: cbor(value, contained, hintsOf), contained }
 }
 
 /**
@@ -150,10 +156,10 @@ export function encodeValue (value: unknown): EncodedValue {
  * so each argument decodes on its own and large binary arguments can be sent
  * as objects instead.
  */
-export function encodeArgs (args: unknown[]): { bytes: Uint8Array, contained: Ref[] } {
+export function encodeArgs (args: unknown[], hintsOf?: HintsOf): { bytes: Uint8Array, contained: Ref[] } {
   const contained: Ref[] = []
   try {
-    const bytes = cborEncode(args, { typeEncoders: makeTypeEncoders(contained, true) })
+    const bytes = cborEncode(args, { typeEncoders: makeTypeEncoders(contained, true, hintsOf) })
     return { bytes, contained }
   } catch (err) {
     if (err instanceof RefmeshError) throw err
@@ -165,10 +171,15 @@ export type RefFactory = (desc: RefDesc) => Ref
 export type DecodedArg = { deref: RefDesc } | { value: Uint8Array }
 
 function refDescOf (inner: unknown): RefDesc {
-  if (!Array.isArray(inner) || inner.length !== 2 || !(inner[0] instanceof Uint8Array) || inner[0].byteLength !== 16 || typeof inner[1] !== 'string') {
-    throw new MalformedFrameError('a Ref tag must hold [16-byte id, owner peer id]')
+  if (!Array.isArray(inner) || (inner.length !== 2 && inner.length !== 4) || !(inner[0] instanceof Uint8Array) || inner[0].byteLength !== 16 || typeof inner[1] !== 'string') {
+    throw new MalformedFrameError('a Ref tag must hold [16-byte id, owner peer id] or [id, owner, size, locations]')
   }
-  return { id: inner[0], owner: inner[1] }
+  if (inner.length === 2) return { id: inner[0], owner: inner[1] }
+  const [id, owner, size, locations] = inner as [Uint8Array, string, unknown, unknown]
+  if (typeof size !== 'number' || !Number.isSafeInteger(size) || size < 0 || !Array.isArray(locations) || locations.length > 1024 || !locations.every(l => typeof l === 'string')) {
+    throw new MalformedFrameError('bad Ref hints')
+  }
+  return { id, owner, size, locations: locations as string[] }
 }
 
 function tagDecoders (makeRef: RefFactory | undefined, descs: RefDesc[]): TagDecoder[] {

@@ -11,6 +11,28 @@ export const DEFAULTS = {
   retries: 3,
   /** how long a call to a function nobody offers waits for an offer before FunctionNotFoundError */
   functionOfferGraceMs: 500,
+  /** state gossip and the failure detector's clock */
+  heartbeatMs: 1000,
+  /** heartbeats missed before a peer is suspect (it gets no new calls) */
+  suspectAfterBeats: 3,
+  /** heartbeats missed, with no connection open, before a peer is dead */
+  deadAfterBeats: 5,
+  /** heartbeats missed before a peer is dead even with a connection open (it hangs) */
+  deadWhileConnectedBeats: 15,
+  /** peers listed in a hello (peer exchange); gossip carries the rest */
+  helloPeers: 64,
+  /** the most peers one peer keeps in its view */
+  maxKnownPeers: 2048,
+  /** a function's assumed duration until one call of it is measured */
+  defaultCallMs: 10,
+  /** assumed bandwidth of a peer that has not measured its own */
+  bandwidthBytesPerSecond: 100e6,
+  /** the share of its store a peer fills with call arguments before it hands calls back */
+  admitFraction: 0.8,
+  /** calls admitted per slot before an executor hands more back */
+  maxQueuePerSlot: 4,
+  /** hand-backs of one call before the next executor must queue it */
+  maxSpillbacks: 8,
   /** how long an owner parks a locate request for a pending object before answering PENDING */
   locateParkMs: 30_000
 } as const

@@ -22,15 +22,18 @@ import {
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { Executor } from './executor.ts'
-import type { AnyFunction } from './executor.ts'
+import type { AnyFunction, ExecutorBackend } from './executor.ts'
+import { Gossip } from './gossip.ts'
+import type { PubSub } from './gossip.ts'
+import { Membership } from './membership.ts'
+import type { Liveness, PeerState } from './membership.ts'
 import { OwnershipTable } from './ownership.ts'
 import type { Entry, OwnedObject } from './ownership.ts'
-import { PeerDirectory } from './peers.ts'
 import { ObjectStatus } from './protocol/messages.ts'
-import type { CallRequest, Envelope, Locate, ObjectInfo, RefDesc } from './protocol/messages.ts'
+import type { CallReply, CallRequest, Envelope, Locate, ObjectInfo, RefDesc } from './protocol/messages.ts'
 import { Ref, SharedRef, newObjectId, objectKey } from './ref.ts'
 import { Scheduler } from './scheduler.ts'
-import type { PlacementOptions } from './scheduler.ts'
+import type { ArgInfo, CandidateView, PlacementOptions } from './scheduler.ts'
 import { raceSignal, withTimeout } from './signals.ts'
 import { ObjectStore } from './store.ts'
 import { TrafficCounter } from './traffic.ts'
@@ -51,6 +54,13 @@ export interface MeshInit {
   chunksInFlightPerSource?: number
   /** test hooks in the transfer path */
   hooks?: TransferHooks
+  /** the libp2p pubsub service (gossipsub) for state gossip; without it peers know only their neighbours */
+  pubsub?: PubSub
+  /** runs registered modules off the peer's thread (a worker pool) */
+  backend?: ExecutorBackend
+  heartbeatMs?: number
+  /** fetch the arguments of queued calls while others run (default true) */
+  prefetch?: boolean
 }
 
 export interface CallOptions extends PlacementOptions {
@@ -84,14 +94,21 @@ export interface RemoteFunction<F extends AnyFunction> {
 
 export interface MeshStats {
   peer: string
-  store: { objects: number, bytes: number, capacity: number }
+  store: ReturnType<ObjectStore['stats']>
   refs: { owned: number, borrowed: number }
   traffic: ReturnType<TrafficCounter['totals']>
   trafficByPeer: ReturnType<TrafficCounter['snapshot']>
   transfer: Transfer['stats']
-  calls: { executed: number, running: number, submitted: number }
+  calls: { executed: number, running: number, queued: number, slots: number, submitted: number, spilledBack: number, spillbacksReceived: number }
+  /** calls this peer placed, per executor */
+  placed: Record<string, number>
+  /** bytes of dereferenced arguments this peer's executor found in its own store, and fetched from others */
+  args: { localBytes: number, fetchedBytes: number }
+  gossip: { published: number, received: number }
   functions: string[]
+  /** peers known and alive */
   peers: string[]
+  membership: Array<{ peer: string, liveness: Liveness, connected: boolean }>
 }
 
 interface CallState {
@@ -119,8 +136,13 @@ export class Mesh {
   private readonly channels: ControlChannels
   private readonly transfer: Transfer
   private readonly executor = new Executor()
-  private readonly directory = new PeerDirectory()
-  private readonly scheduler = new Scheduler()
+  private readonly membership: Membership
+  private readonly gossip: Gossip | undefined
+  private readonly scheduler = new Scheduler({ defaultCallMs: DEFAULTS.defaultCallMs })
+  private readonly prefetch: boolean
+  private readonly argBytes = { localBytes: 0, fetchedBytes: 0 }
+  private spilledBack = 0
+  private spillbacksReceived = 0
   private readonly traffic = new TrafficCounter()
   private readonly handoffs = new Map<string, Handoff>()
   private readonly inlineThreshold: number
@@ -135,6 +157,19 @@ export class Mesh {
     this.inlineThreshold = init.inlineThresholdBytes ?? DEFAULTS.inlineThresholdBytes
     this.chunkSize = init.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE
     this.store = new ObjectStore({ capacity: parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity) })
+    this.prefetch = init.prefetch ?? true
+    if (init.backend !== undefined) this.executor.setBackend(init.backend)
+    const heartbeatMs = init.heartbeatMs ?? DEFAULTS.heartbeatMs
+    this.membership = new Membership({
+      heartbeatMs,
+      suspectAfterBeats: DEFAULTS.suspectAfterBeats,
+      deadAfterBeats: DEFAULTS.deadAfterBeats,
+      deadWhileConnectedBeats: DEFAULTS.deadWhileConnectedBeats,
+      maxPeers: DEFAULTS.maxKnownPeers
+    })
+    this.gossip = init.pubsub === undefined
+      ? undefined
+      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.state() })
     this.table = new OwnershipTable({
       self: this.peerId,
       sendBorrow: async (owner, id, add) => {
@@ -154,6 +189,7 @@ export class Mesh {
       traffic: this.traffic,
       chunksInFlightPerSource: init.chunksInFlightPerSource ?? DEFAULTS.chunksInFlightPerSource,
       attemptsPerChunk: DEFAULTS.attemptsPerChunk,
+      defaultBandwidth: DEFAULTS.bandwidthBytesPerSecond,
       hooks: init.hooks
     })
   }
@@ -165,6 +201,8 @@ export class Mesh {
     await this.transfer.start()
     this.libp2p.addEventListener('peer:connect', this.onConnect)
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect)
+    this.membership.onDeath(peer => { this.onPeerDead(peer) })
+    this.gossip?.start()
     for (const conn of this.libp2p.getConnections()) this.sayHello(conn.remotePeer.toString())
   }
 
@@ -174,8 +212,10 @@ export class Mesh {
     this.stopController.abort(new PeerDiedError('mesh stopped'))
     this.libp2p.removeEventListener('peer:connect', this.onConnect)
     this.libp2p.removeEventListener('peer:disconnect', this.onDisconnect)
+    this.gossip?.stop()
     await this.channels.stop()
     await this.transfer.stop()
+    await this.executor.close()
   }
 
   // ---------------------------------------------------------------- the API
@@ -265,10 +305,10 @@ export class Mesh {
 
   /** Resolves when `peer` has said Hello (or at once if it already has). */
   async waitForPeer (peer: string, options: { signal?: AbortSignal } = {}): Promise<void> {
-    if (this.directory.has(peer)) return
+    if (this.membership.isAlive(peer)) return
     let unsubscribe = (): void => {}
     const known = new Promise<void>(resolve => {
-      unsubscribe = this.directory.onChange(() => { if (this.directory.has(peer)) resolve() })
+      unsubscribe = this.membership.onChange(() => { if (this.membership.isAlive(peer)) resolve() })
     })
     try {
       await raceSignal(known, options.signal, `waiting for ${peer}`)
@@ -277,9 +317,9 @@ export class Mesh {
     }
   }
 
-  /** Peers this peer knows, with the functions they offer. */
-  peers (): Array<{ peer: string, functions: string[], addrs: string[] }> {
-    return this.directory.all().map(p => ({ peer: p.peer, functions: [...p.functions], addrs: p.addrs }))
+  /** Peers this peer knows, with the functions they offer, their liveness and last gossiped state. */
+  peers (): Array<{ peer: string, functions: string[], addrs: string[], liveness: Liveness, state?: PeerState }> {
+    return this.membership.all().map(p => ({ peer: p.peer, functions: [...p.functions], addrs: p.addrs, liveness: p.liveness, state: p.state }))
   }
 
   stats (): MeshStats {
@@ -290,10 +330,46 @@ export class Mesh {
       traffic: this.traffic.totals(),
       trafficByPeer: this.traffic.snapshot(),
       transfer: { ...this.transfer.stats },
-      calls: { executed: this.executor.executed, running: this.executor.running, submitted: this.submitted },
+      calls: {
+        executed: this.executor.executed,
+        running: this.executor.running,
+        queued: this.executor.queued,
+        slots: this.executor.slots,
+        submitted: this.submitted,
+        spilledBack: this.spilledBack,
+        spillbacksReceived: this.spillbacksReceived
+      },
+      placed: Object.fromEntries(this.scheduler.placed),
+      args: { ...this.argBytes },
+      gossip: { published: this.gossip?.published ?? 0, received: this.gossip?.received ?? 0 },
       functions: this.executor.names(),
-      peers: this.directory.all().map(p => p.peer)
+      peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
+      membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))
     }
+  }
+
+  /** This peer's state, as it gossips it. */
+  private state (): Omit<PeerState, 'seq'> {
+    const store = this.store.stats()
+    return {
+      peer: this.peerId,
+      functions: this.executor.names(),
+      addrs: this.libp2p.getMultiaddrs().map(a => a.toString()),
+      slots: this.executor.slots,
+      queued: this.executor.queued,
+      running: this.executor.running,
+      storeUsed: store.bytes,
+      storeCapacity: store.capacity,
+      spilledBytes: 0,
+      admitBytes: this.admitBytes(),
+      bandwidth: this.transfer.bandwidth()
+    }
+  }
+
+  /** Argument bytes this peer can take in now: up to 80% of its store (DESIGN.md section 5). */
+  private admitBytes (): number {
+    const { bytes, capacity } = this.store.stats()
+    return Math.max(0, Math.floor(capacity * DEFAULTS.admitFraction) - bytes)
   }
 
   /** The stats of another peer (or this one), asked over the control channel. */
@@ -319,7 +395,7 @@ export class Mesh {
       }
       return arg
     })
-    const encoded = encodeArgs(prepared)
+    const encoded = encodeArgs(prepared, this.hintsOf)
     const pinned = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
     const result = this.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } })
     const call: CallState = { fn, args: prepared, options, result, pinned, temporaries }
@@ -328,34 +404,62 @@ export class Mesh {
     return result
   }
 
+  private readonly hintsOf = (ref: Ref): { size: number, locations: string[] } | undefined => this.table.hints(ref.key)
+
   private async dispatch (call: CallState, args: Uint8Array): Promise<void> {
     const key = call.result.key
     const signal = withTimeout(this.stopController.signal, call.options.timeoutMs, `call of ${call.fn}`)
     const exclude = new Set<string>()
     let tries = 1 + (call.options.retries ?? DEFAULTS.retries)
-    let info: ObjectInfo | undefined
+    let spillbacks = 0
+    let reply: CallReply | undefined
     let executor = ''
     try {
-      const localBytes = await this.resolveArguments(call, signal)
+      const argInfo = await this.resolveArguments(call, signal)
+      const argBytes = argInfo.reduce((n, a) => n + a.size, 0)
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
-      while (info === undefined) {
-        executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), localBytes, exclude, options: call.options })
+      while (reply?.result === undefined) {
+        executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), args: argInfo, exclude, options: call.options })
+        const request: CallRequest = {
+          resultId: call.result.id,
+          fn: call.fn,
+          args,
+          timeoutMs: call.options.timeoutMs ?? 0,
+          argBytes,
+          // A required peer, or a call handed back too often, must be queued rather than handed back again.
+          maySpillBack: call.options.peer === undefined && spillbacks < DEFAULTS.maxSpillbacks
+        }
+        const started = performance.now()
         this.scheduler.started(executor)
         try {
-          const request: CallRequest = { resultId: call.result.id, fn: call.fn, args, timeoutMs: call.options.timeoutMs ?? 0 }
-          info = executor === this.peerId
+          reply = executor === this.peerId
             ? await raceSignal(this.onCall(this.peerId, request), signal, `call of ${call.fn}`)
-            : (await this.channels.request(executor, { call: request }, { signal })).callReply?.result
-          if (info === undefined) throw new ProtocolError(`${executor} sent an empty call reply`)
+            : (await this.channels.request(executor, { call: request }, { signal })).callReply
+          if (reply === undefined) throw new ProtocolError(`${executor} sent an empty call reply`)
         } catch (err) {
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
           log('call %s on %s failed (%s); retrying elsewhere', call.fn, executor, err.message)
           exclude.add(executor)
+          continue
         } finally {
           this.scheduler.finished(executor)
         }
+        if (reply.spillback !== undefined) {
+          // Handed back: learn the executor's state now and place the call elsewhere.
+          this.spillbacksReceived++
+          spillbacks++
+          if (reply.spillback.peer === executor) this.membership.heard(executor, { state: reply.spillback })
+          exclude.add(executor)
+          if (this.candidates(call.fn).every(c => exclude.has(c.peer))) {
+            // Everyone is full: back off, then try them all again.
+            await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 20 * 2 ** spillbacks))), signal, `call of ${call.fn}`)
+            exclude.clear()
+          }
+          continue
+        }
+        this.scheduler.observe(call.fn, performance.now() - started)
       }
-      await this.onReply(call.result.id, key, info, executor)
+      await this.onReply(call.result.id, key, reply.result, executor)
     } catch (err) {
       this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId, call.fn), locations: [], contained: [] })
     } finally {
@@ -364,18 +468,20 @@ export class Mesh {
     }
   }
 
-  /** Waits for the Refs this peer owns among the dereferenced arguments; returns argument bytes per holder. */
-  private async resolveArguments (call: CallState, signal: AbortSignal | undefined): Promise<Map<string, number>> {
-    const localBytes = new Map<string, number>()
+  /** Waits for the owned objects among the dereferenced arguments; returns where each argument is and its size. */
+  private async resolveArguments (call: CallState, signal: AbortSignal | undefined): Promise<ArgInfo[]> {
+    const info: ArgInfo[] = []
     for (const arg of call.args) {
       if (!(arg instanceof Ref)) continue
       const owned = this.table.get(arg.key)?.owned
-      if (owned === undefined) continue
-      await raceSignal(owned.ready, signal, `arguments of ${call.fn}`)
-      if (owned.state === 'failed' && owned.error !== undefined) throw infoToError(owned.error)
-      for (const peer of owned.locations) localBytes.set(peer, (localBytes.get(peer) ?? 0) + owned.size)
+      if (owned !== undefined) {
+        await raceSignal(owned.ready, signal, `arguments of ${call.fn}`)
+        if (owned.state === 'failed' && owned.error !== undefined) throw infoToError(owned.error)
+      }
+      const hints = this.table.hints(arg.key)
+      if (hints !== undefined) info.push(hints)
     }
-    return localBytes
+    return info
   }
 
   /**
@@ -386,7 +492,7 @@ export class Mesh {
   private async waitForOffer (fn: string, signal: AbortSignal | undefined): Promise<void> {
     let unsubscribe = (): void => {}
     const offered = new Promise<void>(resolve => {
-      unsubscribe = this.directory.onChange(() => { if (this.candidates(fn).length > 0) resolve() })
+      unsubscribe = this.membership.onChange(() => { if (this.candidates(fn).length > 0) resolve() })
     })
     const grace = withTimeout(signal, DEFAULTS.functionOfferGraceMs, 'grace') as AbortSignal
     try {
@@ -398,18 +504,43 @@ export class Mesh {
     }
   }
 
-  private candidates (fn: string): string[] {
-    const peers = this.directory.offering(fn).map(p => p.peer)
-    if (this.executor.offers(fn)) peers.push(this.peerId)
-    return peers
+  /** Live peers offering `fn` (this one included), as the scheduler sees them. */
+  private candidates (fn: string): CandidateView[] {
+    const views: CandidateView[] = this.membership.offering(fn).map(p => ({
+      peer: p.peer,
+      slots: p.state?.slots ?? 1,
+      load: (p.state?.queued ?? 0) + (p.state?.running ?? 0),
+      admitBytes: p.state?.admitBytes ?? Infinity,
+      bandwidth: p.state?.bandwidth ?? DEFAULTS.bandwidthBytesPerSecond
+    }))
+    if (this.executor.offers(fn)) {
+      // Our own queue is counted exactly by the scheduler's in-flight count.
+      views.push({ peer: this.peerId, slots: this.executor.slots, load: 0, admitBytes: this.admitBytes(), bandwidth: this.transfer.bandwidth() })
+    }
+    return views
   }
 
-  /** Executor side: runs a call and describes its result. Never throws: failures become FAILED results. */
-  private async onCall (from: string, req: CallRequest): Promise<ObjectInfo> {
+  /**
+   * Executor side: admits a call (or hands it back), fetches its arguments,
+   * runs it, and describes its result. Never throws: failures become FAILED results.
+   */
+  private async onCall (from: string, req: CallRequest): Promise<CallReply> {
     const scope: Ref[] = []
     const resultKey = objectKey(req.resultId)
+    let admitted = false
+    let release = (): void => {}
     try {
       if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
+      const decoded = decodeArgs(req.args)
+      const missing = decoded.reduce((n, a) => 'deref' in a && !this.holds(a.deref) ? n + (a.deref.size ?? 0) : n, 0)
+      const full = this.executor.usesSlots(req.fn) && this.executor.admitted >= this.executor.slots * DEFAULTS.maxQueuePerSlot
+      if (req.maySpillBack && (missing > this.admitBytes() || full)) {
+        this.spilledBack++
+        log('handing back %s from %s: %d argument bytes missing, %d admitted', req.fn, from, missing, this.executor.admitted)
+        return { spillback: { ...this.state(), seq: 0 } }
+      }
+      admitted = this.executor.usesSlots(req.fn)
+      if (admitted) this.executor.admitted++
       const signal = withTimeout(this.stopController.signal, req.timeoutMs, `arguments of ${req.fn}`)
       const pending: Array<Promise<void>> = []
       const makeRef = (desc: RefDesc): Ref => {
@@ -417,35 +548,53 @@ export class Mesh {
         scope.push(ref)
         return ref
       }
-      const args = await Promise.all(decodeArgs(req.args).map(async arg => {
+      // With prefetch, arguments are fetched while earlier calls hold the slots.
+      if (!this.prefetch) release = await this.executor.acquire(req.fn, signal)
+      const args = await Promise.all(decoded.map(async arg => {
         if ('value' in arg) return decodeValue(Encoding.CBOR, arg.value, makeRef)
+        const local = this.holds(arg.deref)
         const { encoding, bytes } = await this.fetchValue(arg.deref, signal)
+        this.argBytes[local ? 'localBytes' : 'fetchedBytes'] += bytes.byteLength
         return decodeValue(encoding, bytes, makeRef)
       }))
       await raceSignal(Promise.all(pending), signal, `arguments of ${req.fn}`)
-      const value = await this.executor.run(req.fn, args)
+      if (this.prefetch) release = await this.executor.acquire(req.fn, signal)
+      const value = await this.executor.run(req.fn, args, signal)
       if (signal?.aborted === true) {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
       }
-      const encoded = encodeValue(value)
-      const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
-      if (contained.length > 0) this.handoffs.set(resultKey, { peer: from, keys: contained })
-      // Refs in the return value move to the caller: this peer's handles go.
-      for (const r of encoded.contained) r.release()
-      const containedDescs = encoded.contained.map(r => ({ id: r.id, owner: r.owner }))
-      if (encoded.bytes.byteLength <= this.inlineThreshold) {
-        return { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: containedDescs }
-      }
-      const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize)
-      this.store.putComplete(resultKey, req.resultId, from, manifest, encoded.bytes, true)
-      return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.peerId], contained: containedDescs }
+      return { result: await this.describeResult(from, req.resultId, resultKey, value) }
     } catch (err) {
       const info: ErrorInfo = errorToInfo(err, this.peerId, req.fn)
-      return { status: ObjectStatus.FAILED, inline: new Uint8Array(0), encoding: 0, error: info, locations: [], contained: [] }
+      return { result: { status: ObjectStatus.FAILED, inline: new Uint8Array(0), encoding: 0, error: info, locations: [], contained: [] } }
     } finally {
+      release()
+      if (admitted) this.executor.admitted--
       for (const r of scope) r.release()
     }
+  }
+
+  /** Whether this peer holds a complete copy of an object. */
+  private holds (desc: RefDesc): boolean {
+    const obj = this.store.get(objectKey(desc.id))
+    return obj !== undefined && this.store.isComplete(obj)
+  }
+
+  /** Executor side: a return value, inline when small, else stored here for the caller (its owner). */
+  private async describeResult (caller: string, resultId: Uint8Array, resultKey: string, value: unknown): Promise<ObjectInfo> {
+    const encoded = encodeValue(value, this.hintsOf)
+    const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
+    if (contained.length > 0) this.handoffs.set(resultKey, { peer: caller, keys: contained })
+    const containedDescs: RefDesc[] = encoded.contained.map(r => ({ id: r.id, owner: r.owner, ...this.table.hints(r.key) }))
+    // Refs in the return value move to the caller: this peer's handles go.
+    for (const r of encoded.contained) r.release()
+    if (encoded.bytes.byteLength <= this.inlineThreshold) {
+      return { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: containedDescs }
+    }
+    const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize)
+    this.store.putComplete(resultKey, resultId, caller, manifest, encoded.bytes, true)
+    return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.peerId], contained: containedDescs }
   }
 
   /** Caller side: records the result of a call this peer owns. */
@@ -594,7 +743,7 @@ export class Mesh {
       return {}
     }
     if (env.call !== undefined) {
-      return this.onCall(from, env.call).then(result => ({ callReply: { result } }))
+      return this.onCall(from, env.call).then(callReply => ({ callReply }))
     }
     if (env.locate !== undefined) {
       const req = env.locate
@@ -629,13 +778,22 @@ export class Mesh {
   // ------------------------------------------------------------ membership
 
   private readonly onConnect = (evt: CustomEvent<{ toString(): string }>): void => {
-    this.sayHello(evt.detail.toString())
+    const peer = evt.detail.toString()
+    this.membership.connected(peer)
+    this.sayHello(peer)
   }
 
   private readonly onDisconnect = (evt: CustomEvent<{ toString(): string }>): void => {
     const peer = evt.detail.toString()
     log('peer %s disconnected', peer)
-    this.directory.remove(peer)
+    // Calls waiting on it fail now (and are retried elsewhere); what it borrows
+    // or holds is forgotten only once the failure detector declares it dead.
+    this.channels.dropPeer(peer)
+    this.membership.disconnected(peer)
+  }
+
+  private onPeerDead (peer: string): void {
+    log('peer %s is dead', peer)
     this.channels.dropPeer(peer)
     this.table.peerGone(peer)
     for (const [key, h] of this.handoffs) if (h.peer === peer) this.releaseHandoff(peer, key)
@@ -646,7 +804,7 @@ export class Mesh {
       hello: {
         functions: this.executor.names(),
         addrs: this.libp2p.getMultiaddrs().map(a => a.toString()),
-        peers: this.directory.all().map(p => ({ peer: p.peer, addrs: p.addrs }))
+        peers: this.membership.all().filter(p => p.liveness !== 'dead').slice(0, DEFAULTS.helloPeers).map(p => ({ peer: p.peer, addrs: p.addrs }))
       }
     }
   }
@@ -660,14 +818,16 @@ export class Mesh {
   private announce (): void {
     if (!this.started) return
     for (const conn of this.libp2p.getConnections()) this.sayHello(conn.remotePeer.toString())
+    this.gossip?.publish()
   }
 
   private onHello (from: string, functions: string[], addrs: string[], peers: Array<{ peer: string, addrs: string[] }>): void {
-    const isNew = !this.directory.has(from)
-    this.directory.update(from, functions, addrs)
+    const isNew = !this.membership.has(from)
+    this.membership.heard(from, { functions, addrs })
+    this.membership.connected(from)
     // Peer exchange: remember where our neighbour's peers listen, and meet them.
     for (const p of peers) {
-      if (p.peer === this.peerId || this.directory.has(p.peer) || p.addrs.length === 0) continue
+      if (p.peer === this.peerId || this.membership.has(p.peer) || p.addrs.length === 0) continue
       let peerId
       try { peerId = peerIdFromString(p.peer) } catch { continue }
       const multiaddrs = p.addrs.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })

@@ -58,6 +58,8 @@ export interface Entry {
   owned?: OwnedObject
   /** borrowed entries: settles when the owner has acknowledged our registration */
   registered?: Promise<void>
+  /** borrowed entries: where the object was last said to be, and its size (placement hints) */
+  hints?: { size: number, locations: string[] }
 }
 
 export interface OwnershipInit {
@@ -156,8 +158,21 @@ export class OwnershipTable implements RefTracker {
       entry.registered.catch(() => {})
       this.entries.set(key, entry)
     }
+    if (entry.owned === undefined && desc.size !== undefined && desc.locations !== undefined) {
+      entry.hints = { size: desc.size, locations: desc.locations }
+    }
     if (entry.registered !== undefined) pending.push(entry.registered)
     return entry
+  }
+
+  /** Where an object is and how big, as far as this peer knows: exact for owned objects, hints for borrowed ones. */
+  hints (key: string): { size: number, locations: string[] } | undefined {
+    const entry = this.entries.get(key)
+    if (entry === undefined) return undefined
+    const owned = entry.owned
+    if (owned === undefined) return entry.hints
+    if (owned.state !== 'ready') return undefined
+    return { size: owned.size, locations: owned.inline ? [entry.owner] : [...owned.locations] }
   }
 
   pin (key: string): void {

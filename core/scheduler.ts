@@ -1,63 +1,132 @@
 /**
- * Placement: the caller picks the peer that runs each call. For now the rule
- * is locality first (the candidate already holding the most argument bytes),
- * then the fewest calls this caller has in flight there. The gossip-based
- * scheduler (DESIGN.md section 4) refines the estimate with queue lengths and
- * link bandwidth.
+ * Placement: the caller picks the peer that runs each call, with no central
+ * scheduler (DESIGN.md section 4). Among the live peers that offer the function
+ * and can admit its arguments, it picks the earliest estimated start, Dask's
+ * worker objective:
+ *
+ *   start(peer) = bytes of arguments the peer lacks / its bandwidth
+ *               + (its queued and running calls + ours in flight there) / its slots * the function's mean duration
+ *
+ * Peer state comes from gossip (about a second old); this caller's own calls in
+ * flight are counted exactly. Argument locations come from the Refs themselves
+ * (owned objects: exact; borrowed: hints carried on the wire), so placing a call
+ * costs no round trip.
  */
 import { FunctionNotFoundError, PeerDiedError } from './errors.ts'
 
 export interface PlacementOptions {
   /** run only on this peer */
   peer?: string
+  /** run on this peer if it offers the function and is alive; otherwise place as usual */
+  prefer?: string
+  /** ignore locality and spread calls evenly over the candidates (least loaded first) */
+  spread?: boolean
+}
+
+export interface CandidateView {
+  peer: string
+  slots: number
+  /** queued and running calls, as last gossiped */
+  load: number
+  /** argument bytes it can admit; Infinity if unknown */
+  admitBytes: number
+  /** bytes per second it can receive */
+  bandwidth: number
+}
+
+export interface ArgInfo {
+  size: number
+  locations: string[]
 }
 
 export interface PlacementInput {
   fn: string
-  candidates: string[]
-  /** argument bytes each peer already holds */
-  localBytes: Map<string, number>
-  /** peers that failed this call before */
+  candidates: CandidateView[]
+  args: ArgInfo[]
+  /** peers that failed or handed back this call */
   exclude: Set<string>
   options: PlacementOptions
 }
 
+export interface SchedulerInit {
+  /** assumed duration of a function not yet measured */
+  defaultCallMs: number
+}
+
 export class Scheduler {
+  private readonly init: SchedulerInit
   private readonly inFlight = new Map<string, number>()
+  private readonly meanMs = new Map<string, number>()
+  /** calls this caller placed on each peer (stats) */
+  readonly placed = new Map<string, number>()
+
+  constructor (init: SchedulerInit) {
+    this.init = init
+  }
+
+  /** Bytes of the arguments `peer` does not hold. */
+  static missingBytes (peer: string, args: ArgInfo[]): number {
+    let missing = 0
+    for (const a of args) if (!a.locations.includes(peer)) missing += a.size
+    return missing
+  }
+
+  /** Estimated milliseconds until the call could start on `c`. */
+  estimateMs (fn: string, c: CandidateView, args: ArgInfo[]): number {
+    const transferMs = Scheduler.missingBytes(c.peer, args) / Math.max(c.bandwidth, 1) * 1000
+    const queue = c.load + (this.inFlight.get(c.peer) ?? 0)
+    const queueMs = queue / Math.max(c.slots, 1) * (this.meanMs.get(fn) ?? this.init.defaultCallMs)
+    return transferMs + queueMs
+  }
 
   place (input: PlacementInput): string {
+    const { fn, options } = input
     let candidates = input.candidates
-    if (input.options.peer !== undefined) {
-      if (!candidates.includes(input.options.peer)) {
-        throw new FunctionNotFoundError(input.fn, input.options.peer)
-      }
-      candidates = [input.options.peer]
+    if (options.peer !== undefined) {
+      candidates = candidates.filter(c => c.peer === options.peer)
+      if (candidates.length === 0) throw new FunctionNotFoundError(fn, options.peer)
     }
-    if (candidates.length === 0) throw new FunctionNotFoundError(input.fn)
-    const usable = candidates.filter(p => !input.exclude.has(p))
-    if (usable.length === 0) throw new PeerDiedError(`every peer offering "${input.fn}" failed this call`)
-    let best = usable[0]
-    let bestScore = -Infinity
-    const offset = Math.floor(Math.random() * usable.length)
-    for (let i = 0; i < usable.length; i++) {
-      const peer = usable[(i + offset) % usable.length]
-      // Argument bytes dominate; in-flight calls break ties.
-      const score = (input.localBytes.get(peer) ?? 0) - (this.inFlight.get(peer) ?? 0)
-      if (score > bestScore) {
-        bestScore = score
-        best = peer
+    if (candidates.length === 0) throw new FunctionNotFoundError(fn)
+    const usable = candidates.filter(c => !input.exclude.has(c.peer))
+    if (usable.length === 0) throw new PeerDiedError(`every peer offering "${fn}" failed or handed back this call`)
+    const admitting = usable.filter(c => Scheduler.missingBytes(c.peer, input.args) <= c.admitBytes)
+    const pool = admitting.length > 0 ? admitting : usable
+    if (options.prefer !== undefined) {
+      const preferred = pool.find(c => c.peer === options.prefer)
+      if (preferred !== undefined) return preferred.peer
+    }
+    // Start at a random candidate so equal estimates spread over peers.
+    const offset = Math.floor(Math.random() * pool.length)
+    let best = pool[offset]
+    let bestMs = Infinity
+    for (let i = 0; i < pool.length; i++) {
+      const c = pool[(i + offset) % pool.length]
+      const ms = options.spread === true
+        ? (c.load + (this.inFlight.get(c.peer) ?? 0)) / Math.max(c.slots, 1)
+        : this.estimateMs(fn, c, input.args)
+      if (ms < bestMs) {
+        bestMs = ms
+        best = c
       }
     }
-    return best
+    return best.peer
   }
 
   started (peer: string): void {
     this.inFlight.set(peer, (this.inFlight.get(peer) ?? 0) + 1)
+    this.placed.set(peer, (this.placed.get(peer) ?? 0) + 1)
   }
 
   finished (peer: string): void {
     const n = (this.inFlight.get(peer) ?? 1) - 1
     if (n <= 0) this.inFlight.delete(peer)
     else this.inFlight.set(peer, n)
+  }
+
+  /** Records how long a call of `fn` took (an exponential moving average). */
+  observe (fn: string, ms: number): void {
+    const old = this.meanMs.get(fn)
+    this.meanMs.set(fn, old === undefined ? ms : old * 0.8 + ms * 0.2)
+    if (this.meanMs.size > 4096) this.meanMs.delete(this.meanMs.keys().next().value as string)
   }
 }

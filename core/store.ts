@@ -27,6 +27,8 @@ export interface StoreStats {
   objects: number
   bytes: number
   capacity: number
+  /** keys of the objects held (the first 1,000), for diagnostics */
+  keys: string[]
 }
 
 export class ObjectStore {
@@ -102,6 +104,6 @@ export class ObjectStore {
   }
 
   stats (): StoreStats {
-    return { objects: this.objects.size, bytes: this.used, capacity: this.capacity }
+    return { objects: this.objects.size, bytes: this.used, capacity: this.capacity, keys: [...this.objects.keys()].slice(0, 1000) }
   }
 }

@@ -36,6 +36,8 @@ export interface TransferInit {
   traffic: TrafficCounter
   chunksInFlightPerSource: number
   attemptsPerChunk: number
+  /** assumed bandwidth until pulls have measured it, bytes per second */
+  defaultBandwidth: number
   hooks?: TransferHooks
 }
 
@@ -117,9 +119,20 @@ export class Transfer {
     }
   }
 
-  /** @internal */
-  countPulled (): void {
+  private rate: number | undefined
+
+  /** @internal: a finished pull of `bytes` that took `ms`; feeds the bandwidth estimate. */
+  countPulled (bytes: number, ms: number): void {
     this.stats.objectsPulled++
+    // Small pulls measure latency, not bandwidth.
+    if (bytes < 4 * 1024 * 1024 || ms <= 0) return
+    const sample = bytes / (ms / 1000)
+    this.rate = this.rate === undefined ? sample : this.rate * 0.7 + sample * 0.3
+  }
+
+  /** Inbound transfer rate estimate in bytes per second (a default until measured). */
+  bandwidth (): number {
+    return this.rate ?? this.init.defaultBandwidth
   }
 }
 
@@ -165,9 +178,10 @@ class Pull {
     signal?.addEventListener('abort', onAbort, { once: true })
     if (signal?.aborted === true) onAbort()
     try {
+      const started = performance.now()
       this.pump()
       await done
-      this.transfer.countPulled()
+      this.transfer.countPulled(manifest.size, performance.now() - started)
       return this.obj
     } catch (err) {
       // A partial copy is useless to others if we give up; drop it.

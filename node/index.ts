@@ -1,21 +1,23 @@
 /**
  * refmesh/node: a Node.js peer. Supplies the libp2p configuration (TCP, Noise,
- * Yamux, identify) and identity to the runtime-agnostic core.
+ * Yamux, identify, gossipsub) and identity to the runtime-agnostic core.
  */
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
+import { gossipsub } from '@libp2p/gossipsub'
 import type { PrivateKey } from '@libp2p/interface'
 import { Mesh } from '../core/mesh.ts'
 import type { MeshInit } from '../core/mesh.ts'
+import type { PubSub } from '../core/gossip.ts'
 import { PeerDiedError } from '../core/errors.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 
 export * from '../core/index.ts'
 
-export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p'> {
+export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   /** multiaddrs (with /p2p/<id>) of peers to join through */
   bootstrap?: string[]
   /** where to listen; default: an ephemeral TCP port on loopback */
@@ -41,9 +43,13 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    services: { identify: identify() }
+    services: {
+      identify: identify(),
+      // A lone peer still publishes its state; nobody may be listening yet.
+      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
+    }
   })
-  const mesh = new Mesh({ ...options, libp2p })
+  const mesh = new Mesh({ ...options, libp2p, pubsub: libp2p.services.pubsub as unknown as PubSub })
   try {
     await mesh.start()
     const bootstrap = options.bootstrap ?? []

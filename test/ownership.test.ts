@@ -112,13 +112,17 @@ test('reclamation: after 1,000+ calls mixing put, nested Refs, SharedRefs and dr
     for (let round = 0; round < 50; round++) calls += await runRound(round)
     assert.ok(calls >= 1000, `${calls} calls`)
 
+    // Only the held objects (and copies of them) may remain anywhere.
+    const nestedHeld = await caller.get(keptNested as Ref<{ list: [Ref<Uint8Array>, Ref<number>] }>)
+    const remoteHeld = await caller.get(keptRemote)
+    const keptKeys = new Set([keptBig, keptNested, keptRemote, nestedHeld.list[1], remoteHeld.made].map(r => r.key))
     await waitFor('only the held objects to remain', async () => {
       gc()
       const all = [caller.stats(), ...await Promise.all(t.peers.map(async p => await t.stats(p.peer)))]
-      const objects = all.reduce((n, s) => n + s.store.objects, 0)
-      // keptBig, its nested small put, keptNested's result, keptRemote's result and the object it holds
-      return objects <= 6 ? objects : undefined
+      const stray = all.flatMap(s => s.store.keys.filter(k => !keptKeys.has(k)))
+      return stray.length === 0 ? true : undefined
     }, 30_000, 200)
+    for (const r of [...nestedHeld.list, remoteHeld.made]) r.release()
 
     // Safety: everything held still reads back.
     assert.equal((await caller.get(keptBig)).length, 2 * MiB)

@@ -1,6 +1,7 @@
 /** The messages of refmesh.proto, as codecs. Field numbers must match the .proto file. */
 import { message } from './wire.ts'
 import type { ErrorInfo } from '../errors.ts'
+import type { PeerState } from '../membership.ts'
 
 export const ObjectStatus = {
   INLINE: 1,
@@ -14,7 +15,8 @@ export type ObjectStatusCode = typeof ObjectStatus[keyof typeof ObjectStatus]
 export const ChunkStatus = { OK: 0, NOT_FOUND: 1 } as const
 
 export interface PeerAddrs { peer: string, addrs: string[] }
-export interface RefDesc { id: Uint8Array, owner: string }
+/** A Ref on the wire; size and locations are placement hints, possibly stale. */
+export interface RefDesc { id: Uint8Array, owner: string, size?: number, locations?: string[] }
 export interface Manifest { size: number, chunkSize: number, hashes: Uint8Array[], encoding: number }
 export interface ObjectInfo {
   status: number
@@ -26,8 +28,8 @@ export interface ObjectInfo {
   contained: RefDesc[]
 }
 export interface Hello { functions: string[], addrs: string[], peers: PeerAddrs[] }
-export interface CallRequest { resultId: Uint8Array, fn: string, args: Uint8Array, timeoutMs: number }
-export interface CallReply { result?: ObjectInfo }
+export interface CallRequest { resultId: Uint8Array, fn: string, args: Uint8Array, timeoutMs: number, argBytes: number, maySpillBack: boolean }
+export interface CallReply { result?: ObjectInfo, spillback?: PeerState }
 export interface ResultAck { resultId: Uint8Array }
 export interface Locate { id: Uint8Array, wait: boolean, fetch: boolean, timeoutMs: number }
 export interface LocateReply { object?: ObjectInfo }
@@ -73,7 +75,9 @@ export const PeerAddrsCodec = message<PeerAddrs>('PeerAddrs', [
 
 export const RefDescCodec = message<RefDesc>('RefDesc', [
   { no: 1, name: 'id', type: 'bytes' },
-  { no: 2, name: 'owner', type: 'string' }
+  { no: 2, name: 'owner', type: 'string' },
+  { no: 3, name: 'size', type: 'uint64' },
+  { no: 4, name: 'locations', type: 'string', repeated: true }
 ])
 
 export const ManifestCodec = message<Manifest>('Manifest', [
@@ -99,15 +103,33 @@ const HelloCodec = message<Hello>('Hello', [
   { no: 3, name: 'peers', type: PeerAddrsCodec, repeated: true }
 ])
 
+export const PeerStateCodec = message<PeerState>('PeerState', [
+  { no: 1, name: 'peer', type: 'string' },
+  { no: 2, name: 'seq', type: 'uint64' },
+  { no: 3, name: 'functions', type: 'string', repeated: true },
+  { no: 4, name: 'addrs', type: 'string', repeated: true },
+  { no: 5, name: 'slots', type: 'uint32' },
+  { no: 6, name: 'queued', type: 'uint32' },
+  { no: 7, name: 'running', type: 'uint32' },
+  { no: 8, name: 'storeUsed', type: 'uint64' },
+  { no: 9, name: 'storeCapacity', type: 'uint64' },
+  { no: 10, name: 'spilledBytes', type: 'uint64' },
+  { no: 11, name: 'admitBytes', type: 'uint64' },
+  { no: 12, name: 'bandwidth', type: 'double' }
+])
+
 const CallRequestCodec = message<CallRequest>('CallRequest', [
   { no: 1, name: 'resultId', type: 'bytes' },
   { no: 2, name: 'fn', type: 'string' },
   { no: 3, name: 'args', type: 'bytes' },
-  { no: 4, name: 'timeoutMs', type: 'uint32' }
+  { no: 4, name: 'timeoutMs', type: 'uint32' },
+  { no: 5, name: 'argBytes', type: 'uint64' },
+  { no: 6, name: 'maySpillBack', type: 'bool' }
 ])
 
 const CallReplyCodec = message<CallReply>('CallReply', [
-  { no: 1, name: 'result', type: ObjectInfoCodec }
+  { no: 1, name: 'result', type: ObjectInfoCodec },
+  { no: 2, name: 'spillback', type: PeerStateCodec }
 ])
 
 const ResultAckCodec = message<ResultAck>('ResultAck', [

@@ -1,0 +1,92 @@
+/**
+ * State gossip: every peer publishes its PeerState on a pubsub topic about once
+ * a second and learns everyone else's from it. Messages are signed by their
+ * sender, and a state naming another peer than its signer is dropped.
+ */
+import { logger } from '@libp2p/logger'
+import { PeerStateCodec } from './protocol/messages.ts'
+import type { Membership, PeerState } from './membership.ts'
+
+const log = logger('refmesh:gossip')
+
+export const STATE_TOPIC = '/refmesh/state/1.0.0'
+
+/** The part of a libp2p pubsub service (gossipsub) the mesh uses. */
+export interface PubSub {
+  subscribe(topic: string): void
+  unsubscribe(topic: string): void
+  publish(topic: string, data: Uint8Array): Promise<unknown>
+  addEventListener(type: 'message', listener: (evt: CustomEvent<PubSubMessage>) => void): void
+  removeEventListener(type: 'message', listener: (evt: CustomEvent<PubSubMessage>) => void): void
+}
+
+export interface PubSubMessage {
+  type: 'signed' | 'unsigned'
+  topic: string
+  data: Uint8Array
+  from?: { toString(): string }
+}
+
+export interface GossipInit {
+  pubsub: PubSub
+  membership: Membership
+  heartbeatMs: number
+  /** this peer's state now (seq is filled in here) */
+  state: () => Omit<PeerState, 'seq'>
+}
+
+export class Gossip {
+  private readonly init: GossipInit
+  private timer: ReturnType<typeof setInterval> | undefined
+  private seq = 0
+  published = 0
+  received = 0
+
+  constructor (init: GossipInit) {
+    this.init = init
+  }
+
+  start (): void {
+    this.init.pubsub.subscribe(STATE_TOPIC)
+    this.init.pubsub.addEventListener('message', this.onMessage)
+    this.timer = setInterval(() => { this.beat() }, this.init.heartbeatMs)
+    this.publish()
+  }
+
+  stop (): void {
+    clearInterval(this.timer)
+    this.init.pubsub.removeEventListener('message', this.onMessage)
+    try { this.init.pubsub.unsubscribe(STATE_TOPIC) } catch { /* already stopped */ }
+  }
+
+  /** Publishes now (also used right after a change worth telling at once, e.g. a new function). */
+  publish (): void {
+    const state: PeerState = { ...this.init.state(), seq: ++this.seq }
+    this.init.pubsub.publish(STATE_TOPIC, PeerStateCodec.encode(state)).then(
+      () => { this.published++ },
+      (err: Error) => { log('publish failed: %s', err.message) }
+    )
+  }
+
+  private beat (): void {
+    this.publish()
+    this.init.membership.tick()
+  }
+
+  private readonly onMessage = (evt: CustomEvent<PubSubMessage>): void => {
+    const msg = evt.detail
+    if (msg.topic !== STATE_TOPIC) return
+    try {
+      if (msg.type !== 'signed' || msg.from === undefined) return
+      const state = PeerStateCodec.decode(msg.data)
+      if (state.peer !== msg.from.toString()) {
+        log('dropped a state for %s signed by %s', state.peer, msg.from.toString())
+        return
+      }
+      this.received++
+      this.init.membership.heard(state.peer, { state })
+    } catch (err) {
+      log('dropped a malformed state from %s: %s', msg.from?.toString(), (err as Error).message)
+    }
+  }
+}

@@ -1,0 +1,158 @@
+/**
+ * Membership and failure detection: the peers this peer knows, what each
+ * offers and how loaded it is, and whether it is alive.
+ *
+ * A peer is heard from through its gossiped state (about once a second), its
+ * hello on a new connection, and connection events. One that is not heard from
+ * for `suspectAfterBeats` heartbeats is suspect; for `deadAfterBeats` while no
+ * connection to it is open (or `deadWhileConnectedBeats` even with one, for a
+ * peer that hangs without closing its connections) it is dead: it gets no new
+ * calls and the mesh forgets what it borrowed or held. The view is bounded.
+ */
+export interface PeerState {
+  peer: string
+  seq: number
+  functions: string[]
+  addrs: string[]
+  /** calls it runs at once */
+  slots: number
+  queued: number
+  running: number
+  storeUsed: number
+  storeCapacity: number
+  spilledBytes: number
+  /** bytes of arguments it can admit now */
+  admitBytes: number
+  /** its inbound transfer rate estimate, bytes per second */
+  bandwidth: number
+}
+
+export type Liveness = 'alive' | 'suspect' | 'dead'
+
+export interface PeerRecord {
+  peer: string
+  functions: Set<string>
+  addrs: string[]
+  state?: PeerState
+  lastHeard: number
+  connected: boolean
+  liveness: Liveness
+}
+
+export interface MembershipInit {
+  heartbeatMs: number
+  suspectAfterBeats: number
+  deadAfterBeats: number
+  deadWhileConnectedBeats: number
+  maxPeers: number
+}
+
+export class Membership {
+  private readonly init: MembershipInit
+  private readonly peers = new Map<string, PeerRecord>()
+  private readonly changeListeners = new Set<() => void>()
+  private readonly deathListeners = new Set<(peer: string) => void>()
+
+  constructor (init: MembershipInit) {
+    this.init = init
+  }
+
+  /** Something was heard from `peer`: a hello (functions, addrs) or its gossiped state. */
+  heard (peer: string, update: { functions?: string[], addrs?: string[], state?: PeerState }, now = Date.now()): void {
+    let rec = this.peers.get(peer)
+    if (rec !== undefined && update.state !== undefined && rec.state !== undefined && update.state.seq <= rec.state.seq) return
+    if (rec === undefined) {
+      rec = { peer, functions: new Set(), addrs: [], lastHeard: now, connected: false, liveness: 'alive' }
+      this.peers.set(peer, rec)
+      this.evictIfFull()
+    }
+    if (update.state !== undefined) rec.state = update.state
+    const functions = update.functions ?? update.state?.functions
+    if (functions !== undefined) rec.functions = new Set(functions)
+    const addrs = update.addrs ?? update.state?.addrs
+    if (addrs !== undefined && addrs.length > 0) rec.addrs = addrs
+    rec.lastHeard = now
+    rec.liveness = 'alive'
+    this.changed()
+  }
+
+  connected (peer: string): void {
+    const rec = this.peers.get(peer)
+    if (rec !== undefined) rec.connected = true
+  }
+
+  disconnected (peer: string): void {
+    const rec = this.peers.get(peer)
+    if (rec === undefined) return
+    rec.connected = false
+    if (rec.liveness === 'alive') {
+      rec.liveness = 'suspect'
+      this.changed()
+    }
+  }
+
+  /** Advances the failure detector; call about once a heartbeat. */
+  tick (now = Date.now()): void {
+    const beat = this.init.heartbeatMs
+    let changed = false
+    for (const rec of [...this.peers.values()]) {
+      const silent = now - rec.lastHeard
+      const deadAfter = (rec.connected ? this.init.deadWhileConnectedBeats : this.init.deadAfterBeats) * beat
+      if (silent > deadAfter) {
+        this.peers.delete(rec.peer)
+        rec.liveness = 'dead'
+        changed = true
+        for (const l of this.deathListeners) l(rec.peer)
+      } else if (silent > this.init.suspectAfterBeats * beat && rec.liveness === 'alive') {
+        rec.liveness = 'suspect'
+        changed = true
+      }
+    }
+    if (changed) this.changed()
+  }
+
+  get (peer: string): PeerRecord | undefined {
+    return this.peers.get(peer)
+  }
+
+  isAlive (peer: string): boolean {
+    return this.peers.get(peer)?.liveness === 'alive'
+  }
+
+  has (peer: string): boolean {
+    return this.peers.has(peer)
+  }
+
+  all (): PeerRecord[] {
+    return [...this.peers.values()]
+  }
+
+  /** Alive peers offering `fn`. */
+  offering (fn: string): PeerRecord[] {
+    return this.all().filter(p => p.liveness === 'alive' && p.functions.has(fn))
+  }
+
+  onChange (listener: () => void): () => void {
+    this.changeListeners.add(listener)
+    return () => { this.changeListeners.delete(listener) }
+  }
+
+  onDeath (listener: (peer: string) => void): () => void {
+    this.deathListeners.add(listener)
+    return () => { this.deathListeners.delete(listener) }
+  }
+
+  private changed (): void {
+    for (const l of this.changeListeners) l()
+  }
+
+  private evictIfFull (): void {
+    if (this.peers.size <= this.init.maxPeers) return
+    let oldest: PeerRecord | undefined
+    for (const rec of this.peers.values()) {
+      if (rec.connected) continue
+      if (oldest === undefined || rec.lastHeard < oldest.lastHeard) oldest = rec
+    }
+    if (oldest !== undefined) this.peers.delete(oldest.peer)
+  }
+}
