@@ -415,8 +415,11 @@ export class Mesh {
     let reply: CallReply | undefined
     let executor = ''
     try {
+      const pendingAtSubmit = call.args.some(a => a instanceof Ref && this.table.get(a.key)?.owned?.state === 'pending')
       const argInfo = await this.resolveArguments(call, signal)
       const argBytes = argInfo.reduce((n, a) => n + a.size, 0)
+      // Arguments still being computed at submit time had no location hints yet: encode them again now.
+      if (pendingAtSubmit) args = encodeArgs(call.args, this.hintsOf).bytes
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       while (reply?.result === undefined) {
         executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), args: argInfo, exclude, options: call.options })

@@ -89,12 +89,10 @@ export class Scheduler {
     if (candidates.length === 0) throw new FunctionNotFoundError(fn)
     const usable = candidates.filter(c => !input.exclude.has(c.peer))
     if (usable.length === 0) throw new PeerDiedError(`every peer offering "${fn}" failed or handed back this call`)
+    // A preferred peer is tried first even when it looks full: it may hand the call back.
+    if (options.prefer !== undefined && usable.some(c => c.peer === options.prefer)) return options.prefer
     const admitting = usable.filter(c => Scheduler.missingBytes(c.peer, input.args) <= c.admitBytes)
     const pool = admitting.length > 0 ? admitting : usable
-    if (options.prefer !== undefined) {
-      const preferred = pool.find(c => c.peer === options.prefer)
-      if (preferred !== undefined) return preferred.peer
-    }
     // Start at a random candidate so equal estimates spread over peers.
     const offset = Math.floor(Math.random() * pool.length)
     let best = pool[offset]
