@@ -12,11 +12,16 @@ export function chunkRange (manifest: Pick<Manifest, 'size' | 'chunkSize'>, inde
   return [start, Math.min(manifest.size, start + manifest.chunkSize)]
 }
 
-export async function sha256 (data: Uint8Array): Promise<Uint8Array> {
-  return new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', data as Uint8Array<ArrayBuffer>))
+/** SHA-256 of some bytes. Runtimes may supply a faster one (Node: node:crypto, which also takes shared memory). */
+export type Hasher = (data: Uint8Array) => Promise<Uint8Array> | Uint8Array
+
+export const webCryptoSha256: Hasher = async (data) => {
+  // WebCrypto refuses views of shared memory: hash a private copy of those.
+  const view = data.buffer instanceof ArrayBuffer ? data : data.slice()
+  return new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', view as Uint8Array<ArrayBuffer>))
 }
 
-export async function makeManifest (data: Uint8Array, encoding: number, chunkSize = DEFAULT_CHUNK_SIZE): Promise<Manifest> {
+export async function makeManifest (data: Uint8Array, encoding: number, chunkSize = DEFAULT_CHUNK_SIZE, sha256: Hasher = webCryptoSha256): Promise<Manifest> {
   const count = chunkCount(data.byteLength, chunkSize)
   const hashes: Uint8Array[] = new Array(count)
   const manifest: Manifest = { size: data.byteLength, chunkSize, hashes, encoding }

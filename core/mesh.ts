@@ -14,7 +14,8 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p } from '@libp2p/interface'
 import { ControlChannels } from './channel.ts'
 import type { EnvelopeBody } from './channel.ts'
-import { DEFAULT_CHUNK_SIZE, makeManifest } from './chunks.ts'
+import { DEFAULT_CHUNK_SIZE, makeManifest, webCryptoSha256 } from './chunks.ts'
+import type { Hasher } from './chunks.ts'
 import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
 import type { EncodedValue } from './codec.ts'
 import {
@@ -61,6 +62,10 @@ export interface MeshInit {
   heartbeatMs?: number
   /** fetch the arguments of queued calls while others run (default true) */
   prefetch?: boolean
+  /** SHA-256 for chunks (default: WebCrypto) */
+  sha256?: Hasher
+  /** keep received objects in shared memory (for worker backends) */
+  sharedMemory?: boolean
 }
 
 export interface CallOptions extends PlacementOptions {
@@ -147,6 +152,7 @@ export class Mesh {
   private readonly handoffs = new Map<string, Handoff>()
   private readonly inlineThreshold: number
   private readonly chunkSize: number
+  private readonly sha256: Hasher
   private readonly stopController = new AbortController()
   private submitted = 0
   private started = false
@@ -156,7 +162,8 @@ export class Mesh {
     this.peerId = init.libp2p.peerId.toString()
     this.inlineThreshold = init.inlineThresholdBytes ?? DEFAULTS.inlineThresholdBytes
     this.chunkSize = init.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE
-    this.store = new ObjectStore({ capacity: parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity) })
+    this.store = new ObjectStore({ capacity: parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity), shared: init.sharedMemory })
+    this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
     const heartbeatMs = init.heartbeatMs ?? DEFAULTS.heartbeatMs
@@ -190,6 +197,7 @@ export class Mesh {
       chunksInFlightPerSource: init.chunksInFlightPerSource ?? DEFAULTS.chunksInFlightPerSource,
       attemptsPerChunk: DEFAULTS.attemptsPerChunk,
       defaultBandwidth: DEFAULTS.bandwidthBytesPerSecond,
+      sha256: this.sha256,
       hooks: init.hooks
     })
   }
@@ -595,7 +603,7 @@ export class Mesh {
     if (encoded.bytes.byteLength <= this.inlineThreshold) {
       return { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: containedDescs }
     }
-    const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize)
+    const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize, this.sha256)
     this.store.putComplete(resultKey, resultId, caller, manifest, encoded.bytes, true)
     return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.peerId], contained: containedDescs }
   }
@@ -646,7 +654,7 @@ export class Mesh {
     const inline = encoded.bytes.byteLength <= this.inlineThreshold
     const manifest = inline
       ? { size: encoded.bytes.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: encoded.encoding }
-      : await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize)
+      : await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize, this.sha256)
     if (this.table.get(key) === undefined) return
     this.store.putComplete(key, id, this.peerId, manifest, encoded.bytes, true)
     this.table.settle(key, { state: 'ready', inline, encoding: encoded.encoding, size: manifest.size, manifest: inline ? undefined : manifest, locations: [this.peerId], contained })

@@ -36,8 +36,12 @@ export class ObjectStore {
   private used = 0
   readonly capacity: number
 
-  constructor (init: { capacity: number }) {
+  private readonly shared: boolean
+
+  /** `shared`: keep received objects in SharedArrayBuffers, so workers read them without a copy. */
+  constructor (init: { capacity: number, shared?: boolean }) {
     this.capacity = init.capacity
+    this.shared = init.shared === true && typeof SharedArrayBuffer === 'function'
   }
 
   get (key: string): StoredObject | undefined {
@@ -70,7 +74,8 @@ export class ObjectStore {
     const existing = this.objects.get(key)
     if (existing !== undefined) return existing
     const count = chunkCount(manifest.size, manifest.chunkSize)
-    const obj: StoredObject = { key, id, owner, manifest, data: new Uint8Array(manifest.size), have: new Uint8Array(count), haveCount: 0, primary: false, lastUsed: Date.now() }
+    const data = this.shared ? new Uint8Array(new SharedArrayBuffer(manifest.size)) : new Uint8Array(manifest.size)
+    const obj: StoredObject = { key, id, owner, manifest, data, have: new Uint8Array(count), haveCount: 0, primary: false, lastUsed: Date.now() }
     this.objects.set(key, obj)
     this.used += manifest.size
     return obj

@@ -11,7 +11,8 @@ import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameDecoder, decodeVarint, encodeVarint, frame } from './protocol/framing.ts'
 import { ChunkHeaderCodec, ChunkRequestCodec, ChunkStatus } from './protocol/messages.ts'
 import type { Manifest } from './protocol/messages.ts'
-import { chunkCount, chunkRange, sameHash, sha256 } from './chunks.ts'
+import { chunkCount, chunkRange, sameHash } from './chunks.ts'
+import type { Hasher } from './chunks.ts'
 import { ChunkIntegrityError, MalformedFrameError, ObjectLostError } from './errors.ts'
 import { abortReason } from './signals.ts'
 import type { ObjectStore, StoredObject } from './store.ts'
@@ -38,6 +39,7 @@ export interface TransferInit {
   attemptsPerChunk: number
   /** assumed bandwidth until pulls have measured it, bytes per second */
   defaultBandwidth: number
+  sha256: Hasher
   hooks?: TransferHooks
 }
 
@@ -287,7 +289,7 @@ class Pull {
         this.obj.data.set(buf, offset)
         offset += buf.byteLength
       }
-      const hash = await sha256(this.obj.data.subarray(start, end))
+      const hash = await this.init.sha256(this.obj.data.subarray(start, end))
       if (sameHash(hash, this.req.manifest.hashes[index])) {
         this.init.store.markChunk(this.obj, index)
         this.transfer.stats.chunksFetched++

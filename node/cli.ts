@@ -26,6 +26,8 @@ commands:
              --identity <file>        key file; created on first run (default: a new identity each run)
              --store-capacity <size>  object store capacity, e.g. 512MiB, 2GiB (default 2GiB)
              --module <file>          a module whose default export registers functions: (mesh) => void
+             --worker-module <file>   a module whose exported functions run in a worker pool (repeatable)
+             --workers <n>            workers in the pool (default: one per core)
              --json                   print one JSON line {peer, addrs} when ready
   status   print the mesh as one peer sees it
              --bootstrap <multiaddr>  the peer to ask (required)
@@ -39,6 +41,8 @@ export interface PeerCommandOptions {
   identity?: string
   storeCapacity?: number
   module?: string
+  workerModules: string[]
+  workers?: number
   json: boolean
 }
 
@@ -57,8 +61,15 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     identity: { type: 'string' },
     'store-capacity': { type: 'string' },
     module: { type: 'string' },
+    'worker-module': { type: 'string', multiple: true },
+    workers: { type: 'string' },
     json: { type: 'boolean', default: false }
   })
+  let workers: number | undefined
+  if (v.workers !== undefined) {
+    workers = Number(v.workers)
+    if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers must be a whole number from 1 to 256, not "${String(v.workers)}"`)
+  }
   let storeCapacity: number | undefined
   if (v['store-capacity'] !== undefined) {
     try {
@@ -76,6 +87,8 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     identity: v.identity as string | undefined,
     storeCapacity,
     module: v.module as string | undefined,
+    workerModules: v['worker-module'] as string[] ?? [],
+    workers,
     json: v.json === true
   }
 }
@@ -95,7 +108,9 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     listen: opts.listen.length > 0 ? opts.listen : undefined,
     bootstrap: opts.bootstrap,
     identityFile: opts.identity,
-    store: opts.storeCapacity !== undefined ? { capacity: opts.storeCapacity } : undefined
+    store: opts.storeCapacity !== undefined ? { capacity: opts.storeCapacity } : undefined,
+    workerModules: opts.workerModules,
+    workers: opts.workers
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
   const addrs = mesh.libp2p.getMultiaddrs().map(String)

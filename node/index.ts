@@ -14,6 +14,8 @@ import type { MeshInit } from '../core/mesh.ts'
 import type { PubSub } from '../core/gossip.ts'
 import { PeerDiedError } from '../core/errors.ts'
 import { loadOrCreateIdentity } from './identity.ts'
+import { WorkerPool } from './worker-pool.ts'
+import { createHash } from 'node:crypto'
 
 export * from '../core/index.ts'
 
@@ -27,6 +29,10 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   privateKey?: PrivateKey
   /** how long to wait for the bootstrap peers */
   bootstrapTimeoutMs?: number
+  /** modules whose exported functions run in a worker_threads pool, offered under their export names */
+  workerModules?: string[]
+  /** workers in the pool; default one per core */
+  workers?: number
 }
 
 export const NODE_DEFAULTS = {
@@ -49,7 +55,25 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
       pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
     }
   })
-  const mesh = new Mesh({ ...options, libp2p, pubsub: libp2p.services.pubsub as unknown as PubSub })
+  let backend: WorkerPool | undefined
+  if (options.workerModules !== undefined && options.workerModules.length > 0) {
+    backend = new WorkerPool({ modules: options.workerModules, size: options.workers })
+    try {
+      await backend.start()
+    } catch (err) {
+      await backend.close()
+      await libp2p.stop()
+      throw err
+    }
+  }
+  const mesh = new Mesh({
+    ...options,
+    libp2p,
+    pubsub: libp2p.services.pubsub as unknown as PubSub,
+    backend,
+    sharedMemory: backend !== undefined,
+    sha256: (data) => createHash('sha256').update(data).digest()
+  })
   try {
     await mesh.start()
     const bootstrap = options.bootstrap ?? []

@@ -20,6 +20,11 @@ export interface SpawnPeerOptions {
   bootstrap?: string[]
   /** functions module to load (refmesh peer --module) */
   module?: string
+  /** modules whose exported functions run in the peer's worker pool */
+  workerModules?: string[]
+  workers?: number
+  /** more command-line arguments */
+  args?: string[]
   /** a script to run instead of the refmesh CLI; it gets the same arguments */
   entry?: string
   storeCapacity?: string
@@ -31,6 +36,9 @@ export interface SpawnPeerOptions {
 export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
   const args = [opts.entry ?? CLI, 'peer', '--json', '--listen', '/ip4/127.0.0.1/tcp/0']
   if (opts.module !== undefined) args.push('--module', opts.module)
+  for (const m of opts.workerModules ?? []) args.push('--worker-module', m)
+  if (opts.workers !== undefined) args.push('--workers', String(opts.workers))
+  args.push(...opts.args ?? [])
   for (const b of opts.bootstrap ?? []) args.push('--bootstrap', b)
   if (opts.storeCapacity !== undefined) args.push('--store-capacity', opts.storeCapacity)
   if (opts.identity !== undefined) args.push('--identity', opts.identity)
