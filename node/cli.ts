@@ -12,6 +12,7 @@ import { createMesh } from './index.ts'
 import type { NodeMeshOptions } from './index.ts'
 import type { Mesh } from '../core/mesh.ts'
 import { parseBytes } from '../core/constants.ts'
+import { startMetricsServer } from './metrics.ts'
 
 export class UsageError extends Error {
   override name = 'UsageError'
@@ -28,6 +29,8 @@ commands:
              --module <file>          a module whose default export registers functions: (mesh) => void
              --worker-module <file>   a module whose exported functions run in a worker pool (repeatable)
              --workers <n>            workers in the pool (default: one per core)
+             --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
+             --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --json                   print one JSON line {peer, addrs} when ready
   status   print the mesh as one peer sees it
              --bootstrap <multiaddr>  the peer to ask (required)
@@ -43,6 +46,8 @@ export interface PeerCommandOptions {
   module?: string
   workerModules: string[]
   workers?: number
+  metricsPort?: number
+  metricsHost?: string
   json: boolean
 }
 
@@ -63,8 +68,15 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     module: { type: 'string' },
     'worker-module': { type: 'string', multiple: true },
     workers: { type: 'string' },
+    'metrics-port': { type: 'string' },
+    'metrics-host': { type: 'string' },
     json: { type: 'boolean', default: false }
   })
+  let metricsPort: number | undefined
+  if (v['metrics-port'] !== undefined) {
+    metricsPort = Number(v['metrics-port'])
+    if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw new UsageError(`--metrics-port must be a port number, not "${String(v['metrics-port'])}"`)
+  }
   let workers: number | undefined
   if (v.workers !== undefined) {
     workers = Number(v.workers)
@@ -89,6 +101,8 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     module: v.module as string | undefined,
     workerModules: v['worker-module'] as string[] ?? [],
     workers,
+    metricsPort,
+    metricsHost: v['metrics-host'] as string | undefined,
     json: v.json === true
   }
 }
@@ -113,17 +127,19 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     workers: opts.workers
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
+  const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })
   const addrs = mesh.libp2p.getMultiaddrs().map(String)
   if (opts.json) {
-    process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs }) + '\n')
+    process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs, metrics: metrics?.url }) + '\n')
   } else {
     process.stdout.write(`refmesh peer ${mesh.peerId}\njoin with:\n${addrs.map(a => `  --bootstrap ${a}`).join('\n')}\n`)
+    if (metrics !== undefined) process.stdout.write(`metrics: ${metrics.url}/metrics, state: ${metrics.url}/state.json\n`)
   }
   let stopping = false
   const stop = (): void => {
     if (stopping) return
     stopping = true
-    mesh.stop().finally(() => process.exit(0))
+    Promise.all([mesh.stop(), metrics?.close()]).finally(() => process.exit(0))
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)

@@ -9,6 +9,8 @@ const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url))
 export interface PeerProcess {
   peer: string
   addrs: string[]
+  /** the metrics server's URL, when started with --metrics-port */
+  metrics?: string
   child: ChildProcess
   /** stderr so far, for failure messages */
   stderr: () => string
@@ -46,10 +48,10 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-20_000) })
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
-  const ready = new Promise<{ peer: string, addrs: string[] }>((resolve, reject) => {
+  const ready = new Promise<{ peer: string, addrs: string[], metrics?: string }>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! })
     lines.once('line', line => {
-      try { resolve(JSON.parse(line) as { peer: string, addrs: string[] }) } catch (err) { reject(err) }
+      try { resolve(JSON.parse(line) as { peer: string, addrs: string[], metrics?: string }) } catch (err) { reject(err) }
     })
     child.once('exit', code => reject(new Error(`peer exited with ${code} before it was ready:\n${stderr}`)))
   })
