@@ -29,8 +29,9 @@ export const DEFAULTS = {
   bandwidthBytesPerSecond: 100e6,
   /** the share of its store a peer fills with call arguments before it hands calls back */
   admitFraction: 0.8,
-  /** calls admitted per slot before an executor hands more back */
-  maxQueuePerSlot: 4,
+  /** calls queued per slot (running included) before an executor hands more back, and
+   * before a caller holds more back: small, so calls bind to executors late and balance */
+  maxQueuePerSlot: 2,
   /** hand-backs of one call before the next executor must queue it */
   maxSpillbacks: 8,
   /** how long an owner parks a locate request for a pending object before answering PENDING */

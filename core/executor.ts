@@ -8,7 +8,7 @@
  * slots, one call per slot, the rest waiting in order.
  */
 import { FunctionNotFoundError } from './errors.ts'
-import { raceSignal } from './signals.ts'
+import { Semaphore } from './semaphore.ts'
 
 export type AnyFunction = (...args: any[]) => unknown
 
@@ -26,8 +26,8 @@ export class Executor {
   private readonly functions = new Map<string, AnyFunction>()
   private backend: ExecutorBackend | undefined
   private backendNames = new Set<string>()
-  private readonly waiting: Array<() => void> = []
-  private slotsInUse = 0
+  private slotPermits: Semaphore | undefined
+  private fetchPermits: Semaphore | undefined
   executed = 0
   running = 0
   /** calls of slot-bound functions admitted and not yet finished (waiting for arguments, a slot, or running) */
@@ -46,6 +46,13 @@ export class Executor {
   setBackend (backend: ExecutorBackend): void {
     this.backend = backend
     this.backendNames = new Set(backend.names())
+    this.slotPermits = undefined
+    this.fetchPermits = undefined
+  }
+
+  /** Functions that run in the backend's slots. */
+  pooledNames (): string[] {
+    return this.names().filter(n => this.usesSlots(n))
   }
 
   offers (name: string): boolean {
@@ -73,33 +80,20 @@ export class Executor {
   /** Waits for a slot for `name` (none needed for functions on the peer's own thread); returns its release. */
   async acquire (name: string, signal?: AbortSignal): Promise<() => void> {
     if (!this.usesSlots(name)) return () => {}
-    if (this.slotsInUse >= this.slots) {
-      let ready!: () => void
-      const turn = new Promise<void>(resolve => { ready = resolve })
-      this.waiting.push(ready)
-      try {
-        await raceSignal(turn, signal, `waiting for a slot for ${name}`)
-      } catch (err) {
-        const i = this.waiting.indexOf(ready)
-        if (i >= 0) this.waiting.splice(i, 1)
-        else this.releaseSlot()
-        throw err
-      }
-    } else {
-      this.slotsInUse++
-    }
-    let released = false
-    return () => {
-      if (released) return
-      released = true
-      this.releaseSlot()
-    }
+    this.slotPermits ??= new Semaphore(this.slots)
+    return await this.slotPermits.acquire(signal, `a slot for ${name}`)
   }
 
-  private releaseSlot (): void {
-    const next = this.waiting.shift()
-    if (next !== undefined) next()
-    else this.slotsInUse--
+  /**
+   * Waits for a turn to fetch the arguments of a call of `name`. Calls waiting
+   * for a slot fetch in order, a slot's worth ahead, so the next call's
+   * arguments arrive while the current one runs instead of every queued call
+   * sharing the link at once.
+   */
+  async acquireFetch (name: string, signal?: AbortSignal): Promise<() => void> {
+    if (!this.usesSlots(name)) return () => {}
+    this.fetchPermits ??= new Semaphore(this.slots + 1)
+    return await this.fetchPermits.acquire(signal, `an argument fetch for ${name}`)
   }
 
   /** Runs a call; for a backend function the caller must hold a slot from acquire(). */

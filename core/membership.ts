@@ -25,6 +25,8 @@ export interface PeerState {
   admitBytes: number
   /** its inbound transfer rate estimate, bytes per second */
   bandwidth: number
+  /** functions that run in its slots */
+  pooledFunctions: string[]
 }
 
 export type Liveness = 'alive' | 'suspect' | 'dead'

@@ -370,7 +370,8 @@ export class Mesh {
       storeCapacity: store.capacity,
       spilledBytes: 0,
       admitBytes: this.admitBytes(),
-      bandwidth: this.transfer.bandwidth()
+      bandwidth: this.transfer.bandwidth(),
+      pooledFunctions: this.executor.pooledNames()
     }
   }
 
@@ -430,6 +431,13 @@ export class Mesh {
       if (pendingAtSubmit) args = encodeArgs(call.args, this.hintsOf).bytes
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       while (reply?.result === undefined) {
+        // Flow control: a caller keeps at most a few calls queued per slot on each executor
+        // of a slot-bound function, and holds the rest until one finishes.
+        for (let woken = false; ; woken = true) {
+          const eligible = this.candidates(call.fn).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
+          if (eligible.length === 0 || eligible.some(c => this.scheduler.hasRoom(c))) break
+          await this.scheduler.nextFinish(signal, woken)
+        }
         executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), args: argInfo, exclude, options: call.options })
         const request: CallRequest = {
           resultId: call.result.id,
@@ -522,11 +530,19 @@ export class Mesh {
       slots: p.state?.slots ?? 1,
       load: (p.state?.queued ?? 0) + (p.state?.running ?? 0),
       admitBytes: p.state?.admitBytes ?? Infinity,
-      bandwidth: p.state?.bandwidth ?? DEFAULTS.bandwidthBytesPerSecond
+      bandwidth: p.state?.bandwidth ?? DEFAULTS.bandwidthBytesPerSecond,
+      limit: p.state?.pooledFunctions.includes(fn) === true ? (p.state.slots * DEFAULTS.maxQueuePerSlot) : Infinity
     }))
     if (this.executor.offers(fn)) {
       // Our own queue is counted exactly by the scheduler's in-flight count.
-      views.push({ peer: this.peerId, slots: this.executor.slots, load: 0, admitBytes: this.admitBytes(), bandwidth: this.transfer.bandwidth() })
+      views.push({
+        peer: this.peerId,
+        slots: this.executor.slots,
+        load: 0,
+        admitBytes: this.admitBytes(),
+        bandwidth: this.transfer.bandwidth(),
+        limit: this.executor.usesSlots(fn) ? this.executor.slots * DEFAULTS.maxQueuePerSlot : Infinity
+      })
     }
     return views
   }
@@ -540,6 +556,7 @@ export class Mesh {
     const resultKey = objectKey(req.resultId)
     let admitted = false
     let release = (): void => {}
+    let releaseFetch = (): void => {}
     try {
       if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
       const decoded = decodeArgs(req.args)
@@ -559,8 +576,10 @@ export class Mesh {
         scope.push(ref)
         return ref
       }
-      // With prefetch, arguments are fetched while earlier calls hold the slots.
+      // With prefetch, arguments are fetched (in order, a slot's worth ahead)
+      // while earlier calls hold the slots; without, only once a slot is ours.
       if (!this.prefetch) release = await this.executor.acquire(req.fn, signal)
+      else releaseFetch = await this.executor.acquireFetch(req.fn, signal)
       const args = await Promise.all(decoded.map(async arg => {
         if ('value' in arg) return decodeValue(Encoding.CBOR, arg.value, makeRef)
         const local = this.holds(arg.deref)
@@ -569,7 +588,10 @@ export class Mesh {
         return decodeValue(encoding, bytes, makeRef)
       }))
       await raceSignal(Promise.all(pending), signal, `arguments of ${req.fn}`)
-      if (this.prefetch) release = await this.executor.acquire(req.fn, signal)
+      if (this.prefetch) {
+        release = await this.executor.acquire(req.fn, signal)
+        releaseFetch()
+      }
       const value = await this.executor.run(req.fn, args, signal)
       if (signal?.aborted === true) {
         // The caller has given up on this call: keep nothing for it.
@@ -580,6 +602,7 @@ export class Mesh {
       const info: ErrorInfo = errorToInfo(err, this.peerId, req.fn)
       return { result: { status: ObjectStatus.FAILED, inline: new Uint8Array(0), encoding: 0, error: info, locations: [], contained: [] } }
     } finally {
+      releaseFetch()
       release()
       if (admitted) this.executor.admitted--
       for (const r of scope) r.release()

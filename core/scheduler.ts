@@ -13,6 +13,7 @@
  * costs no round trip.
  */
 import { FunctionNotFoundError, PeerDiedError } from './errors.ts'
+import { raceSignal } from './signals.ts'
 
 export interface PlacementOptions {
   /** run only on this peer */
@@ -32,6 +33,8 @@ export interface CandidateView {
   admitBytes: number
   /** bytes per second it can receive */
   bandwidth: number
+  /** calls of this function one caller may have in flight there (its slots times the queue it keeps); Infinity: no limit */
+  limit: number
 }
 
 export interface ArgInfo {
@@ -57,6 +60,8 @@ export class Scheduler {
   private readonly init: SchedulerInit
   private readonly inFlight = new Map<string, number>()
   private readonly meanMs = new Map<string, number>()
+  /** calls held back by flow control, woken one per finished call, oldest first */
+  private readonly finishWaiters: Array<() => void> = []
   /** calls this caller placed on each peer (stats) */
   readonly placed = new Map<string, number>()
 
@@ -87,8 +92,10 @@ export class Scheduler {
       if (candidates.length === 0) throw new FunctionNotFoundError(fn, options.peer)
     }
     if (candidates.length === 0) throw new FunctionNotFoundError(fn)
-    const usable = candidates.filter(c => !input.exclude.has(c.peer))
-    if (usable.length === 0) throw new PeerDiedError(`every peer offering "${fn}" failed or handed back this call`)
+    const live = candidates.filter(c => !input.exclude.has(c.peer))
+    if (live.length === 0) throw new PeerDiedError(`every peer offering "${fn}" failed or handed back this call`)
+    const withRoom = live.filter(c => this.hasRoom(c))
+    const usable = withRoom.length > 0 ? withRoom : live
     // A preferred peer is tried first even when it looks full: it may hand the call back.
     if (options.prefer !== undefined && usable.some(c => c.peer === options.prefer)) return options.prefer
     const admitting = usable.filter(c => Scheduler.missingBytes(c.peer, input.args) <= c.admitBytes)
@@ -110,6 +117,30 @@ export class Scheduler {
     return best.peer
   }
 
+  /** Whether this caller may send `c` another call now (flow control for slot-bound functions). */
+  hasRoom (c: CandidateView): boolean {
+    return (this.inFlight.get(c.peer) ?? 0) < c.limit
+  }
+
+  /**
+   * Resolves when one of this caller's calls finishes and it is this waiter's
+   * turn (one waiter per finished call, so a burst of held calls costs O(n)).
+   * `first`: a waiter that was woken but still found no room keeps its place.
+   */
+  async nextFinish (signal?: AbortSignal, first = false): Promise<void> {
+    let wake!: () => void
+    const finished = new Promise<void>(resolve => { wake = resolve })
+    if (first) this.finishWaiters.unshift(wake)
+    else this.finishWaiters.push(wake)
+    try {
+      await raceSignal(finished, signal, 'waiting for room on an executor')
+    } catch (err) {
+      const i = this.finishWaiters.indexOf(wake)
+      if (i >= 0) this.finishWaiters.splice(i, 1)
+      throw err
+    }
+  }
+
   started (peer: string): void {
     this.inFlight.set(peer, (this.inFlight.get(peer) ?? 0) + 1)
     this.placed.set(peer, (this.placed.get(peer) ?? 0) + 1)
@@ -119,6 +150,7 @@ export class Scheduler {
     const n = (this.inFlight.get(peer) ?? 1) - 1
     if (n <= 0) this.inFlight.delete(peer)
     else this.inFlight.set(peer, n)
+    this.finishWaiters.shift()?.()
   }
 
   /** Records how long a call of `fn` took (an exponential moving average). */

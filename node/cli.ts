@@ -29,6 +29,7 @@ commands:
              --module <file>          a module whose default export registers functions: (mesh) => void
              --worker-module <file>   a module whose exported functions run in a worker pool (repeatable)
              --workers <n>            workers in the pool (default: one per core)
+             --no-prefetch            fetch a queued call's arguments only when it gets a slot (for comparison)
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --json                   print one JSON line {peer, addrs} when ready
@@ -48,6 +49,7 @@ export interface PeerCommandOptions {
   workers?: number
   metricsPort?: number
   metricsHost?: string
+  prefetch: boolean
   json: boolean
 }
 
@@ -70,6 +72,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     workers: { type: 'string' },
     'metrics-port': { type: 'string' },
     'metrics-host': { type: 'string' },
+    'no-prefetch': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false }
   })
   let metricsPort: number | undefined
@@ -103,6 +106,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     workers,
     metricsPort,
     metricsHost: v['metrics-host'] as string | undefined,
+    prefetch: v['no-prefetch'] !== true,
     json: v.json === true
   }
 }
@@ -124,7 +128,8 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     identityFile: opts.identity,
     store: opts.storeCapacity !== undefined ? { capacity: opts.storeCapacity } : undefined,
     workerModules: opts.workerModules,
-    workers: opts.workers
+    workers: opts.workers,
+    prefetch: opts.prefetch
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
   const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })

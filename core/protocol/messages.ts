@@ -115,7 +115,8 @@ export const PeerStateCodec = message<PeerState>('PeerState', [
   { no: 9, name: 'storeCapacity', type: 'uint64' },
   { no: 10, name: 'spilledBytes', type: 'uint64' },
   { no: 11, name: 'admitBytes', type: 'uint64' },
-  { no: 12, name: 'bandwidth', type: 'double' }
+  { no: 12, name: 'bandwidth', type: 'double' },
+  { no: 13, name: 'pooledFunctions', type: 'string', repeated: true }
 ])
 
 const CallRequestCodec = message<CallRequest>('CallRequest', [
