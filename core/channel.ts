@@ -139,7 +139,7 @@ export class ControlChannels {
       queueMicrotask(() => {
         this.batches.delete(stream)
         // The control stream has no write limit; large payloads never travel on it.
-        if (stream.writeStatus === 'writable') stream.send(batch as Uint8ArrayList)
+        if (stream.writeStatus === 'writable') stream.send((batch as Uint8ArrayList).subarray())
       })
     }
     batch.append(out)

@@ -81,7 +81,14 @@ function refTokens (tag: number, ref: Ref, hintsOf: HintsOf | undefined): Token[
   return [...head, new Token(Type.uint, hints.size), new Token(Type.array, hints.locations.length), ...hints.locations.map(l => new Token(Type.string, l))]
 }
 
-function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean, hintsOf?: HintsOf): Record<string, TypeEncoder> {
+// Encoders are built once (building them per call cost more than the encoding);
+// the Ref sink and hint source of the encode in progress live here, which is
+// safe because encoding is synchronous.
+let sink: Ref[] = []
+let curHints: HintsOf | undefined
+function makeTypeEncoders (topLevelArgs: boolean): Record<string, TypeEncoder> {
+  const contained = { push: (r: Ref): void => { sink.push(r) } }
+  const hintsOf = (r: Ref): ReturnType<HintsOf> | undefined => curHints?.(r)
   const encoders: Record<string, TypeEncoder> = {
     Object: (obj: unknown) => {
       if (obj instanceof Ref) {
@@ -115,7 +122,7 @@ function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean, hintsOf?: Hi
           contained.push(arg)
           tokens.push(...refTokens(DEREF_TAG, arg, hintsOf))
         } else {
-          const inner = cborEncode(arg, { ...options, typeEncoders: makeTypeEncoders(contained, false, hintsOf) })
+          const inner = cborEncode(arg, VALUE_OPTS)
           tokens.push(new Token(Type.bytes, inner))
         }
       }
@@ -125,9 +132,13 @@ function makeTypeEncoders (contained: Ref[], topLevelArgs: boolean, hintsOf?: Hi
   return encoders
 }
 
+const VALUE_OPTS = { typeEncoders: makeTypeEncoders(false) }
+const ARGS_OPTS = { typeEncoders: makeTypeEncoders(true) }
 function cbor (value: unknown, contained: Ref[], hintsOf?: HintsOf): Uint8Array {
   try {
-    return cborEncode(value, { typeEncoders: makeTypeEncoders(contained, false, hintsOf) })
+    sink = contained
+    curHints = hintsOf
+    return cborEncode(value, VALUE_OPTS)
   } catch (err) {
     if (err instanceof RefmeshError) throw err
     throw new EncodeError(`cannot encode value: ${(err as Error).message}`)
@@ -159,7 +170,9 @@ export function encodeValue (value: unknown, hintsOf?: HintsOf): EncodedValue {
 export function encodeArgs (args: unknown[], hintsOf?: HintsOf): { bytes: Uint8Array, contained: Ref[] } {
   const contained: Ref[] = []
   try {
-    const bytes = cborEncode(args, { typeEncoders: makeTypeEncoders(contained, true, hintsOf) })
+    sink = contained
+    curHints = hintsOf
+    const bytes = cborEncode(args, ARGS_OPTS)
     return { bytes, contained }
   } catch (err) {
     if (err instanceof RefmeshError) throw err
@@ -182,14 +195,24 @@ function refDescOf (inner: unknown): RefDesc {
   return { id, owner, size, locations: locations as string[] }
 }
 
+// Built once; the Ref factory and sink of the decode in progress live here (decoding is synchronous).
+let curMakeRef: RefFactory | undefined
+let curDescs: RefDesc[] = []
+let cachedTags: TagDecoder[] | undefined
 function tagDecoders (makeRef: RefFactory | undefined, descs: RefDesc[]): TagDecoder[] {
+  curMakeRef = makeRef
+  curDescs = descs
+  cachedTags ??= buildTagDecoders()
+  return cachedTags
+}
+function buildTagDecoders (): TagDecoder[] {
   const tags: TagDecoder[] = []
   tags[2] = bigIntDecoder as TagDecoder
   tags[3] = bigNegIntDecoder as TagDecoder
   tags[REF_TAG] = (inner: unknown) => {
     const desc = refDescOf(inner)
-    descs.push(desc)
-    return makeRef === undefined ? desc : makeRef(desc)
+    curDescs.push(desc)
+    return curMakeRef === undefined ? desc : curMakeRef(desc)
   }
   for (const kind of typedKinds) {
     tags[kind.tag] = (inner: unknown) => {
@@ -231,10 +254,12 @@ export function decodeValue (encoding: number, bytes: Uint8Array, makeRef: RefFa
   }
 }
 
+const DEREF_TAGS: TagDecoder[] = []
+DEREF_TAGS[DEREF_TAG] = (inner: unknown) => ({ deref: refDescOf(inner) })
+
 /** Splits encoded call arguments into Refs to dereference and encoded values. */
 export function decodeArgs (bytes: Uint8Array): DecodedArg[] {
-  const tags: TagDecoder[] = []
-  tags[DEREF_TAG] = (inner: unknown) => ({ deref: refDescOf(inner) })
+  const tags = DEREF_TAGS
   const items = cborDecodeSafe(bytes, tags)
   if (!Array.isArray(items)) throw new MalformedFrameError('call arguments must be a CBOR array')
   return items.map((item: unknown): DecodedArg => {

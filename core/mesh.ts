@@ -453,7 +453,7 @@ export class Mesh {
         try {
           reply = executor === this.peerId
             ? await raceSignal(this.onCall(this.peerId, request), signal, `call of ${call.fn}`)
-            : (await this.channels.request(executor, { call: request }, { signal })).callReply
+            : (await this.channels.request(executor, { call: request }, { signal: call.options.timeoutMs ? signal : undefined })).callReply
           if (reply === undefined) throw new ProtocolError(`${executor} sent an empty call reply`)
         } catch (err) {
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
@@ -587,7 +587,7 @@ export class Mesh {
         this.argBytes[local ? 'localBytes' : 'fetchedBytes'] += bytes.byteLength
         return decodeValue(encoding, bytes, makeRef)
       }))
-      await raceSignal(Promise.all(pending), signal, `arguments of ${req.fn}`)
+      if (pending.length > 0) await raceSignal(Promise.all(pending), signal, `arguments of ${req.fn}`)
       if (this.prefetch) {
         release = await this.executor.acquire(req.fn, signal)
         releaseFetch()
@@ -636,7 +636,7 @@ export class Mesh {
     const pending: Array<Promise<void>> = []
     const contained = info.contained.map(desc => this.table.pinDesc(desc, pending))
     try {
-      await Promise.all(pending)
+      if (pending.length > 0) await Promise.all(pending)
     } finally {
       if (info.contained.length > 0) this.ackResult(executor, key, resultId)
     }
