@@ -74,7 +74,7 @@ function viewAs (kind: TypedKind, bytes: Uint8Array): ArrayBufferView {
 export type HintsOf = (ref: Ref) => { size: number, locations: string[] } | undefined
 
 function refTokens (tag: number, ref: Ref, hintsOf: HintsOf | undefined): Token[] {
-  ref.trackerOrThrow()
+  if (!allowReleased) ref.trackerOrThrow()
   const hints = hintsOf?.(ref)
   const head = [new Token(Type.tag, tag), new Token(Type.array, hints === undefined ? 2 : 4), new Token(Type.bytes, ref.id), new Token(Type.string, ref.owner)]
   if (hints === undefined) return head
@@ -86,6 +86,7 @@ function refTokens (tag: number, ref: Ref, hintsOf: HintsOf | undefined): Token[
 // safe because encoding is synchronous.
 let sink: Ref[] = []
 let curHints: HintsOf | undefined
+let allowReleased = false
 function makeTypeEncoders (topLevelArgs: boolean): Record<string, TypeEncoder> {
   const contained = { push: (r: Ref): void => { sink.push(r) } }
   const hintsOf = (r: Ref): ReturnType<HintsOf> | undefined => curHints?.(r)
@@ -167,16 +168,23 @@ export function encodeValue (value: unknown, hintsOf?: HintsOf): EncodedValue {
  * so each argument decodes on its own and large binary arguments can be sent
  * as objects instead.
  */
-export function encodeArgs (args: unknown[], hintsOf?: HintsOf): { bytes: Uint8Array, contained: Ref[] } {
+/**
+ * `reencode`: the arguments were encoded (and their objects pinned) before; the
+ * caller may have released its own handles since, which is fine.
+ */
+export function encodeArgs (args: unknown[], hintsOf?: HintsOf, reencode = false): { bytes: Uint8Array, contained: Ref[] } {
   const contained: Ref[] = []
   try {
     sink = contained
     curHints = hintsOf
+    allowReleased = reencode
     const bytes = cborEncode(args, ARGS_OPTS)
     return { bytes, contained }
   } catch (err) {
     if (err instanceof RefmeshError) throw err
     throw new EncodeError(`cannot encode arguments: ${(err as Error).message}`)
+  } finally {
+    allowReleased = false
   }
 }
 

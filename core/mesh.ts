@@ -428,7 +428,7 @@ export class Mesh {
       const argInfo = await this.resolveArguments(call, signal)
       const argBytes = argInfo.reduce((n, a) => n + a.size, 0)
       // Arguments still being computed at submit time had no location hints yet: encode them again now.
-      if (pendingAtSubmit) args = encodeArgs(call.args, this.hintsOf).bytes
+      if (pendingAtSubmit) args = encodeArgs(call.args, this.hintsOf, true).bytes
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       while (reply?.result === undefined) {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor

@@ -1,87 +1,277 @@
 /**
- * `npm start` / `refmesh demo`: a local mesh of three Node peer processes runs the
- * MapReduce word count, with a progress bar, then shows the top words and how
- * many bytes moved between peers.
+ * `refmesh demo` (and `npm start`): a local mesh of three Node peer processes
+ * runs the MapReduce word count of examples/mapreduce.ts, with a progress bar,
+ * checks the answer against a count in this process, and shows how many bytes
+ * moved between which peers.
+ *
+ *   refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N]
  */
 import { parseArgs } from 'node:util'
 import { fileURLToPath } from 'node:url'
 import { createMesh } from '../node/index.ts'
 import type { Mesh, MeshStats } from '../node/index.ts'
 import { parseBytes } from '../core/constants.ts'
-import { spawnPeers, stopAll, waitForFullMesh } from '../node/local-cluster.ts'
+import { spawnPeer } from '../node/local-cluster.ts'
 import type { PeerProcess } from '../node/local-cluster.ts'
 import { runMapReduce, wordCountLocal } from './mapreduce.ts'
+import type { MapReduceOptions, Stage } from './mapreduce.ts'
 
 const MODULE = fileURLToPath(new URL('./mapreduce.ts', import.meta.url))
 const PEERS = 3
+const JOIN_TIMEOUT_MS = 20_000
 
-function progressBar (stage: string, done: number, total: number): void {
-  const width = 30
-  const filled = Math.round(width * done / Math.max(total, 1))
-  const line = `${stage.padEnd(6)} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}`
-  if (process.stdout.isTTY) process.stdout.write(`\r${line}${done === total ? '\n' : ''}`)
-  else if (done === total || done === 0) process.stdout.write(`${line}\n`)
+/**
+ * A bad flag. (Not node/cli.ts's UsageError: the CLI imports this module while
+ * its own top-level await is still pending, so importing it back would deadlock.)
+ */
+export class UsageError extends Error {
+  override name = 'UsageError'
 }
+
+const DEMO_USAGE = 'usage: refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N]'
+
+export interface DemoOptions {
+  maps: number
+  reduces: number
+  shardBytes: number
+  seed: number
+}
+
+/** Parses the demo's flags; a bad flag is a UsageError that names it. */
+export function parseDemoArgs (argv: string[]): DemoOptions {
+  let values
+  try {
+    values = parseArgs({
+      args: argv,
+      options: {
+        maps: { type: 'string', default: '12' },
+        reduces: { type: 'string', default: '4' },
+        'shard-bytes': { type: 'string', default: '2MiB' },
+        seed: { type: 'string', default: '2026' }
+      },
+      strict: true,
+      allowPositionals: false
+    }).values
+  } catch (err) {
+    throw new UsageError(`demo: ${(err as Error).message}\n${DEMO_USAGE}`)
+  }
+  const whole = (name: string, v: string, min: number, max: number): number => {
+    const n = /^\s*\d+\s*$/.test(v) ? Number(v) : NaN
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new UsageError(`demo: --${name} must be a whole number from ${min} to ${max}, not "${v}"`)
+    return n
+  }
+  let shardBytes: number
+  try {
+    shardBytes = parseBytes(values['shard-bytes'])
+  } catch (err) {
+    throw new UsageError(`demo: --shard-bytes: ${(err as Error).message}`)
+  }
+  if (shardBytes < 1024 || shardBytes > 64 * 2 ** 20) throw new UsageError(`demo: --shard-bytes must be from 1KiB to 64MiB, not "${values['shard-bytes']}"`)
+  const options = {
+    maps: whole('maps', values.maps, 1, 1000),
+    reduces: whole('reduces', values.reduces, 1, 256),
+    shardBytes,
+    seed: whole('seed', values.seed, 0, 2 ** 32 - 1)
+  }
+  if (options.maps * shardBytes > 2 ** 30) throw new UsageError(`demo: --maps x --shard-bytes is ${mib(options.maps * shardBytes)}; keep the corpus under 1 GiB`)
+  return options
+}
+
+// ------------------------------------------------------------------ output
 
 const mib = (n: number): string => `${(n / 2 ** 20).toFixed(2)} MiB`
 const kib = (n: number): string => `${(n / 1024).toFixed(1)} KiB`
+/** bytes, in the unit that reads best */
+const size = (n: number): string => n >= 2 ** 20 ? mib(n) : n >= 1024 ? kib(n) : `${n} B`
+const short = (peer: string): string => '…' + peer.slice(-6)
+const write = (s: string): void => { process.stdout.write(s) }
+
+/**
+ * A progress bar: one line redrawn in place on a terminal; on a pipe or a
+ * file, a plain line at the start, then at most one a second, and at the end.
+ */
+function progressBar (): (stage: Stage, done: number, total: number) => void {
+  const tty = process.stdout.isTTY === true
+  const width = 30
+  let stageStarted = performance.now()
+  let lastLine = 0
+  return (stage, done, total) => {
+    const now = performance.now()
+    if (done === 0) stageStarted = now
+    const filled = Math.round(width * done / Math.max(total, 1))
+    const line = `${stage.padEnd(6)} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${done}/${total}  ${((now - stageStarted) / 1000).toFixed(1)} s`
+    if (tty) {
+      write(`\r${line}\x1b[K${done === total ? '\n' : ''}`)
+    } else if (done === 0 || done === total || now - lastLine >= 1000) {
+      write(`${line}\n`)
+      lastLine = now
+    }
+  }
+}
+
+type Traffic = MeshStats['traffic']
+const ZERO: Traffic = { controlIn: 0, controlOut: 0, chunkIn: 0, chunkOut: 0 }
+const minus = (a: Traffic, b: Traffic | undefined): Traffic => ({
+  controlIn: a.controlIn - (b?.controlIn ?? 0),
+  controlOut: a.controlOut - (b?.controlOut ?? 0),
+  chunkIn: a.chunkIn - (b?.chunkIn ?? 0),
+  chunkOut: a.chunkOut - (b?.chunkOut ?? 0)
+})
+const plus = (a: Traffic, b: Traffic): Traffic => ({
+  controlIn: a.controlIn + b.controlIn, controlOut: a.controlOut + b.controlOut, chunkIn: a.chunkIn + b.chunkIn, chunkOut: a.chunkOut + b.chunkOut
+})
+
+/**
+ * Every mesh's stats (driver first). The driver's own are taken after the
+ * peers' replies at the start of the run and before the requests at its end,
+ * so its counts leave out the stats traffic of this table.
+ */
+async function trafficSnapshot (driver: Mesh, peers: PeerProcess[], when: 'before' | 'after'): Promise<MeshStats[]> {
+  const own = when === 'after' ? driver.stats() : undefined
+  const theirs = await Promise.all(peers.map(async p => await driver.peerStats(p.peer, { timeoutMs: 10_000 })))
+  return [own ?? driver.stats(), ...theirs]
+}
+
+/** The traffic of the run (after minus before), as a table: each mesh's bytes with the driver and with the other peers. */
+function printTraffic (before: MeshStats[], after: MeshStats[], driver: string, corpusBytes: number): void {
+  const col = (s: string, n = 12): string => s.padStart(n)
+  write(`\nbytes moved during the run, as each process counted them:\n`)
+  write(`  ${'process'.padEnd(18)}${col('calls run', 10)}${col('chunks in')}${col('chunks out')}${col('control in')}${col('control out')}\n`)
+  let peerToPeer = ZERO
+  after.forEach((s, i) => {
+    const prior = before[i]
+    let withDriver = ZERO
+    let withPeers = ZERO
+    for (const [remote, t] of Object.entries(s.trafficByPeer)) {
+      const delta = minus(t, prior.trafficByPeer[remote])
+      if (remote === driver) withDriver = plus(withDriver, delta)
+      else withPeers = plus(withPeers, delta)
+    }
+    const t = plus(withDriver, withPeers)
+    const calls = s.calls.executed - prior.calls.executed
+    const name = i === 0 ? `driver ${short(s.peer)}` : `peer   ${short(s.peer)}`
+    write(`  ${name.padEnd(18)}${col(i === 0 ? '-' : String(calls), 10)}${col(size(t.chunkIn))}${col(size(t.chunkOut))}${col(size(t.controlIn))}${col(size(t.controlOut))}\n`)
+    if (i > 0) peerToPeer = plus(peerToPeer, withPeers)
+  })
+  const d = minus(after[0].traffic, before[0].traffic)
+  const copies = d.chunkOut / Math.max(corpusBytes, 1)
+  const why = Math.abs(copies - 1) < 0.01
+    ? 'each shard pulled once, by the peer that mapped it'
+    : d.chunkOut === 0
+      ? 'shards under the 64 KiB inline threshold travel in control messages'
+      : `${copies.toFixed(2)}x the corpus: some shard went to more than one peer`
+  write(`\n  driver: sent ${size(d.chunkOut)} of chunks for a ${size(corpusBytes)} corpus (${why}),\n`)
+  write(`          received ${size(d.chunkIn)} of chunks, and moved only ${size(d.controlIn + d.controlOut)} of control messages (calls, Ref descriptors, final counts).\n`)
+  write(`  peers:  ${size(peerToPeer.chunkIn + peerToPeer.controlIn)} of partitions went from mappers to reducers directly, not through the driver.\n`)
+}
+
+// ------------------------------------------------------------------ the demo
 
 export async function runDemo (argv: string[]): Promise<void> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      maps: { type: 'string', default: '12' },
-      reduces: { type: 'string', default: '4' },
-      'shard-bytes': { type: 'string', default: '2MiB' },
-      seed: { type: 'string', default: '2026' }
-    },
-    strict: true
+  const options: DemoOptions = parseDemoArgs(argv)
+
+  // Ctrl-C (or SIGTERM) aborts whatever is under way; the finally below then
+  // stops the driver and every peer. A second Ctrl-C kills the peers at once.
+  const interrupt = new AbortController()
+  const peers: PeerProcess[] = []
+  /** peers still starting: waited for in finally, so none is left behind */
+  const starting: Array<Promise<unknown>> = []
+  let interrupts = 0
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (++interrupts === 1) {
+      process.stderr.write(`\n${sig}: stopping the peers...\n`)
+      interrupt.abort(new Error(`interrupted by ${sig}`))
+      return
+    }
+    for (const p of peers) p.child.kill('SIGKILL')
+    process.exit(130)
+  }
+  process.on('SIGINT', onSignal)
+  process.on('SIGTERM', onSignal)
+  const signal = interrupt.signal
+  /** `promise`, unless Ctrl-C comes first */
+  const orInterrupt = async <T>(promise: Promise<T>): Promise<T> => await new Promise<T>((resolve, reject) => {
+    if (signal.aborted) { reject(signal.reason as Error); return }
+    const onAbort = (): void => reject(signal.reason as Error)
+    signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort))
   })
-  const count = (name: string, v: string): number => {
-    const n = Number(v)
-    if (!Number.isInteger(n) || n < 1 || n > 10_000) throw new Error(`--${name} must be a whole number from 1 to 10000, not "${v}"`)
-    return n
-  }
-  const options = {
-    maps: count('maps', values.maps),
-    reduces: count('reduces', values.reduces),
-    shardBytes: parseBytes(values['shard-bytes']),
-    seed: count('seed', values.seed)
-  }
 
-  process.stdout.write(`starting ${PEERS} peer processes...\n`)
-  let peers: PeerProcess[] = []
   let driver: Mesh | undefined
-  const interrupted = (): void => { void stopAll(peers).finally(() => process.exit(130)) }
-  process.once('SIGINT', interrupted)
+  const started = performance.now()
   try {
-    peers = await spawnPeers(PEERS, { module: MODULE })
-    driver = await createMesh({ bootstrap: [peers[0].addrs[0]] })
-    await waitForFullMesh(driver, peers)
-    for (const p of peers) process.stdout.write(`  peer ${p.peer}  ${p.addrs[0]}\n`)
+    write(`starting ${PEERS} peer processes (refmesh peer --module examples/mapreduce.ts)...\n`)
+    // Peers 2 and 3 join through peer 1, and meet each other by peer exchange.
+    // Each is recorded the moment it is up, so a failure or Ctrl-C stops it too.
+    const spawn = async (bootstrap: string[]): Promise<PeerProcess> => {
+      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS })
+      starting.push(spawned.catch(() => {}))
+      const p = await spawned
+      peers.push(p)
+      return p
+    }
+    const first = await orInterrupt(spawn([]))
+    const rest = await orInterrupt(Promise.allSettled([spawn(first.addrs), spawn(first.addrs)]))
+    for (const r of rest) if (r.status === 'rejected') throw r.reason
 
-    process.stdout.write(`word count: ${options.maps} maps over ${mib(options.shardBytes)} shards, ${options.reduces} reduces\n`)
-    const result = await runMapReduce(driver, { ...options, onProgress: progressBar })
-    const expected = wordCountLocal(options)
+    // The driver: an in-process peer that offers nothing; it only calls.
+    driver = await orInterrupt(createMesh({ bootstrap: peers.map(p => p.addrs[0]) }))
+    const joined = AbortSignal.any([signal, AbortSignal.timeout(JOIN_TIMEOUT_MS)])
+    for (const p of peers) {
+      await driver.waitForPeer(p.peer, { signal: joined }).catch((err: Error) => {
+        throw new Error(`peer ${p.peer} did not answer the driver within ${JOIN_TIMEOUT_MS / 1000} s: ${err.message}`)
+      })
+    }
+    await orInterrupt(waitForPeersToMeet(driver, peers, joined))
+    write(`driver ${short(driver.peerId)} joined ${peers.map(p => `${short(p.peer)} ${p.addrs[0].replace(/\/p2p\/.*/, '')}`).join(', ')}  (${((performance.now() - started) / 1000).toFixed(1)} s)\n`)
 
-    process.stdout.write(`\ntop words (${result.totalWords.toLocaleString('en-US')} words, ${result.distinctWords} distinct, ${(result.elapsedMs / 1000).toFixed(2)} s):\n`)
-    for (const [word, n] of result.top) process.stdout.write(`  ${word.padEnd(12)} ${n.toLocaleString('en-US')}\n`)
+    const run: MapReduceOptions = { ...options, signal, onProgress: progressBar() }
+    write(`\nword count: ${run.maps} maps over ${mib(run.shardBytes)} shards (${mib(run.maps * run.shardBytes)}), ${run.reduces} reduces\n`)
+    const before = await orInterrupt(trafficSnapshot(driver, peers, 'before'))
+    const result = await runMapReduce(driver, run)
+    const after = await orInterrupt(trafficSnapshot(driver, peers, 'after'))
 
-    const stats: MeshStats[] = [driver.stats(), ...await Promise.all(peers.map(async p => await driver!.peerStats(p.peer, { timeoutMs: 10_000 })))]
-    process.stdout.write('\nbytes moved (received by each peer):\n')
-    process.stdout.write(`  ${'peer'.padEnd(16)} ${'role'.padEnd(8)} ${'chunks in'.padStart(12)} ${'chunks out'.padStart(12)} ${'control in+out'.padStart(15)} ${'calls run'.padStart(10)}\n`)
-    stats.forEach((s, i) => {
-      const t = s.traffic
-      process.stdout.write(`  ${('…' + s.peer.slice(-14)).padEnd(16)} ${(i === 0 ? 'driver' : 'peer').padEnd(8)} ${mib(t.chunkIn).padStart(12)} ${mib(t.chunkOut).padStart(12)} ${kib(t.controlIn + t.controlOut).padStart(15)} ${String(s.calls.executed).padStart(10)}\n`)
+    write(`\ntop words (${result.totalWords.toLocaleString('en-US')} words, ${result.distinctWords.toLocaleString('en-US')} distinct, ${mib(result.corpusBytes)} of text):\n`)
+    const widest = Math.max(...result.top.map(([w]) => w.length))
+    result.top.forEach(([word, n], i) => {
+      write(`  ${String(i + 1).padStart(2)}. ${word.padEnd(widest)}  ${n.toLocaleString('en-US').padStart(10)}  ${(100 * n / result.totalWords).toFixed(2).padStart(5)}%\n`)
     })
-    process.stdout.write('  (the driver sends its shards once; map outputs go from mappers to reducers directly)\n')
+    write(`  total: ${result.totalWords.toLocaleString('en-US')} words in ${(result.elapsedMs / 1000).toFixed(2)} s (maps done at ${(result.mapMs / 1000).toFixed(2)} s, including making the corpus)\n`)
 
-    const same = JSON.stringify(result.top) === JSON.stringify(expected.top) && result.totalWords === expected.totalWords && result.distinctWords === expected.distinctWords
-    if (!same) throw new Error(`the mesh's answer differs from the local count: ${JSON.stringify(result.top)} vs ${JSON.stringify(expected.top)}`)
-    process.stdout.write('\nresult matches a local single-process count.\n')
+    printTraffic(before, after, driver.peerId, result.corpusBytes)
+
+    const localStarted = performance.now()
+    const expected = wordCountLocal(options)
+    const localMs = performance.now() - localStarted
+    const mismatches = [
+      JSON.stringify(result.top) !== JSON.stringify(expected.top) ? `top 10 ${JSON.stringify(result.top)} vs ${JSON.stringify(expected.top)}` : '',
+      result.totalWords !== expected.totalWords ? `total ${result.totalWords} vs ${expected.totalWords}` : '',
+      result.distinctWords !== expected.distinctWords ? `distinct ${result.distinctWords} vs ${expected.distinctWords}` : '',
+      result.digest !== expected.digest ? `table digest ${result.digest} vs ${expected.digest}` : ''
+    ].filter(s => s !== '')
+    if (mismatches.length > 0) throw new Error(`the mesh's answer differs from the local count: ${mismatches.join('; ')}`)
+    write(`\nresult matches a local single-process count (every word's count, digest ${result.digest}; ${(localMs / 1000).toFixed(2)} s in this process).\n`)
+  } catch (err) {
+    if (!signal.aborted) throw err
   } finally {
-    process.removeListener('SIGINT', interrupted)
-    await driver?.stop()
-    await stopAll(peers)
+    await driver?.stop().catch((err: Error) => { process.stderr.write(`stopping the driver: ${err.message}\n`) })
+    await Promise.allSettled(starting)
+    await Promise.allSettled(peers.map(async p => await p.stop()))
+    process.removeListener('SIGINT', onSignal)
+    process.removeListener('SIGTERM', onSignal)
+  }
+  if (signal.aborted) {
+    process.stderr.write('interrupted; every peer is stopped.\n')
+    process.exit(130)
+  }
+}
+
+/** Waits until each peer process knows the other two (reducers fetch partitions straight from mappers). */
+async function waitForPeersToMeet (driver: Mesh, peers: PeerProcess[], signal: AbortSignal): Promise<void> {
+  for (;;) {
+    const views = await Promise.all(peers.map(async p => new Set((await driver.peerStats(p.peer, { signal })).peers)))
+    if (views.every((known, i) => peers.every((q, j) => i === j || known.has(q.peer)))) return
+    signal.throwIfAborted()
+    await new Promise(resolve => setTimeout(resolve, 50))
   }
 }

@@ -153,3 +153,17 @@ test('calls made inside a running call work like any other, and SharedRefs arriv
     await t.close()
   }
 })
+
+test('an argument\'s Ref may be released right after the call that takes it', async () => {
+  const t = await startMesh(1)
+  try {
+    const big = t.caller.put(new Uint8Array(2 * 2 ** 20).fill(5))
+    const r = t.caller.fn<(x: Uint8Array) => { length: number, checksum: number }>('checksum').remote(big)
+    big.release()
+    assert.equal((await t.caller.get(r, { timeoutMs: 30_000 })).length, 2 * 2 ** 20)
+    r.release()
+    await waitForEmptyStores(t)
+  } finally {
+    await t.close()
+  }
+})
