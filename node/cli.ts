@@ -37,6 +37,7 @@ commands:
              --bootstrap <multiaddr>  the peer to ask (required)
              --json                   print JSON
   demo     start a local mesh of three peers and run the MapReduce example
+             --maps <n> --reduces <n> --shard-bytes <size> --seed <n>
 `
 
 export interface PeerCommandOptions {
@@ -196,7 +197,8 @@ export async function main (argv: string[]): Promise<number> {
         throw new UsageError(`unknown command "${command}"`)
     }
   } catch (err) {
-    if (err instanceof UsageError) {
+    // By name: the demo has a UsageError of its own (importing this module back from it would deadlock).
+    if (err instanceof Error && err.name === 'UsageError') {
       process.stderr.write(`refmesh: ${err.message}\n\n${USAGE}`)
       return 2
     }

@@ -82,8 +82,15 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
 /** Spawns `n` peers, each joining through the first. */
 export async function spawnPeers (n: number, opts: SpawnPeerOptions = {}): Promise<PeerProcess[]> {
   const first = await spawnPeer(opts)
-  const rest = await Promise.all(Array.from({ length: n - 1 }, async () => await spawnPeer({ ...opts, bootstrap: [...(opts.bootstrap ?? []), first.addrs[0]] })))
-  return [first, ...rest]
+  const rest = await Promise.allSettled(Array.from({ length: n - 1 }, async () => await spawnPeer({ ...opts, bootstrap: [...(opts.bootstrap ?? []), first.addrs[0]] })))
+  const started = [first, ...rest.flatMap(r => r.status === 'fulfilled' ? [r.value] : [])]
+  const failed = rest.find(r => r.status === 'rejected')
+  if (failed !== undefined) {
+    // Leave nothing running behind a failed start.
+    await stopAll(started)
+    throw failed.reason
+  }
+  return started
 }
 
 export async function stopAll (peers: PeerProcess[]): Promise<void> {
