@@ -1,50 +1,111 @@
-/** A pool worker: imports the function modules, then runs calls posted to it. */
-import { parentPort, workerData } from 'node:worker_threads'
+/**
+ * A pool worker (see worker-pool.ts): imports the function modules, reports
+ * the functions they export, then runs the calls posted to it, one at a time.
+ */
+import { parentPort, workerData, isMarkedAsUntransferable } from 'node:worker_threads'
 import { pathToFileURL } from 'node:url'
+import { types } from 'node:util'
+import type { FromWorker, SerializedError, ToWorker } from './worker-pool.ts'
 
 type Fn = (...args: unknown[]) => unknown
-interface Call { id: number, name: string, args: unknown[] }
 
-const functions = new Map<string, Fn>()
+const port = parentPort!
 const { modules } = workerData as { modules: string[] }
+const functions = new Map<string, Fn>()
 
+function post (msg: FromWorker, transfer: ArrayBuffer[] = []): void {
+  port.postMessage(msg, transfer)
+}
+
+function safeString (v: unknown): string {
+  try {
+    return String(v)
+  } catch {
+    return Object.prototype.toString.call(v)
+  }
+}
+
+function serializeError (err: unknown, depth = 0): SerializedError {
+  if (types.isNativeError(err) || err instanceof Error) {
+    const e = err as Error & { code?: unknown }
+    const out: SerializedError = { name: safeString(e.name), message: safeString(e.message), stack: typeof e.stack === 'string' ? e.stack : '' }
+    if (typeof e.code === 'string' || typeof e.code === 'number') out.code = e.code
+    if (e.cause !== undefined && depth < 4) out.cause = serializeError(e.cause, depth + 1)
+    return out
+  }
+  return { name: 'Error', message: safeString(err), stack: '' }
+}
+
+/**
+ * The plain (unshared) ArrayBuffers of a result: the result itself, or the
+ * values directly inside it (array items, object properties, Map values, Set
+ * items). They move to the caller instead of being copied; the function gives
+ * them up by returning them. Shared memory is shared anyway; buffers Node marks
+ * untransferable (its Buffer pool) are copied.
+ */
 function transferablesOf (value: unknown): ArrayBuffer[] {
   const out = new Set<ArrayBuffer>()
   const add = (v: unknown): void => {
-    if (v instanceof ArrayBuffer) out.add(v)
-    else if (ArrayBuffer.isView(v) && v.buffer instanceof ArrayBuffer && v.byteLength === v.buffer.byteLength) out.add(v.buffer)
+    const buf = v instanceof ArrayBuffer ? v : ArrayBuffer.isView(v) ? v.buffer : undefined
+    if (!(buf instanceof ArrayBuffer) || buf.detached || isMarkedAsUntransferable(buf)) return
+    out.add(buf)
   }
-  add(value)
-  if (Array.isArray(value)) value.forEach(add)
-  else if (value !== null && typeof value === 'object' && !ArrayBuffer.isView(value)) Object.values(value).forEach(add)
+  if (value === null || typeof value !== 'object') return []
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) add(value)
+  else if (Array.isArray(value)) value.forEach(add)
+  else if (value instanceof Map) value.forEach(add)
+  else if (value instanceof Set) value.forEach(add)
+  else Object.values(value).forEach(add)
   return [...out]
 }
 
-try {
+async function load (): Promise<boolean> {
+  const from = new Map<string, string>()
   for (const file of modules) {
-    const mod = await import(pathToFileURL(file).href) as Record<string, unknown>
+    post({ type: 'loading', module: file })
+    let mod: Record<string, unknown>
+    try {
+      mod = await import(pathToFileURL(file).href) as Record<string, unknown>
+    } catch (err) {
+      const e = serializeError(err)
+      post({ type: 'loadError', module: file, message: `cannot load the worker module ${file}: ${e.name}: ${e.message}`, error: e })
+      return false
+    }
     for (const [name, fn] of Object.entries(mod)) {
       if (name === 'default' || typeof fn !== 'function') continue
-      if (functions.has(name)) throw new Error(`two modules export a function named "${name}" (the second is ${file})`)
+      const other = from.get(name)
+      if (other !== undefined) {
+        post({ type: 'loadError', module: file, message: `the worker module ${file} exports a function named "${name}", as ${other} does` })
+        return false
+      }
+      from.set(name, file)
       functions.set(name, fn as Fn)
     }
   }
-  parentPort!.postMessage({ ready: [...functions.keys()] })
-} catch (err) {
-  parentPort!.postMessage({ loadError: { message: (err as Error).message, stack: (err as Error).stack } })
+  return true
 }
 
-parentPort!.on('message', (call: Call) => {
-  void (async () => {
-    try {
-      const fn = functions.get(call.name)
-      if (fn === undefined) throw new Error(`no function "${call.name}" in this worker`)
-      const value = await fn(...call.args)
-      // Whole, unshared buffers move back without a copy.
-      parentPort!.postMessage({ id: call.id, value }, transferablesOf(value))
-    } catch (err) {
-      const e = err instanceof Error ? err : new Error(String(err))
-      parentPort!.postMessage({ id: call.id, error: { name: e.name, message: e.message, stack: e.stack ?? '' } })
-    }
-  })()
-})
+async function call (msg: ToWorker): Promise<void> {
+  let value: unknown
+  try {
+    const fn = functions.get(msg.name)
+    if (fn === undefined) throw new Error(`no function "${msg.name}" in this worker`)
+    value = await fn(...msg.args)
+  } catch (err) {
+    post({ type: 'error', id: msg.id, error: serializeError(err) })
+    return
+  }
+  try {
+    post({ type: 'result', id: msg.id, value }, transferablesOf(value))
+  } catch (err) {
+    // A result that cannot be cloned (a function, a symbol...).
+    post({ type: 'error', id: msg.id, error: serializeError(err) })
+  }
+}
+
+if (await load()) {
+  port.on('message', (msg: ToWorker) => {
+    if (msg.type === 'call') void call(msg)
+  })
+  post({ type: 'ready', names: [...functions.keys()] })
+}
