@@ -99,7 +99,8 @@ export interface RemoteFunction<F extends AnyFunction> {
 
 export interface MeshStats {
   peer: string
-  store: ReturnType<ObjectStore['stats']>
+  /** `keys`: the first 1,000 objects held, for diagnostics */
+  store: ReturnType<ObjectStore['stats']> & { keys: string[] }
   refs: { owned: number, borrowed: number }
   traffic: ReturnType<TrafficCounter['totals']>
   trafficByPeer: ReturnType<TrafficCounter['snapshot']>
@@ -333,7 +334,7 @@ export class Mesh {
   stats (): MeshStats {
     return {
       peer: this.peerId,
-      store: this.store.stats(),
+      store: { ...this.store.stats(), keys: this.store.sampleKeys(1000) },
       refs: this.table.stats(),
       traffic: this.traffic.totals(),
       trafficByPeer: this.traffic.snapshot(),

@@ -27,8 +27,6 @@ export interface StoreStats {
   objects: number
   bytes: number
   capacity: number
-  /** keys of the objects held (the first 1,000), for diagnostics */
-  keys: string[]
 }
 
 export class ObjectStore {
@@ -109,6 +107,16 @@ export class ObjectStore {
   }
 
   stats (): StoreStats {
-    return { objects: this.objects.size, bytes: this.used, capacity: this.capacity, keys: [...this.objects.keys()].slice(0, 1000) }
+    return { objects: this.objects.size, bytes: this.used, capacity: this.capacity }
+  }
+
+  /** Keys of up to `limit` objects held, for diagnostics. */
+  sampleKeys (limit: number): string[] {
+    const out: string[] = []
+    for (const key of this.objects.keys()) {
+      if (out.length >= limit) break
+      out.push(key)
+    }
+    return out
   }
 }
