@@ -116,7 +116,7 @@ function makeTypeEncoders (topLevelArgs: boolean): Record<string, TypeEncoder> {
   }
   if (topLevelArgs) {
     // Top-level call arguments: a bare Ref means "give the callee the value".
-    encoders.Array = (args: unknown[], _typ: string, options: Parameters<typeof cborEncode>[1]) => {
+    encoders.Array = (args: unknown[]) => {
       const tokens: Token[] = [new Token(Type.array, args.length)]
       for (const arg of args) {
         if (arg instanceof Ref) {
