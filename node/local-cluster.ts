@@ -33,10 +33,14 @@ export interface SpawnPeerOptions {
   identity?: string
   env?: Record<string, string>
   timeoutMs?: number
+  /** run the peer inside this network namespace (`ip netns exec`, root only) */
+  netns?: string
+  /** the address to listen on; loopback by default */
+  listen?: string
 }
 
 export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
-  const args = [opts.entry ?? CLI, 'peer', '--json', '--listen', '/ip4/127.0.0.1/tcp/0']
+  const args = [opts.entry ?? CLI, 'peer', '--json', '--listen', opts.listen ?? '/ip4/127.0.0.1/tcp/0']
   if (opts.module !== undefined) args.push('--module', opts.module)
   for (const m of opts.workerModules ?? []) args.push('--worker-module', m)
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers))
@@ -44,7 +48,9 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
   for (const b of opts.bootstrap ?? []) args.push('--bootstrap', b)
   if (opts.storeCapacity !== undefined) args.push('--store-capacity', opts.storeCapacity)
   if (opts.identity !== undefined) args.push('--identity', opts.identity)
-  const child = spawn(process.execPath, args, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
+  // `ip netns exec` execs the command in place, so the child's pid is the peer's and a kill reaches it.
+  const [command, argv] = opts.netns === undefined ? [process.execPath, args] : ['ip', ['netns', 'exec', opts.netns, process.execPath, ...args]]
+  const child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-20_000) })
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
