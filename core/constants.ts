@@ -7,6 +7,12 @@ export const DEFAULTS = {
   chunksInFlightPerSource: 8,
   attemptsPerChunk: 3,
   storeCapacity: '2GiB',
+  /** above this share of its capacity a store drops copies and spills to disk */
+  spillFraction: 0.6,
+  /** the spill space of a store, as a multiple of its capacity */
+  spillCapacityFactor: 8,
+  /** how long a value waits for room in memory (backpressure) before OutOfMemoryError */
+  memoryWaitMs: 60_000,
   /** tries on another peer when an executor dies */
   retries: 3,
   /** how long a call to a function nobody offers waits for an offer before FunctionNotFoundError */

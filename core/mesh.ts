@@ -19,7 +19,7 @@ import type { Hasher } from './chunks.ts'
 import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
 import type { EncodedValue } from './codec.ts'
 import {
-  FunctionNotFoundError, ObjectLostError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
+  FunctionNotFoundError, ObjectLostError, OutOfMemoryError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { Executor } from './executor.ts'
@@ -31,12 +31,13 @@ import type { Liveness, PeerState } from './membership.ts'
 import { OwnershipTable } from './ownership.ts'
 import type { Entry, OwnedObject } from './ownership.ts'
 import { ObjectStatus } from './protocol/messages.ts'
-import type { CallReply, CallRequest, Envelope, Locate, ObjectInfo, RefDesc } from './protocol/messages.ts'
+import type { CallReply, CallRequest, Envelope, Locate, Manifest, ObjectInfo, RefDesc } from './protocol/messages.ts'
 import { Ref, SharedRef, newObjectId, objectKey } from './ref.ts'
 import { Scheduler } from './scheduler.ts'
 import type { ArgInfo, CandidateView, PlacementOptions } from './scheduler.ts'
 import { raceSignal, withTimeout } from './signals.ts'
 import { ObjectStore } from './store.ts'
+import type { SpillBackend, StoredObject } from './store.ts'
 import { TrafficCounter } from './traffic.ts'
 import { Transfer } from './transfer.ts'
 import type { TransferHooks } from './transfer.ts'
@@ -47,7 +48,15 @@ const log = logger('refmesh:mesh')
 export interface MeshInit {
   /** a started libp2p node; the mesh registers its protocols on it */
   libp2p: Libp2p
-  store?: { capacity?: number | string }
+  store?: {
+    capacity?: number | string
+    /** where spilled objects go; without one nothing is spilled (puts wait for room instead) */
+    spill?: SpillBackend
+    /** bytes the spill backend may hold (default 8x capacity) */
+    spillCapacity?: number | string
+    /** how long a value waits for room in memory before OutOfMemoryError */
+    memoryWaitMs?: number
+  }
   /** values whose encoding is at most this many bytes travel inline with replies */
   inlineThresholdBytes?: number
   chunkSizeBytes?: number
@@ -73,6 +82,12 @@ export interface CallOptions extends PlacementOptions {
   timeoutMs?: number
   /** tries on another peer when the executor dies; 0 for calls with side effects */
   retries?: number
+}
+
+export interface PutOptions {
+  /** how long the value may wait for room in the store (backpressure) before it fails */
+  timeoutMs?: number
+  signal?: AbortSignal
 }
 
 export interface GetOptions {
@@ -163,7 +178,15 @@ export class Mesh {
     this.peerId = init.libp2p.peerId.toString()
     this.inlineThreshold = init.inlineThresholdBytes ?? DEFAULTS.inlineThresholdBytes
     this.chunkSize = init.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE
-    this.store = new ObjectStore({ capacity: parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity), shared: init.sharedMemory })
+    const capacity = parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity)
+    this.store = new ObjectStore({
+      capacity,
+      shared: init.sharedMemory,
+      spill: init.store?.spill,
+      spillCapacity: init.store?.spillCapacity !== undefined ? parseBytes(init.store.spillCapacity) : capacity * DEFAULTS.spillCapacityFactor,
+      spillFraction: DEFAULTS.spillFraction,
+      memoryWaitMs: init.store?.memoryWaitMs ?? DEFAULTS.memoryWaitMs
+    })
     this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
@@ -248,13 +271,14 @@ export class Mesh {
   }
 
   /** Stores a value in the mesh, owned by this peer. The value is kept as it is: do not change it afterwards. */
-  put<T> (value: T): Ref<T> {
+  put<T> (value: T, options: PutOptions = {}): Ref<T> {
     if (value instanceof Ref || value instanceof SharedRef) throw new TypeError('put() of a Ref: pass the Ref itself instead')
     const encoded = encodeValue(value)
     const id = newObjectId()
     const ref = this.table.createOwned(id, { state: 'pending' })
     const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
-    this.storeOwned(ref.key, id, encoded, contained).catch((err: unknown) => {
+    const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'put')
+    this.storeOwned(ref.key, id, encoded, contained, signal).catch((err: unknown) => {
       this.table.settle(ref.key, { state: 'failed', error: errorToInfo(err, this.peerId), locations: [], contained })
     })
     return ref as Ref<T>
@@ -265,9 +289,14 @@ export class Mesh {
     if (!(ref instanceof Ref)) throw new TypeError('get() takes a Ref')
     ref.trackerOrThrow()
     const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'get')
-    const { encoding, bytes } = await this.fetchValue({ id: ref.id, owner: ref.owner }, signal)
+    const { encoding, bytes, release } = await this.fetchValue({ id: ref.id, owner: ref.owner }, signal)
     const pending: Array<Promise<void>> = []
-    const value = decodeValue(encoding, bytes, desc => this.table.refFromDesc(desc, pending))
+    let value: unknown
+    try {
+      value = decodeValue(encoding, bytes, desc => this.table.refFromDesc(desc, pending))
+    } finally {
+      release()
+    }
     if (pending.length > 0) await raceSignal(Promise.all(pending), signal, 'get')
     return value as T
   }
@@ -369,7 +398,7 @@ export class Mesh {
       running: this.executor.running,
       storeUsed: store.bytes,
       storeCapacity: store.capacity,
-      spilledBytes: 0,
+      spilledBytes: store.spilledBytes,
       admitBytes: this.admitBytes(),
       bandwidth: this.transfer.bandwidth(),
       pooledFunctions: this.executor.pooledNames()
@@ -378,8 +407,12 @@ export class Mesh {
 
   /** Argument bytes this peer can take in now: up to 80% of its store (DESIGN.md section 5). */
   private admitBytes (): number {
-    const { bytes, capacity } = this.store.stats()
-    return Math.max(0, Math.floor(capacity * DEFAULTS.admitFraction) - bytes)
+    return Math.max(0, Math.floor(this.store.capacity * DEFAULTS.admitFraction) - this.store.used)
+  }
+
+  /** Above 80% of its store a peer admits no new calls until pressure falls. */
+  private underPressure (): boolean {
+    return this.store.used > this.store.capacity * DEFAULTS.admitFraction
   }
 
   /** The stats of another peer (or this one), asked over the control channel. */
@@ -558,12 +591,13 @@ export class Mesh {
     let admitted = false
     let release = (): void => {}
     let releaseFetch = (): void => {}
+    const unpin: Array<() => void> = []
     try {
       if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
       const decoded = decodeArgs(req.args)
       const missing = decoded.reduce((n, a) => 'deref' in a && !this.holds(a.deref) ? n + (a.deref.size ?? 0) : n, 0)
       const full = this.executor.usesSlots(req.fn) && this.executor.admitted >= this.executor.slots * DEFAULTS.maxQueuePerSlot
-      if (req.maySpillBack && (missing > this.admitBytes() || full)) {
+      if (req.maySpillBack && (missing > this.admitBytes() || full || this.underPressure())) {
         this.spilledBack++
         log('handing back %s from %s: %d argument bytes missing, %d admitted', req.fn, from, missing, this.executor.admitted)
         return { spillback: { ...this.state(), seq: 0 } }
@@ -584,7 +618,9 @@ export class Mesh {
       const args = await Promise.all(decoded.map(async arg => {
         if ('value' in arg) return decodeValue(Encoding.CBOR, arg.value, makeRef)
         const local = this.holds(arg.deref)
-        const { encoding, bytes } = await this.fetchValue(arg.deref, signal)
+        const { encoding, bytes, release } = await this.fetchValue(arg.deref, signal)
+        // The argument stays in memory while the call runs.
+        unpin.push(release)
         this.argBytes[local ? 'localBytes' : 'fetchedBytes'] += bytes.byteLength
         return decodeValue(encoding, bytes, makeRef)
       }))
@@ -598,13 +634,14 @@ export class Mesh {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
       }
-      return { result: await this.describeResult(from, req.resultId, resultKey, value) }
+      return { result: await this.describeResult(from, req.resultId, resultKey, value, signal) }
     } catch (err) {
       const info: ErrorInfo = errorToInfo(err, this.peerId, req.fn)
       return { result: { status: ObjectStatus.FAILED, inline: new Uint8Array(0), encoding: 0, error: info, locations: [], contained: [] } }
     } finally {
       releaseFetch()
       release()
+      for (const u of unpin) u()
       if (admitted) this.executor.admitted--
       for (const r of scope) r.release()
     }
@@ -617,7 +654,7 @@ export class Mesh {
   }
 
   /** Executor side: a return value, inline when small, else stored here for the caller (its owner). */
-  private async describeResult (caller: string, resultId: Uint8Array, resultKey: string, value: unknown): Promise<ObjectInfo> {
+  private async describeResult (caller: string, resultId: Uint8Array, resultKey: string, value: unknown, signal: AbortSignal | undefined): Promise<ObjectInfo> {
     const encoded = encodeValue(value, this.hintsOf)
     const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
     if (contained.length > 0) this.handoffs.set(resultKey, { peer: caller, keys: contained })
@@ -628,7 +665,7 @@ export class Mesh {
       return { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: containedDescs }
     }
     const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize, this.sha256)
-    this.store.putComplete(resultKey, resultId, caller, manifest, encoded.bytes, true)
+    await this.storeBytes(resultKey, resultId, caller, manifest, encoded.bytes, `the result of call ${resultKey}`, signal)
     return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.peerId], contained: containedDescs }
   }
 
@@ -643,7 +680,11 @@ export class Mesh {
     }
     switch (info.status) {
       case ObjectStatus.INLINE: {
-        if (this.table.get(key) !== undefined) this.store.putComplete(key, resultId, this.peerId, { size: info.inline.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: info.encoding }, info.inline, true)
+        if (this.table.get(key) !== undefined) {
+          await this.store.reserve(info.inline.byteLength, `the result ${key}`, this.stopController.signal)
+          if (this.table.get(key) !== undefined) this.store.putComplete(key, resultId, this.peerId, { size: info.inline.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: info.encoding }, info.inline, true)
+          else this.store.unreserve(info.inline.byteLength)
+        }
         this.table.settle(key, { state: 'ready', inline: true, encoding: info.encoding, size: info.inline.byteLength, locations: [this.peerId], contained })
         break
       }
@@ -674,14 +715,32 @@ export class Mesh {
   // ------------------------------------------------------------ objects
 
   /** Stores a value this peer owns and marks it ready. */
-  private async storeOwned (key: string, id: Uint8Array, encoded: EncodedValue, contained: string[]): Promise<void> {
+  private async storeOwned (key: string, id: Uint8Array, encoded: EncodedValue, contained: string[], signal: AbortSignal | undefined): Promise<void> {
     const inline = encoded.bytes.byteLength <= this.inlineThreshold
     const manifest = inline
       ? { size: encoded.bytes.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: encoded.encoding }
       : await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize, this.sha256)
     if (this.table.get(key) === undefined) return
-    this.store.putComplete(key, id, this.peerId, manifest, encoded.bytes, true)
+    await this.storeBytes(key, id, this.peerId, manifest, encoded.bytes, `put of object ${key}`, signal)
+    if (this.table.get(key) === undefined) {
+      this.store.delete(key)
+      return
+    }
     this.table.settle(key, { state: 'ready', inline, encoding: encoded.encoding, size: manifest.size, manifest: inline ? undefined : manifest, locations: [this.peerId], contained })
+  }
+
+  /**
+   * Puts bytes this peer made into its store: waits for room (backpressure);
+   * a value larger than the whole store goes straight to disk, and
+   * OutOfMemoryError only when it fits nowhere.
+   */
+  private async storeBytes (key: string, id: Uint8Array, owner: string, manifest: Manifest, bytes: Uint8Array, what: string, signal: AbortSignal | undefined): Promise<void> {
+    if (!this.store.fitsInMemory(bytes.byteLength)) {
+      if (await this.store.putOnDisk(key, id, owner, manifest, bytes)) return
+      throw new OutOfMemoryError(`${what} is ${bytes.byteLength} bytes: more than the store's capacity (${this.store.capacity}) and its free spill space`)
+    }
+    await this.store.reserve(bytes.byteLength, what, signal)
+    this.store.putComplete(key, id, owner, manifest, bytes, true)
   }
 
   /** Resolves when the object is computed (or failed), without fetching it. */
@@ -697,22 +756,31 @@ export class Mesh {
     }
   }
 
-  /** The encoded value of an object, from this store, the owner's reply, or pulled from holders. */
-  private async fetchValue (desc: RefDesc, signal: AbortSignal | undefined): Promise<{ encoding: number, bytes: Uint8Array }> {
+  /**
+   * The encoded value of an object, from this store, the owner's reply, or
+   * pulled from holders. Bytes in this store stay in memory until `release()`.
+   */
+  private async fetchValue (desc: RefDesc, signal: AbortSignal | undefined): Promise<{ encoding: number, bytes: Uint8Array, release: () => void }> {
     const key = objectKey(desc.id)
-    const local = this.store.get(key)
-    if (local !== undefined && this.store.isComplete(local)) return { encoding: local.manifest.encoding, bytes: local.data }
+    const what = `object ${key}`
+    const local = await this.store.read(key, what, signal)
+    if (local !== undefined) return { encoding: (this.store.get(key) as StoredObject).manifest.encoding, ...local }
     const info = desc.owner === this.peerId
       ? await this.describeOwned(key, { id: desc.id, wait: true, fetch: true, timeoutMs: 0 }, this.peerId, signal)
       : await this.locateRemote(desc, signal)
     switch (info.status) {
       case ObjectStatus.INLINE:
-        return { encoding: info.encoding, bytes: info.inline }
+        return { encoding: info.encoding, bytes: info.inline, release: () => {} }
       case ObjectStatus.STORED: {
         if (info.manifest === undefined) throw new ProtocolError(`no manifest for ${key}`)
         const sources = info.locations.filter(p => p !== this.peerId)
-        const obj = await this.transfer.pull({ key, id: desc.id, owner: desc.owner, manifest: info.manifest, sources, signal })
-        return { encoding: obj.manifest.encoding, bytes: obj.data }
+        // Memory pressure may drop a fresh copy before we pin it: pull again then.
+        for (let attempt = 0; ; attempt++) {
+          const obj = await this.transfer.pull({ key, id: desc.id, owner: desc.owner, manifest: info.manifest, sources, signal })
+          const pulled = await this.store.read(key, what, signal)
+          if (pulled !== undefined) return { encoding: obj.manifest.encoding, ...pulled }
+          if (attempt >= 2) throw new ObjectLostError(`${what} was dropped from memory as soon as it arrived, three times`)
+        }
       }
       case ObjectStatus.FAILED:
         throw infoToError(info.error ?? { name: 'RefmeshError', message: 'failed', stack: '', peer: desc.owner, fn: '', remote: false })
@@ -750,9 +818,10 @@ export class Mesh {
     const contained = owned.contained.flatMap(k => { const e = this.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
     if (owned.inline) {
-      const obj = this.store.get(key)
-      if (obj === undefined) return none
-      return { status: ObjectStatus.INLINE, inline: obj.data, encoding: owned.encoding, locations: [], contained }
+      const held = await this.store.read(key, `object ${key}`, signal)
+      if (held === undefined) return none
+      held.release()
+      return { status: ObjectStatus.INLINE, inline: held.bytes, encoding: owned.encoding, locations: [], contained }
     }
     const locations = [...owned.locations]
     if (req.fetch && from !== this.peerId) owned.locations.add(from)

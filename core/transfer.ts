@@ -13,7 +13,7 @@ import { ChunkHeaderCodec, ChunkRequestCodec, ChunkStatus } from './protocol/mes
 import type { Manifest } from './protocol/messages.ts'
 import { chunkCount, chunkRange, sameHash } from './chunks.ts'
 import type { Hasher } from './chunks.ts'
-import { ChunkIntegrityError, MalformedFrameError, ObjectLostError } from './errors.ts'
+import { ChunkIntegrityError, MalformedFrameError, ObjectLostError, OutOfMemoryError } from './errors.ts'
 import { abortReason } from './signals.ts'
 import type { ObjectStore, StoredObject } from './store.ts'
 import { objectKey } from './ref.ts'
@@ -99,7 +99,10 @@ export class Transfer {
           const req = ChunkRequestCodec.decode(f.subarray())
           const key = objectKey(req.id)
           for (const index of req.indices) {
-            let chunk = store.readChunk(key, index)
+            let chunk = await store.readChunk(key, index).catch((err: Error) => {
+              log.error('could not read chunk %d of %s: %s', index, key, err.message)
+              return undefined
+            })
             const header = ChunkHeaderCodec.encode({ id: req.id, index, status: chunk === undefined ? ChunkStatus.NOT_FOUND : ChunkStatus.OK })
             if (chunk !== undefined && hooks?.corruptChunk?.(key, index) === true) {
               chunk = chunk.slice()
@@ -167,7 +170,15 @@ class Pull {
   async run (): Promise<StoredObject> {
     const { store } = this.init
     const { key, id, owner, manifest, signal } = this.req
-    this.obj = store.allocate(key, id, owner, manifest)
+    // Room first: in memory when the object fits there, else straight to disk.
+    if (store.fitsInMemory(manifest.size)) {
+      await store.reserve(manifest.size, `object ${key}`, signal)
+      this.obj = store.allocate(key, id, owner, manifest)
+    } else if (store.diskHasRoom(manifest.size)) {
+      this.obj = store.allocate(key, id, owner, manifest, true)
+    } else {
+      throw new OutOfMemoryError(`object ${key} is ${manifest.size} bytes: more than the store's capacity (${store.capacity}) and its free spill space`)
+    }
     const count = chunkCount(manifest.size, manifest.chunkSize)
     for (let i = 0; i < count; i++) if (this.obj.have[i] !== 1) this.queue.push(i)
     if (this.queue.length === 0) return this.obj
@@ -284,13 +295,16 @@ class Pull {
     const body = f.sublist(prefix + headerLength)
     if (body.byteLength !== end - start) throw new MalformedFrameError(`chunk ${index} has ${body.byteLength} bytes, expected ${end - start}`)
     if (this.obj.have[index] !== 1) {
-      let offset = start
+      // In memory the chunk lands in place; on disk it goes through one buffer.
+      const chunk = this.obj.data !== undefined ? this.obj.data.subarray(start, end) : new Uint8Array(end - start)
+      let offset = 0
       for (const buf of body) {
-        this.obj.data.set(buf, offset)
+        chunk.set(buf, offset)
         offset += buf.byteLength
       }
-      const hash = await this.init.sha256(this.obj.data.subarray(start, end))
+      const hash = await this.init.sha256(chunk)
       if (sameHash(hash, this.req.manifest.hashes[index])) {
+        if (this.obj.data === undefined) await this.init.store.writeChunk(this.obj, index, chunk)
         this.init.store.markChunk(this.obj, index)
         this.transfer.stats.chunksFetched++
       } else {

@@ -25,7 +25,11 @@ commands:
              --listen <multiaddr>     where to listen (repeatable; default /ip4/127.0.0.1/tcp/0)
              --bootstrap <multiaddr>  a peer to join through, with /p2p/<id> (repeatable)
              --identity <file>        key file; created on first run (default: a new identity each run)
-             --store-capacity <size>  object store capacity, e.g. 512MiB, 2GiB (default 2GiB)
+             --store-capacity <size>  memory for objects, e.g. 512MiB, 2GiB (default: 25% of this machine's memory)
+             --spill-dir <dir>        where objects spill to disk above 60% of it (default: a directory per
+                                      peer under the OS temp dir; emptied at start and stop)
+             --spill-capacity <size>  disk space for spilled objects (default: 8x the store capacity)
+             --no-spill               never spill: puts wait for room instead
              --module <file>          a module whose default export registers functions: (mesh) => void
              --worker-module <file>   a module whose exported functions run in a worker pool (repeatable)
              --workers <n>            workers in the pool (default: one per core)
@@ -45,6 +49,8 @@ export interface PeerCommandOptions {
   bootstrap: string[]
   identity?: string
   storeCapacity?: number
+  spillDir?: string | false
+  spillCapacity?: number
   module?: string
   workerModules: string[]
   workers?: number
@@ -68,6 +74,9 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     bootstrap: { type: 'string', multiple: true },
     identity: { type: 'string' },
     'store-capacity': { type: 'string' },
+    'spill-dir': { type: 'string' },
+    'spill-capacity': { type: 'string' },
+    'no-spill': { type: 'boolean', default: false },
     module: { type: 'string' },
     'worker-module': { type: 'string', multiple: true },
     workers: { type: 'string' },
@@ -86,14 +95,17 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     workers = Number(v.workers)
     if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw new UsageError(`--workers must be a whole number from 1 to 256, not "${String(v.workers)}"`)
   }
-  let storeCapacity: number | undefined
-  if (v['store-capacity'] !== undefined) {
+  const bytesOption = (name: string): number | undefined => {
+    if (v[name] === undefined) return undefined
     try {
-      storeCapacity = parseBytes(v['store-capacity'] as string)
+      return parseBytes(v[name] as string)
     } catch (err) {
-      throw new UsageError(`--store-capacity: ${(err as Error).message}`)
+      throw new UsageError(`--${name}: ${(err as Error).message}`)
     }
   }
+  const storeCapacity = bytesOption('store-capacity')
+  const spillCapacity = bytesOption('spill-capacity')
+  if (v['no-spill'] === true && v['spill-dir'] !== undefined) throw new UsageError('--no-spill and --spill-dir contradict each other')
   for (const addr of [...(v.listen as string[] ?? []), ...(v.bootstrap as string[] ?? [])]) {
     if (!addr.startsWith('/')) throw new UsageError(`"${addr}" is not a multiaddr (they look like /ip4/127.0.0.1/tcp/4001)`)
   }
@@ -102,6 +114,8 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     bootstrap: v.bootstrap as string[] ?? [],
     identity: v.identity as string | undefined,
     storeCapacity,
+    spillDir: v['no-spill'] === true ? false : v['spill-dir'] as string | undefined,
+    spillCapacity,
     module: v.module as string | undefined,
     workerModules: v['worker-module'] as string[] ?? [],
     workers,
@@ -127,7 +141,8 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     listen: opts.listen.length > 0 ? opts.listen : undefined,
     bootstrap: opts.bootstrap,
     identityFile: opts.identity,
-    store: opts.storeCapacity !== undefined ? { capacity: opts.storeCapacity } : undefined,
+    store: { capacity: opts.storeCapacity, spillCapacity: opts.spillCapacity },
+    spillDir: opts.spillDir,
     workerModules: opts.workerModules,
     workers: opts.workers,
     prefetch: opts.prefetch

@@ -18,6 +18,8 @@ import { PeerDiedError } from '../core/errors.ts'
 import { loadOrCreateIdentity } from './identity.ts'
 import { WorkerPool } from './worker-pool.ts'
 import { createHash } from 'node:crypto'
+import { totalmem } from 'node:os'
+import { FileSpill, defaultSpillDir } from './spill.ts'
 
 export * from '../core/index.ts'
 
@@ -35,10 +37,14 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   workerModules?: string[]
   /** workers in the pool; default one per core */
   workers?: number
+  /** where this peer spills objects (emptied at start and stop); default a directory per peer under the OS temp dir; false: never spill */
+  spillDir?: string | false
 }
 
 export const NODE_DEFAULTS = {
   listen: ['/ip4/127.0.0.1/tcp/0'],
+  /** the store's share of this machine's memory when no capacity is given (Ray's object store takes 30%) */
+  storeMemoryFraction: 0.25,
   bootstrapTimeoutMs: 15_000
 } as const
 
@@ -68,8 +74,23 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
       throw err
     }
   }
+  let spill: FileSpill | undefined
+  if (options.spillDir !== false && options.store?.spill === undefined) {
+    try {
+      spill = await FileSpill.open(options.spillDir ?? defaultSpillDir(libp2p.peerId.toString()))
+    } catch (err) {
+      await backend?.close()
+      await libp2p.stop()
+      throw err
+    }
+  }
   const mesh = new Mesh({
     ...options,
+    store: {
+      ...options.store,
+      capacity: options.store?.capacity ?? Math.floor(totalmem() * NODE_DEFAULTS.storeMemoryFraction),
+      spill: options.store?.spill ?? spill
+    },
     libp2p,
     pubsub: libp2p.services.pubsub as unknown as PubSub,
     backend,
@@ -90,12 +111,14 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
   } catch (err) {
     await mesh.stop().catch(() => {})
     await libp2p.stop()
+    await spill?.close()
     throw err
   }
   const stop = mesh.stop.bind(mesh)
   mesh.stop = async () => {
     await stop()
     await libp2p.stop()
+    await spill?.close()
   }
   return mesh
 }
