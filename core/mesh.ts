@@ -773,6 +773,9 @@ export class Mesh {
         return { encoding: info.encoding, bytes: info.inline, release: () => {} }
       case ObjectStatus.STORED: {
         if (info.manifest === undefined) throw new ProtocolError(`no manifest for ${key}`)
+        // It may have arrived here while we asked (our own result, or another reader's pull).
+        const arrived = await this.store.read(key, what, signal)
+        if (arrived !== undefined) return { encoding: info.manifest.encoding, ...arrived }
         const sources = info.locations.filter(p => p !== this.peerId)
         // Memory pressure may drop a fresh copy before we pin it: pull again then.
         for (let attempt = 0; ; attempt++) {

@@ -171,7 +171,10 @@ class Pull {
     const { store } = this.init
     const { key, id, owner, manifest, signal } = this.req
     // Room first: in memory when the object fits there, else straight to disk.
-    if (store.fitsInMemory(manifest.size)) {
+    const existing = store.get(key)
+    if (existing !== undefined) {
+      this.obj = existing
+    } else if (store.fitsInMemory(manifest.size)) {
       await store.reserve(manifest.size, `object ${key}`, signal)
       this.obj = store.allocate(key, id, owner, manifest)
     } else if (store.diskHasRoom(manifest.size)) {
