@@ -13,6 +13,8 @@ export const DEFAULTS = {
   spillCapacityFactor: 8,
   /** how long a value waits for room in memory (backpressure) before OutOfMemoryError */
   memoryWaitMs: 60_000,
+  /** the longest a call waits for room for its result before it starts anyway (nested calls must not deadlock) */
+  admissionWaitMs: 2_000,
   /** tries on another peer when an executor dies */
   retries: 3,
   /** how long a call to a function nobody offers waits for an offer before FunctionNotFoundError */

@@ -22,6 +22,7 @@ import {
   FunctionNotFoundError, ObjectLostError, OutOfMemoryError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
+import { MemoryAdmission } from './admission.ts'
 import { Executor } from './executor.ts'
 import type { AnyFunction, ExecutorBackend } from './executor.ts'
 import { Gossip } from './gossip.ts'
@@ -56,6 +57,8 @@ export interface MeshInit {
     spillCapacity?: number | string
     /** how long a value waits for room in memory before OutOfMemoryError */
     memoryWaitMs?: number
+    /** asks the runtime for a garbage collection (see StoreInit.reclaim) */
+    reclaim?: () => void
   }
   /** values whose encoding is at most this many bytes travel inline with replies */
   inlineThresholdBytes?: number
@@ -153,6 +156,7 @@ export class Mesh {
   readonly libp2p: Libp2p
   readonly peerId: string
   readonly store: ObjectStore
+  private readonly admission: MemoryAdmission
   private readonly table: OwnershipTable
   private readonly channels: ControlChannels
   private readonly transfer: Transfer
@@ -185,8 +189,11 @@ export class Mesh {
       spill: init.store?.spill,
       spillCapacity: init.store?.spillCapacity !== undefined ? parseBytes(init.store.spillCapacity) : capacity * DEFAULTS.spillCapacityFactor,
       spillFraction: DEFAULTS.spillFraction,
-      memoryWaitMs: init.store?.memoryWaitMs ?? DEFAULTS.memoryWaitMs
+      memoryWaitMs: init.store?.memoryWaitMs ?? DEFAULTS.memoryWaitMs,
+      reclaim: init.store?.reclaim,
+      onRelief: () => { this.admission.recheck() }
     })
+    this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs })
     this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
@@ -592,12 +599,13 @@ export class Mesh {
     let release = (): void => {}
     let releaseFetch = (): void => {}
     const unpin: Array<() => void> = []
+    let resultStored: ((bytes?: number) => void) | undefined
     try {
       if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
       const decoded = decodeArgs(req.args)
       const missing = decoded.reduce((n, a) => 'deref' in a && !this.holds(a.deref) ? n + (a.deref.size ?? 0) : n, 0)
       const full = this.executor.usesSlots(req.fn) && this.executor.admitted >= this.executor.slots * DEFAULTS.maxQueuePerSlot
-      if (req.maySpillBack && (missing > this.admitBytes() || full || this.underPressure())) {
+      if (req.maySpillBack && (missing > this.admitBytes() || full || this.underPressure() || this.admission.check(req.fn) === 'full')) {
         this.spilledBack++
         log('handing back %s from %s: %d argument bytes missing, %d admitted', req.fn, from, missing, this.executor.admitted)
         return { spillback: { ...this.state(), seq: 0 } }
@@ -605,6 +613,8 @@ export class Mesh {
       admitted = this.executor.usesSlots(req.fn)
       if (admitted) this.executor.admitted++
       const signal = withTimeout(this.stopController.signal, req.timeoutMs, `arguments of ${req.fn}`)
+      // Room for what the call will make, before it starts making it.
+      resultStored = await this.admission.start(req.fn, signal)
       const pending: Array<Promise<void>> = []
       const makeRef = (desc: RefDesc): Ref => {
         const ref = this.table.refFromDesc(desc, pending)
@@ -634,7 +644,9 @@ export class Mesh {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
       }
-      return { result: await this.describeResult(from, req.resultId, resultKey, value, signal) }
+      const result = await this.describeResult(from, req.resultId, resultKey, value, signal)
+      resultStored(result.manifest?.size ?? 0)
+      return { result }
     } catch (err) {
       const info: ErrorInfo = errorToInfo(err, this.peerId, req.fn)
       return { result: { status: ObjectStatus.FAILED, inline: new Uint8Array(0), encoding: 0, error: info, locations: [], contained: [] } }
@@ -642,6 +654,7 @@ export class Mesh {
       releaseFetch()
       release()
       for (const u of unpin) u()
+      resultStored?.()
       if (admitted) this.executor.admitted--
       for (const r of scope) r.release()
     }

@@ -83,6 +83,17 @@ export interface StoreInit {
   spillFraction?: number
   /** how long a reservation waits for room before OutOfMemoryError */
   memoryWaitMs?: number
+  /**
+   * Asks the runtime to collect garbage now. A dropped buffer is only returned
+   * to the system when the garbage collector finds it, and a collector paced by
+   * its own heap lets several capacities' worth pile up under a spilling
+   * workload; like Java's direct buffers (Bits.reserveMemory calls System.gc()),
+   * the store asks for a collection each time it has dropped a quarter of its
+   * capacity.
+   */
+  reclaim?: () => void
+  /** called whenever memory in use falls */
+  onRelief?: () => void
 }
 
 interface Waiter {
@@ -108,6 +119,11 @@ export class ObjectStore {
   private diskBytes = 0
   private diskObjects = 0
   private peak = 0
+  /** bytes dropped from memory since the last reclaim() */
+  private dropped = 0
+  private reclaimScheduled = false
+  private readonly reclaim: (() => void) | undefined
+  private readonly onRelief: (() => void) | undefined
   private readonly counters = { spills: 0, restores: 0, drops: 0 }
   private readonly waiters: Waiter[] = []
 
@@ -118,6 +134,8 @@ export class ObjectStore {
     this.spillCapacity = init.spill === undefined ? 0 : (init.spillCapacity ?? Infinity)
     this.spillAt = Math.floor(init.capacity * (init.spillFraction ?? 0.6))
     this.memoryWaitMs = init.memoryWaitMs ?? 60_000
+    this.reclaim = init.reclaim
+    this.onRelief = init.onRelief
   }
 
   /** Bytes in memory now, reservations included. */
@@ -343,7 +361,7 @@ export class ObjectStore {
     const obj = this.objects.get(key)
     if (obj === undefined) return false
     this.objects.delete(key)
-    if (obj.data !== undefined) this.resident -= obj.data.byteLength
+    if (obj.data !== undefined) this.droppedBytes(obj.data.byteLength)
     if (obj.onDisk) this.forgetOnDisk(obj)
     log('free %s %d bytes', key, obj.manifest.size)
     this.grantWaiters()
@@ -384,6 +402,19 @@ export class ObjectStore {
     return out
   }
 
+  /** `bytes` left memory: once a quarter of capacity has, ask for a collection. */
+  private droppedBytes (bytes: number): void {
+    this.resident -= bytes
+    this.dropped += bytes
+    if (this.reclaim === undefined || this.reclaimScheduled || this.dropped < this.capacity / 4) return
+    this.reclaimScheduled = true
+    setTimeout(() => {
+      this.reclaimScheduled = false
+      this.dropped = 0
+      this.reclaim?.()
+    }, 0)
+  }
+
   private newObject (key: string, id: Uint8Array, owner: string, manifest: Manifest, data: Uint8Array | undefined, primary: boolean): StoredObject {
     const count = chunkCount(manifest.size, manifest.chunkSize)
     return { key, id, owner, manifest, data, have: new Uint8Array(count), haveCount: 0, primary, lastUsed: performance.now(), onDisk: false, pins: 0, spilling: false }
@@ -396,6 +427,7 @@ export class ObjectStore {
   }
 
   private grantWaiters (): void {
+    this.onRelief?.()
     while (this.waiters.length > 0 && this.used + this.waiters[0].bytes <= this.capacity) {
       const w = this.waiters.shift() as Waiter
       this.take(w.bytes)
@@ -421,7 +453,7 @@ export class ObjectStore {
       if (obj.primary) continue
       if (obj.onDisk) this.forgetOnDisk(obj)
       this.objects.delete(obj.key)
-      this.resident -= obj.manifest.size
+      this.droppedBytes(obj.manifest.size)
       this.counters.drops++
       excess -= obj.manifest.size
       log('dropped the copy of %s (%d bytes)', obj.key, obj.manifest.size)
@@ -432,7 +464,7 @@ export class ObjectStore {
       if (obj.onDisk) {
         // Restored and unchanged: the disk still has it.
         obj.data = undefined
-        this.resident -= obj.manifest.size
+        this.droppedBytes(obj.manifest.size)
         excess -= obj.manifest.size
         continue
       }
@@ -463,7 +495,7 @@ export class ObjectStore {
       this.counters.spills++
       if (obj.pins === 0 && obj.data !== undefined) {
         obj.data = undefined
-        this.resident -= size
+        this.droppedBytes(size)
         log('spilled %s (%d bytes)', obj.key, size)
       }
       this.grantWaiters()

@@ -7,6 +7,7 @@
 import { parseArgs } from 'node:util'
 import type { ParseArgsOptionsConfig } from 'node:util'
 import { pathToFileURL } from 'node:url'
+import { execWithMallocTuning } from './memory.ts'
 import { resolve } from 'node:path'
 import { createMesh } from './index.ts'
 import type { NodeMeshOptions } from './index.ts'
@@ -198,7 +199,10 @@ export async function main (argv: string[]): Promise<number> {
   const [command, ...rest] = argv
   try {
     switch (command) {
-      case 'peer': await runPeer(rest); return -1
+      case 'peer':
+        execWithMallocTuning()
+        await runPeer(rest)
+        return -1
       case 'status': await runStatus(rest); return 0
       case 'demo': {
         const { runDemo } = await import('../examples/demo.ts')

@@ -20,6 +20,7 @@ import { WorkerPool } from './worker-pool.ts'
 import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
 import { FileSpill, defaultSpillDir } from './spill.ts'
+import { collectGarbage } from './memory.ts'
 
 export * from '../core/index.ts'
 
@@ -89,7 +90,8 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     store: {
       ...options.store,
       capacity: options.store?.capacity ?? Math.floor(totalmem() * NODE_DEFAULTS.storeMemoryFraction),
-      spill: options.store?.spill ?? spill
+      spill: options.store?.spill ?? spill,
+      reclaim: collectGarbage
     },
     libp2p,
     pubsub: libp2p.services.pubsub as unknown as PubSub,

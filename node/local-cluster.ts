@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
+import { MALLOC_ENV } from './memory.ts'
 
 const CLI = fileURLToPath(new URL('./cli.ts', import.meta.url))
 
@@ -50,7 +51,7 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
   if (opts.identity !== undefined) args.push('--identity', opts.identity)
   // `ip netns exec` execs the command in place, so the child's pid is the peer's and a kill reaches it.
   const [command, argv] = opts.netns === undefined ? [process.execPath, args] : ['ip', ['netns', 'exec', opts.netns, process.execPath, ...args]]
-  const child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } })
+  const child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...MALLOC_ENV, ...opts.env } })
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-20_000) })
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))

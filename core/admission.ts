@@ -1,0 +1,98 @@
+/**
+ * Memory-aware admission of calls on an executor (DESIGN.md section 5): a call
+ * starts only when the store has room, below its admission mark, for the
+ * results of the calls already started plus its own, sizes learned per
+ * function. Without this, a burst of calls to a function that makes large
+ * values would make them all before any could be stored. Until one call of a
+ * function has finished, its calls start one at a time (the first one
+ * measures); with nothing running, any call starts, so the executor always
+ * makes progress. The wait is bounded (`maxWaitMs`): a
+ * started call may be waiting on a nested call that waits here, and it must
+ * not wait for it forever.
+ */
+import { raceSignal } from './signals.ts'
+
+export interface AdmissionInit {
+  /** bytes the store can still take below its admission mark */
+  room: () => number
+  /** the longest a call waits for room before it starts anyway */
+  maxWaitMs: number
+}
+
+export class MemoryAdmission {
+  private readonly init: AdmissionInit
+  private readonly meanResult = new Map<string, number>()
+  /** result bytes expected from started calls */
+  private expected = 0
+  private started = 0
+  /** started calls per function whose result size is not known yet */
+  private readonly measuring = new Map<string, number>()
+  private waiters: Array<() => void> = []
+
+  constructor (init: AdmissionInit) {
+    this.init = init
+  }
+
+  /** Whether a call of `fn` may start now; `full`: not before memory is freed (a caller may place it elsewhere). */
+  check (fn: string): 'start' | 'wait' | 'full' {
+    if (this.started === 0) return 'start'
+    const mean = this.meanResult.get(fn)
+    if (mean === undefined) return (this.measuring.get(fn) ?? 0) === 0 ? 'start' : 'wait'
+    return this.expected + mean <= this.init.room() ? 'start' : 'full'
+  }
+
+  /**
+   * Waits until a call of `fn` may start, and counts it as started. Call the
+   * returned function with the bytes its result took in the store (0 when it
+   * went inline) once it is stored, or with nothing when the call failed.
+   */
+  async start (fn: string, signal?: AbortSignal): Promise<(resultBytes?: number) => void> {
+    const deadline = performance.now() + this.init.maxWaitMs
+    while (this.check(fn) !== 'start') {
+      const left = deadline - performance.now()
+      if (left <= 0) break
+      let wake!: () => void
+      const woken = new Promise<void>(resolve => { wake = resolve })
+      this.waiters.push(wake)
+      const timer = setTimeout(wake, left)
+      try {
+        await raceSignal(woken, signal, `room in memory for a call of ${fn}`)
+      } finally {
+        clearTimeout(timer)
+        this.waiters = this.waiters.filter(w => w !== wake)
+      }
+    }
+    const mean = this.meanResult.get(fn)
+    const expected = mean ?? 0
+    this.expected += expected
+    this.started++
+    if (mean === undefined) this.measuring.set(fn, (this.measuring.get(fn) ?? 0) + 1)
+    let done = false
+    return (resultBytes?: number) => {
+      if (done) return
+      done = true
+      this.expected -= expected
+      this.started--
+      if (mean === undefined) {
+        const n = (this.measuring.get(fn) ?? 1) - 1
+        if (n <= 0) this.measuring.delete(fn)
+        else this.measuring.set(fn, n)
+      }
+      if (resultBytes === undefined) {
+        this.recheck()
+        return
+      }
+      const old = this.meanResult.get(fn)
+      this.meanResult.set(fn, old === undefined ? resultBytes : old * 0.7 + resultBytes * 0.3)
+      if (this.meanResult.size > 4096) this.meanResult.delete(this.meanResult.keys().next().value as string)
+      this.recheck()
+    }
+  }
+
+  /** Memory was freed or a call finished: waiting calls look again. */
+  recheck (): void {
+    const waiters = this.waiters
+    this.waiters = []
+    for (const w of waiters) w()
+  }
+}
