@@ -6,9 +6,10 @@
  * values would make them all before any could be stored. Until one call of a
  * function has finished, its calls start one at a time (the first one
  * measures); with nothing running, any call starts, so the executor always
- * makes progress. The wait is bounded (`maxWaitMs`): a
- * started call may be waiting on a nested call that waits here, and it must
- * not wait for it forever.
+ * makes progress. The wait is bounded (`maxWaitMs`): a started call may be
+ * waiting on a nested call that waits here, and it must not wait for it
+ * forever; calls past their bound start one per `maxWaitMs / 4`, so a queue
+ * that waited long does not start all at once.
  */
 import { raceSignal } from './signals.ts'
 
@@ -28,6 +29,7 @@ export class MemoryAdmission {
   /** started calls per function whose result size is not known yet */
   private readonly measuring = new Map<string, number>()
   private waiters: Array<() => void> = []
+  private lastForced = -Infinity
 
   constructor (init: AdmissionInit) {
     this.init = init
@@ -48,9 +50,14 @@ export class MemoryAdmission {
    */
   async start (fn: string, signal?: AbortSignal): Promise<(resultBytes?: number) => void> {
     const deadline = performance.now() + this.init.maxWaitMs
+    const forceEvery = this.init.maxWaitMs / 4
     while (this.check(fn) !== 'start') {
-      const left = deadline - performance.now()
-      if (left <= 0) break
+      const now = performance.now()
+      if (now >= deadline && now - this.lastForced >= forceEvery) {
+        this.lastForced = now
+        break
+      }
+      const left = Math.max(deadline - now, this.lastForced + forceEvery - now, 1)
       let wake!: () => void
       const woken = new Promise<void>(resolve => { wake = resolve })
       this.waiters.push(wake)

@@ -23,7 +23,7 @@ import { FileSpill } from '../../node/spill.ts'
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/functions.ts', import.meta.url))
 const MiB = 2 ** 20
-const CAPACITY = 128 * MiB
+const CAPACITY = 64 * MiB
 const OBJECT = 4 * MiB
 const PEERS = 3
 const SPILL_OBJECTS = 32
