@@ -59,6 +59,8 @@ export interface MeshInit {
     memoryWaitMs?: number
     /** asks the runtime for a garbage collection (see StoreInit.reclaim) */
     reclaim?: () => void
+    /** a buffer for bytes about to be read in whole from disk (see StoreInit.allocate) */
+    allocate?: (size: number) => Uint8Array
   }
   /** values whose encoding is at most this many bytes travel inline with replies */
   inlineThresholdBytes?: number
@@ -191,6 +193,7 @@ export class Mesh {
       spillFraction: DEFAULTS.spillFraction,
       memoryWaitMs: init.store?.memoryWaitMs ?? DEFAULTS.memoryWaitMs,
       reclaim: init.store?.reclaim,
+      allocate: init.store?.allocate,
       onRelief: () => { this.admission.recheck() }
     })
     this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs })
@@ -613,7 +616,7 @@ export class Mesh {
       admitted = this.executor.usesSlots(req.fn)
       if (admitted) this.executor.admitted++
       const signal = withTimeout(this.stopController.signal, req.timeoutMs, `arguments of ${req.fn}`)
-      // Room for what the call will make, before it starts making it.
+      // Room for what the call will make, before its arguments come in and it starts making it.
       resultStored = await this.admission.start(req.fn, signal)
       const pending: Array<Promise<void>> = []
       const makeRef = (desc: RefDesc): Ref => {

@@ -94,6 +94,8 @@ export interface StoreInit {
   reclaim?: () => void
   /** called whenever memory in use falls */
   onRelief?: () => void
+  /** a buffer for bytes about to be read in whole (default: a zeroed Uint8Array) */
+  allocate?: (size: number) => Uint8Array
 }
 
 interface Waiter {
@@ -124,6 +126,7 @@ export class ObjectStore {
   private reclaimScheduled = false
   private readonly reclaim: (() => void) | undefined
   private readonly onRelief: (() => void) | undefined
+  private readonly allocateBuffer: (size: number) => Uint8Array
   private readonly counters = { spills: 0, restores: 0, drops: 0 }
   private readonly waiters: Waiter[] = []
 
@@ -136,6 +139,7 @@ export class ObjectStore {
     this.memoryWaitMs = init.memoryWaitMs ?? 60_000
     this.reclaim = init.reclaim
     this.onRelief = init.onRelief
+    this.allocateBuffer = init.allocate ?? (size => new Uint8Array(size))
   }
 
   /** Bytes in memory now, reservations included. */
@@ -323,7 +327,7 @@ export class ObjectStore {
       await this.reserve(size, what, signal)
       let bytes: Uint8Array
       try {
-        bytes = this.shared ? new Uint8Array(new SharedArrayBuffer(size)) : new Uint8Array(size)
+        bytes = this.shared ? new Uint8Array(new SharedArrayBuffer(size)) : this.allocateBuffer(size)
         await this.backend.read(key, 0, bytes)
       } catch (err) {
         this.unreserve(size)

@@ -20,7 +20,7 @@ import { WorkerPool } from './worker-pool.ts'
 import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
 import { FileSpill, defaultSpillDir } from './spill.ts'
-import { collectGarbage } from './memory.ts'
+import { allocateUninitialized, collectGarbage } from './memory.ts'
 
 export * from '../core/index.ts'
 
@@ -91,7 +91,9 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
       ...options.store,
       capacity: options.store?.capacity ?? Math.floor(totalmem() * NODE_DEFAULTS.storeMemoryFraction),
       spill: options.store?.spill ?? spill,
-      reclaim: collectGarbage
+      reclaim: collectGarbage,
+      // Restored objects are read over in whole: no need to zero the memory first.
+      allocate: allocateUninitialized
     },
     libp2p,
     pubsub: libp2p.services.pubsub as unknown as PubSub,

@@ -37,3 +37,8 @@ export function execWithMallocTuning (): void {
   if (Object.keys(MALLOC_ENV).every(k => process.env[k] !== undefined) || process.env.REFMESH_NO_MALLOC_TUNING !== undefined) return
   process.execve(process.execPath, [process.execPath, ...process.execArgv, ...process.argv.slice(1)], { ...process.env, ...MALLOC_ENV })
 }
+
+/** A buffer of `size` bytes that are about to be overwritten in whole: not zeroed first. */
+export function allocateUninitialized (size: number): Uint8Array {
+  return new Uint8Array(Buffer.allocUnsafeSlow(size).buffer, 0, size)
+}

@@ -20,6 +20,7 @@ import type { Mesh, Ref } from '../../node/index.ts'
 import { spawnPeers, stopAll, waitForFullMesh } from '../../node/local-cluster.ts'
 import { ObjectStore } from '../../core/store.ts'
 import { FileSpill } from '../../node/spill.ts'
+import { allocateUninitialized } from '../../node/memory.ts'
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/functions.ts', import.meta.url))
 const MiB = 2 ** 20
@@ -86,7 +87,7 @@ async function throughputRound (dir: string, buffers: Uint8Array[]): Promise<{ s
   const keys = buffers.map((_, i) => i.toString(16).padStart(8, '0'))
   // A spill mark of 0: every object put is spilled as soon as it is in.
   const spill = await FileSpill.open(join(dir, 'spill'))
-  const store = new ObjectStore({ capacity: buffers.length * SPILL_OBJECT + MiB, spill, spillFraction: 0 })
+  const store = new ObjectStore({ capacity: buffers.length * SPILL_OBJECT + MiB, spill, spillFraction: 0, allocate: allocateUninitialized })
   let t0 = performance.now()
   for (let i = 0; i < buffers.length; i++) {
     await store.reserve(SPILL_OBJECT, keys[i])

@@ -139,6 +139,9 @@ async function pipelining (place: PipeliningPlace, prefetch: boolean, computeMs?
     const perCallMs = computeMs ?? Math.max(20, pulled - local)
     const work = Math.round(perCallMs * calibrate())
     const spinOver = c.mesh.fn<(x: Uint8Array, n: number) => number>('spinOver').options({ peer: executor.peer })
+    // One untimed call, so the executor knows the function (JIT, result size) before the timed ones.
+    using warm = spinOver.remote(probeData, 1)
+    await c.mesh.get(warm, { timeoutMs: 60_000 })
     const started = performance.now()
     const refs = data.map(x => spinOver.remote(x, work))
     await c.mesh.wait(refs, { timeoutMs: 300_000 })
