@@ -44,8 +44,14 @@ const LIVENESS = ['alive', 'suspect', 'dead'] as const
 /** Every series this server exposes, besides prom-client's process and Node.js metrics. */
 export const SERIES: readonly Series[] = [
   def('refmesh_store_objects', 'objects held in this peer\'s store', s => s.store.objects),
-  def('refmesh_store_bytes', 'bytes held in this peer\'s store', s => s.store.bytes),
+  def('refmesh_store_bytes', 'bytes this peer\'s store holds in memory (reservations included)', s => s.store.bytes),
   def('refmesh_store_capacity_bytes', 'capacity of this peer\'s store', s => s.store.capacity),
+  def('refmesh_store_peak_bytes', 'the most bytes this peer\'s store has held in memory', s => s.store.peakBytes),
+  def('refmesh_store_spilled_objects', 'objects this peer holds on disk only', s => s.store.spilledObjects),
+  def('refmesh_store_spilled_bytes', 'bytes this peer holds on disk', s => s.store.spilledBytes),
+  def('refmesh_store_spills_total', 'objects written to disk', s => s.store.spills),
+  def('refmesh_store_restores_total', 'spilled objects read back into memory', s => s.store.restores),
+  def('refmesh_store_drops_total', 'fetched copies dropped under memory pressure', s => s.store.drops),
   def('refmesh_refs_owned', 'objects this peer owns', s => s.refs.owned),
   def('refmesh_refs_borrowed', 'objects owned elsewhere that this peer holds Refs to', s => s.refs.borrowed),
 
