@@ -1,15 +1,17 @@
 /**
  * Memory-aware admission of calls on an executor (DESIGN.md section 5): a call
- * starts only when the store has room, below its admission mark, for the
- * results of the calls already started plus its own, sizes learned per
- * function. Without this, a burst of calls to a function that makes large
+ * starts only when the store has room, below its admission mark, for what
+ * the calls already started will bring into memory plus its own: their
+ * results (sizes learned per function) and the arguments they restore or
+ * fetch. Without this, a burst of calls to a function that makes large
  * values would make them all before any could be stored. Until one call of a
  * function has finished, its calls start one at a time (the first one
  * measures); with nothing running, any call starts, so the executor always
  * makes progress. The wait is bounded (`maxWaitMs`): a started call may be
  * waiting on a nested call that waits here, and it must not wait for it
  * forever; calls past their bound start one per `maxWaitMs / 4`, so a queue
- * that waited long does not start all at once.
+ * that waited long does not start all at once, and only while the store is not
+ * already freeing memory (spill writes in flight): then room is on its way.
  */
 import { raceSignal } from './signals.ts'
 
@@ -18,6 +20,8 @@ export interface AdmissionInit {
   room: () => number
   /** the longest a call waits for room before it starts anyway */
   maxWaitMs: number
+  /** whether memory is being freed now (room is on its way without forcing a start) */
+  freeing: () => boolean
 }
 
 export class MemoryAdmission {
@@ -35,12 +39,16 @@ export class MemoryAdmission {
     this.init = init
   }
 
-  /** Whether a call of `fn` may start now; `full`: not before memory is freed (a caller may place it elsewhere). */
-  check (fn: string): 'start' | 'wait' | 'full' {
-    if (this.started === 0) return 'start'
+  /**
+   * Whether a call of `fn` that brings `argBytes` of arguments into memory may
+   * start now; `full`: not before memory is freed (a caller may place it elsewhere).
+   */
+  check (fn: string, argBytes = 0): 'start' | 'wait' | 'full' {
+    // Nothing running and nothing being freed: start, or nothing ever will.
+    if (this.started === 0 && !this.init.freeing()) return 'start'
     const mean = this.meanResult.get(fn)
     if (mean === undefined) return (this.measuring.get(fn) ?? 0) === 0 ? 'start' : 'wait'
-    return this.expected + mean <= this.init.room() ? 'start' : 'full'
+    return this.expected + mean + argBytes <= this.init.room() ? 'start' : 'full'
   }
 
   /**
@@ -48,12 +56,12 @@ export class MemoryAdmission {
    * returned function with the bytes its result took in the store (0 when it
    * went inline) once it is stored, or with nothing when the call failed.
    */
-  async start (fn: string, signal?: AbortSignal): Promise<(resultBytes?: number) => void> {
+  async start (fn: string, argBytes: number, signal?: AbortSignal): Promise<(resultBytes?: number) => void> {
     const deadline = performance.now() + this.init.maxWaitMs
     const forceEvery = this.init.maxWaitMs / 4
-    while (this.check(fn) !== 'start') {
+    while (this.check(fn, argBytes) !== 'start') {
       const now = performance.now()
-      if (now >= deadline && now - this.lastForced >= forceEvery) {
+      if (now >= deadline && now - this.lastForced >= forceEvery && !this.init.freeing()) {
         this.lastForced = now
         break
       }
@@ -70,7 +78,8 @@ export class MemoryAdmission {
       }
     }
     const mean = this.meanResult.get(fn)
-    const expected = mean ?? 0
+    // Arguments count until the call ends: they stay pinned while it runs.
+    const expected = (mean ?? 0) + argBytes
     this.expected += expected
     this.started++
     if (mean === undefined) this.measuring.set(fn, (this.measuring.get(fn) ?? 0) + 1)

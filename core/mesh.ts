@@ -196,7 +196,7 @@ export class Mesh {
       allocate: init.store?.allocate,
       onRelief: () => { this.admission.recheck() }
     })
-    this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs })
+    this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs, freeing: () => this.store.freeing })
     this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
@@ -607,8 +607,10 @@ export class Mesh {
       if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
       const decoded = decodeArgs(req.args)
       const missing = decoded.reduce((n, a) => 'deref' in a && !this.holds(a.deref) ? n + (a.deref.size ?? 0) : n, 0)
+      // Arguments not in memory here (fetched, or restored from disk) will take room.
+      const incoming = decoded.reduce((n, a) => 'deref' in a && this.store.get(objectKey(a.deref.id))?.data === undefined ? n + (a.deref.size ?? 0) : n, 0)
       const full = this.executor.usesSlots(req.fn) && this.executor.admitted >= this.executor.slots * DEFAULTS.maxQueuePerSlot
-      if (req.maySpillBack && (missing > this.admitBytes() || full || this.underPressure() || this.admission.check(req.fn) === 'full')) {
+      if (req.maySpillBack && (missing > this.admitBytes() || full || this.underPressure() || this.admission.check(req.fn, incoming) === 'full')) {
         this.spilledBack++
         log('handing back %s from %s: %d argument bytes missing, %d admitted', req.fn, from, missing, this.executor.admitted)
         return { spillback: { ...this.state(), seq: 0 } }
@@ -617,7 +619,7 @@ export class Mesh {
       if (admitted) this.executor.admitted++
       const signal = withTimeout(this.stopController.signal, req.timeoutMs, `arguments of ${req.fn}`)
       // Room for what the call will make, before its arguments come in and it starts making it.
-      resultStored = await this.admission.start(req.fn, signal)
+      resultStored = await this.admission.start(req.fn, incoming, signal)
       const pending: Array<Promise<void>> = []
       const makeRef = (desc: RefDesc): Ref => {
         const ref = this.table.refFromDesc(desc, pending)

@@ -142,6 +142,11 @@ export class ObjectStore {
     this.allocateBuffer = init.allocate ?? (size => new Uint8Array(size))
   }
 
+  /** Whether spill writes are in flight: memory is being freed. */
+  get freeing (): boolean {
+    return this.spillingBytes > 0
+  }
+
   /** Bytes in memory now, reservations included. */
   get used (): number {
     return this.resident + this.reserved

@@ -1,0 +1,58 @@
+/** Memory-aware call admission (core/admission.ts), one module alone. */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { MemoryAdmission } from '../core/admission.ts'
+
+const MiB = 2 ** 20
+
+async function settled (): Promise<void> {
+  for (let i = 0; i < 10; i++) await new Promise(resolve => setImmediate(resolve))
+}
+
+test('a new function\'s calls start one at a time until one has measured its result; then as many as the room holds', async () => {
+  let room = 10 * MiB
+  const admission = new MemoryAdmission({ room: () => room, maxWaitMs: 60_000, freeing: () => false })
+  const first = await admission.start('make', 0)
+  let second: ((bytes?: number) => void) | undefined
+  const pending = admission.start('make', 0).then(done => { second = done })
+  await settled()
+  assert.equal(second, undefined, 'the second call waits while the first measures')
+  first(4 * MiB)
+  await pending
+  assert.ok(second !== undefined)
+  // 4 MiB expected from the started call: one more fits in 10 MiB, a third does not.
+  assert.equal(admission.check('make'), 'start')
+  const third = await admission.start('make', 0)
+  assert.equal(admission.check('make'), 'full')
+  // Arguments a call brings in count too: 4 MiB expected (the second call) + 4 MiB + its arguments.
+  third(4 * MiB)
+  assert.equal(admission.check('make', 2 * MiB), 'start')
+  assert.equal(admission.check('make', 3 * MiB), 'full')
+  room = 20 * MiB
+  assert.equal(admission.check('make', 7 * MiB), 'start')
+  second?.(4 * MiB)
+})
+
+test('past its wait bound a call starts anyway, unless memory is being freed; an abort ends the wait', async () => {
+  let freeing = true
+  const admission = new MemoryAdmission({ room: () => 0, maxWaitMs: 100, freeing: () => freeing })
+  const measured = await admission.start('make', 0)
+  measured(4 * MiB)
+  const running = await admission.start('other', 0)
+  const started = performance.now()
+  let forced = false
+  const waiting = admission.start('make', 0).then(done => { forced = true; return done })
+  await new Promise(resolve => setTimeout(resolve, 250))
+  assert.equal(forced, false, 'no forced start while spills are in flight')
+  freeing = false
+  admission.recheck()
+  const done = await waiting
+  assert.ok(performance.now() - started >= 100)
+  done(4 * MiB)
+  const controller = new AbortController()
+  freeing = true
+  const aborted = admission.start('make', 0, controller.signal)
+  controller.abort(new Error('caller gave up'))
+  await assert.rejects(aborted, { name: 'AbortError' })
+  running()
+})
