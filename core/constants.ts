@@ -5,6 +5,14 @@ export const DEFAULTS = {
   /** control frames carry only small values and manifests */
   maxControlFrameBytes: 8 * 1024 * 1024,
   chunksInFlightPerSource: 8,
+  /** how many receivers an owner feeds at once; later ones are pointed at partial holders */
+  ownerFanout: 3,
+  /** how often a puller asks partial holders for their bitfields again */
+  bitfieldRefreshMs: 200,
+  /** a holder with chunks in flight that sends nothing this long is dropped (its chunks go elsewhere) */
+  stallMs: 3_000,
+  /** how often a receiver tells the owner its progress */
+  progressEveryMs: 250,
   attemptsPerChunk: 3,
   storeCapacity: '2GiB',
   /** above this share of its capacity a store drops copies and spills to disk */

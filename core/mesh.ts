@@ -100,6 +100,13 @@ export interface GetOptions {
   signal?: AbortSignal
 }
 
+export interface BroadcastOptions extends GetOptions {
+  /** the peers that should hold the object (default: every live peer) */
+  peers?: string[]
+  /** called as each peer finishes (or fails) */
+  onProgress?: (progress: { peer: string, done: number, total: number, error?: Error }) => void
+}
+
 export interface WaitOptions extends GetOptions {
   /** how many Refs must be ready (default: all) */
   count?: number
@@ -172,6 +179,8 @@ export class Mesh {
   private spillbacksReceived = 0
   private readonly traffic = new TrafficCounter()
   private readonly handoffs = new Map<string, Handoff>()
+  /** owner side: receivers each object's owner is feeding now (at most DEFAULTS.ownerFanout) */
+  private readonly feeding = new Map<string, Set<string>>()
   private readonly inlineThreshold: number
   private readonly chunkSize: number
   private readonly sha256: Hasher
@@ -232,7 +241,10 @@ export class Mesh {
       attemptsPerChunk: DEFAULTS.attemptsPerChunk,
       defaultBandwidth: DEFAULTS.bandwidthBytesPerSecond,
       sha256: this.sha256,
-      hooks: init.hooks
+      hooks: init.hooks,
+      bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
+      stallMs: DEFAULTS.stallMs,
+      progressEveryMs: DEFAULTS.progressEveryMs
     })
   }
 
@@ -335,6 +347,41 @@ export class Mesh {
     }
     const readyList = refs.filter(r => ready.has(r))
     return { ready: readyList, pending: refs.filter(r => !ready.has(r)) }
+  }
+
+  /**
+   * Puts a copy of an object on `peers` (every live peer by default) ahead of
+   * the calls that will need it. Receivers pull from each other as well as from
+   * the owner, so the owner's uplink carries little more than one copy.
+   */
+  async broadcast (ref: Ref, options: BroadcastOptions = {}): Promise<{ ready: string[], failed: Array<{ peer: string, error: Error }> }> {
+    if (!(ref instanceof Ref)) throw new TypeError('broadcast() takes a Ref')
+    ref.trackerOrThrow()
+    const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'broadcast')
+    await this.whenReady(ref, signal ?? this.stopController.signal)
+    const targets = (options.peers ?? this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer)).filter(p => p !== ref.owner)
+    const object: RefDesc = { id: ref.id, owner: ref.owner, ...this.table.hints(ref.key) }
+    const ready: string[] = []
+    const failed: Array<{ peer: string, error: Error }> = []
+    await Promise.all(targets.map(async peer => {
+      try {
+        if (peer === this.peerId) await this.prefetchObject(object, signal)
+        else await this.channels.request(peer, { prefetch: { object } }, { signal })
+        ready.push(peer)
+        options.onProgress?.({ peer, done: ready.length + failed.length, total: targets.length })
+      } catch (err) {
+        if (signal?.aborted === true) throw err
+        failed.push({ peer, error: err as Error })
+        options.onProgress?.({ peer, done: ready.length + failed.length, total: targets.length, error: err as Error })
+      }
+    }))
+    return { ready, failed }
+  }
+
+  /** A peer asked to hold a copy (broadcast): pull it into the store and keep it there. */
+  private async prefetchObject (object: RefDesc, signal: AbortSignal | undefined): Promise<void> {
+    const { release } = await this.fetchValue(object, signal)
+    release()
   }
 
   /** The mesh's own stop signal, joined with the caller's when there is one. */
@@ -797,7 +844,23 @@ export class Mesh {
         const sources = info.locations.filter(p => p !== this.peerId)
         // Memory pressure may drop a fresh copy before we pin it: pull again then.
         for (let attempt = 0; ; attempt++) {
-          const obj = await this.transfer.pull({ key, id: desc.id, owner: desc.owner, manifest: info.manifest, sources, signal })
+          const obj = await this.transfer.pull({
+            key,
+            id: desc.id,
+            owner: desc.owner,
+            manifest: info.manifest,
+            sources,
+            signal,
+            relocate: async () => {
+              const again = desc.owner === this.peerId ? info : await this.locateRemote(desc, signal)
+              return again.locations.filter(p => p !== this.peerId)
+            },
+            onProgress: desc.owner === this.peerId
+              ? undefined
+              : (have, complete) => {
+                  this.channels.send(desc.owner, { progress: { id: desc.id, have: have.slice(), complete } }).catch((err: Error) => { log('progress to %s failed: %s', desc.owner, err.message) })
+                }
+          })
           const pulled = await this.store.read(key, what, signal)
           if (pulled !== undefined) return { encoding: obj.manifest.encoding, ...pulled }
           if (attempt >= 2) throw new ObjectLostError(`${what} was dropped from memory as soon as it arrived, three times`)
@@ -844,15 +907,34 @@ export class Mesh {
       held.release()
       return { status: ObjectStatus.INLINE, inline: held.bytes, encoding: owned.encoding, locations: [], contained }
     }
-    const locations = [...owned.locations]
-    if (req.fetch && from !== this.peerId) owned.locations.add(from)
+    let locations = [...owned.locations]
+    if (req.fetch && from !== this.peerId) {
+      owned.locations.add(from)
+      locations = this.feedOrRedirect(key, from, locations)
+    }
     if (req.fetch && from === this.peerId) owned.locations.add(this.peerId)
     return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: owned.encoding, manifest: owned.manifest, locations, contained }
+  }
+
+  /**
+   * Owner side: this peer feeds at most `ownerFanout` receivers of an object at
+   * once; a later one is pointed at the other holders, partial ones included,
+   * so a pipelined tree forms as demand arrives (as in Hoplite and BitTorrent).
+   * A receiver that finds no help there asks again and is fed when there is room.
+   */
+  private feedOrRedirect (key: string, receiver: string, locations: string[]): string[] {
+    const others = locations.filter(p => p !== receiver && p !== this.peerId)
+    let fed = this.feeding.get(key)
+    if (others.length > 0 && fed !== undefined && fed.size >= DEFAULTS.ownerFanout && !fed.has(receiver)) return others
+    if (fed === undefined) this.feeding.set(key, fed = new Set())
+    fed.add(receiver)
+    return locations
   }
 
   /** Owner side: nothing refers to the object any more; drop every copy. */
   private freeOwned (entry: Entry, owned: OwnedObject): void {
     this.store.delete(entry.key)
+    this.feeding.delete(entry.key)
     for (const k of owned.contained) this.table.unpin(k)
     for (const peer of owned.locations) {
       if (peer === this.peerId) continue
@@ -897,6 +979,16 @@ export class Mesh {
     if (env.stats !== undefined) {
       return { statsReply: { json: JSON.stringify(this.stats()) } }
     }
+    if (env.progress !== undefined) {
+      // A receiver that has it all needs the owner no more.
+      if (env.progress.complete) this.feeding.get(objectKey(env.progress.id))?.delete(from)
+      return {}
+    }
+    if (env.prefetch !== undefined) {
+      const object = env.prefetch.object
+      if (object === undefined) throw new ProtocolError('prefetch without an object')
+      return this.prefetchObject(object, this.stopController.signal).then(() => ({ ack: {} }))
+    }
     throw new ProtocolError('unknown or empty request')
   }
 
@@ -922,6 +1014,7 @@ export class Mesh {
     this.channels.dropPeer(peer)
     this.table.peerGone(peer)
     for (const [key, h] of this.handoffs) if (h.peer === peer) this.releaseHandoff(peer, key)
+    for (const fed of this.feeding.values()) fed.delete(peer)
   }
 
   private hello (): EnvelopeBody {

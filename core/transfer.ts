@@ -1,8 +1,9 @@
 /**
  * Bulk transfer: objects move as raw chunks on their own protocol, pulled by
- * the receiver from every holder it knows at once and verified against the
- * owner's manifest. A chunk that fails its hash is counted and fetched again,
- * from another holder when there is one.
+ * the receiver from every holder it knows at once (partial holders included:
+ * a peer serves the chunks it has verified while it is still receiving the
+ * rest) and verified against the owner's manifest. A chunk that fails its hash
+ * is counted and fetched again, from another holder when there is one.
  */
 import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
@@ -41,6 +42,12 @@ export interface TransferInit {
   defaultBandwidth: number
   sha256: Hasher
   hooks?: TransferHooks
+  /** how often a puller asks partial holders for their bitfields again */
+  bitfieldRefreshMs: number
+  /** a source with chunks in flight that sends nothing this long is dropped */
+  stallMs: number
+  /** how often a puller reports its progress to the owner */
+  progressEveryMs: number
 }
 
 export interface TransferStats {
@@ -48,6 +55,8 @@ export interface TransferStats {
   chunksFetched: number
   badChunks: number
   objectsPulled: number
+  /** chunks that arrived twice (asked of two sources near the end) */
+  duplicateChunks: number
 }
 
 export interface PullRequest {
@@ -57,12 +66,16 @@ export interface PullRequest {
   manifest: Manifest
   sources: string[]
   signal?: AbortSignal
+  /** asks the owner for holders again, when the known ones cannot help */
+  relocate?: () => Promise<string[]>
+  /** the chunks held so far (not a copy), at most every `progressEveryMs` and once when complete */
+  onProgress?: (have: Uint8Array, complete: boolean) => void
 }
 
 export class Transfer {
   private readonly init: TransferInit
   private readonly pulls = new Map<string, Promise<StoredObject>>()
-  readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0 }
+  readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0, duplicateChunks: 0 }
 
   constructor (init: TransferInit) {
     this.init = init
@@ -98,12 +111,21 @@ export class Transfer {
         for (const f of decoder.push(data)) {
           const req = ChunkRequestCodec.decode(f.subarray())
           const key = objectKey(req.id)
+          if (req.bitfield) {
+            const have = store.get(key)?.have
+            const header = ChunkHeaderCodec.encode({ id: req.id, index: 0, status: have === undefined ? ChunkStatus.NOT_FOUND : ChunkStatus.BITFIELD })
+            const out = have === undefined ? frame(encodeVarint(header.byteLength), header) : frame(encodeVarint(header.byteLength), header, have.slice())
+            traffic.add(peer, 'chunkOut', out.byteLength)
+            if (!stream.send(out)) await stream.onDrain()
+          }
           for (const index of req.indices) {
             let chunk = await store.readChunk(key, index).catch((err: Error) => {
               log.error('could not read chunk %d of %s: %s', index, key, err.message)
               return undefined
             })
-            const header = ChunkHeaderCodec.encode({ id: req.id, index, status: chunk === undefined ? ChunkStatus.NOT_FOUND : ChunkStatus.OK })
+            // Held in part (still arriving): not this chunk yet, ask again later.
+            const status = chunk !== undefined ? ChunkStatus.OK : store.has(key) ? ChunkStatus.NOT_YET : ChunkStatus.NOT_FOUND
+            const header = ChunkHeaderCodec.encode({ id: req.id, index, status })
             if (chunk !== undefined && hooks?.corruptChunk?.(key, index) === true) {
               chunk = chunk.slice()
               chunk[0] ^= 0xff
@@ -146,25 +168,58 @@ interface Source {
   stream?: Promise<Stream>
   inFlight: Set<number>
   dead: boolean
+  /** the chunks it holds, as its last bitfield said; undefined until it has answered */
+  have?: Uint8Array
+  haveCount: number
+  /** a bitfield request is on its way */
+  asking: boolean
+  /** when a frame last came from it */
+  heard: number
+  /** the owner: asked only for chunks no other source has, so receivers feed each other */
+  reserve: boolean
 }
 
-/** One object's pull from several holders. */
+/**
+ * One object's pull from several holders, BitTorrent style: every source's
+ * bitfield is asked first and again while it is a partial holder; the rarest
+ * missing chunks go first, each to the least loaded source that has it, with at
+ * most `chunksInFlightPerSource` per source; near the end the last chunks are
+ * asked of a second source too (endgame). A source that dies or stalls costs
+ * only its chunks in flight.
+ */
 class Pull {
   private readonly transfer: Transfer
   private readonly init: TransferInit
   private readonly req: PullRequest
-  private readonly sources: Source[]
-  private readonly queue: number[] = []
+  private readonly sources: Source[] = []
+  private readonly count: number
   private readonly attempts = new Map<number, number>()
   private readonly badFrom = new Map<number, Set<string>>()
+  /** sources each chunk in flight was asked of */
+  private readonly requested = new Map<number, Set<Source>>()
   private obj!: StoredObject
   private finish!: (err?: Error) => void
+  private timer: ReturnType<typeof setInterval> | undefined
+  private lastProgress = performance.now()
+  private lastReport = 0
+  private relocating = false
 
   constructor (transfer: Transfer, init: TransferInit, req: PullRequest) {
     this.transfer = transfer
     this.init = init
     this.req = req
-    this.sources = [...new Set(req.sources)].map(peer => ({ peer, inFlight: new Set<number>(), dead: false }))
+    this.count = chunkCount(req.manifest.size, req.manifest.chunkSize)
+    this.addSources(req.sources)
+  }
+
+  private addSources (peers: string[]): void {
+    for (const peer of new Set(peers)) {
+      if (this.sources.some(s => s.peer === peer && !s.dead)) continue
+      this.sources.push({ peer, inFlight: new Set(), dead: false, haveCount: 0, asking: false, heard: performance.now(), reserve: false })
+    }
+    // The owner is held in reserve only when someone else can serve too.
+    const others = this.sources.some(s => !s.dead && s.peer !== this.req.owner)
+    for (const s of this.sources) s.reserve = others && s.peer === this.req.owner
   }
 
   async run (): Promise<StoredObject> {
@@ -182,10 +237,8 @@ class Pull {
     } else {
       throw new OutOfMemoryError(`object ${key} is ${manifest.size} bytes: more than the store's capacity (${store.capacity}) and its free spill space`)
     }
-    const count = chunkCount(manifest.size, manifest.chunkSize)
-    for (let i = 0; i < count; i++) if (this.obj.have[i] !== 1) this.queue.push(i)
-    if (this.queue.length === 0) return this.obj
-    log('pull %s: %d chunks from %s', key, this.queue.length, this.req.sources.join(','))
+    if (this.obj.haveCount === this.count) return this.obj
+    log('pull %s: %d chunks from %s', key, this.count - this.obj.haveCount, this.req.sources.join(','))
 
     const done = new Promise<void>((resolve, reject) => {
       this.finish = (err?: Error) => { if (err === undefined) resolve(); else reject(err) }
@@ -195,51 +248,114 @@ class Pull {
     if (signal?.aborted === true) onAbort()
     try {
       const started = performance.now()
-      this.pump()
+      for (const s of this.sources) this.askBitfield(s)
+      this.timer = setInterval(() => { this.tick() }, this.init.bitfieldRefreshMs)
       await done
       this.transfer.countPulled(manifest.size, performance.now() - started)
+      this.report(true)
       return this.obj
     } catch (err) {
       // A partial copy is useless to others if we give up; drop it.
       if (!store.isComplete(this.obj)) store.delete(key)
       throw err
     } finally {
+      clearInterval(this.timer)
       signal?.removeEventListener('abort', onAbort)
       for (const s of this.sources) void s.stream?.then(st => { void st.close().catch(() => {}) }, () => {})
     }
   }
 
-  private pickSource (index: number): Source | undefined | null {
-    const live = this.sources.filter(s => !s.dead)
-    if (live.length === 0) return null
-    const bad = this.badFrom.get(index)
-    const preferred = live.filter(s => bad?.has(s.peer) !== true)
-    const pool = preferred.length > 0 ? preferred : live
-    const free = pool.filter(s => s.inFlight.size < this.init.chunksInFlightPerSource)
-    if (free.length === 0) return undefined
-    return free.reduce((a, b) => (b.inFlight.size < a.inFlight.size ? b : a))
+  /** Every refresh: partial sources' bitfields again, stalled sources dropped, the owner told our progress. */
+  private tick (): void {
+    const now = performance.now()
+    for (const s of this.sources) {
+      if (s.dead) continue
+      if (s.inFlight.size > 0 && now - s.heard > this.init.stallMs) {
+        this.dropSource(s, new ObjectLostError(`${s.peer} stalled: nothing for ${Math.round(now - s.heard)} ms`))
+        continue
+      }
+      if (s.haveCount < this.count) this.askBitfield(s)
+    }
+    this.report(false)
+    // Nothing arriving and nothing asked: the sources we know cannot help; ask the owner again.
+    if (now - this.lastProgress > this.init.stallMs && this.requested.size === 0 && this.req.relocate !== undefined && !this.relocating) {
+      this.relocating = true
+      this.req.relocate().then(peers => {
+        this.addSources(peers)
+        for (const s of this.sources) if (s.have === undefined) this.askBitfield(s)
+        this.lastProgress = performance.now()
+      }, (err: Error) => { this.finish(err) }).finally(() => { this.relocating = false })
+    }
+    this.pump()
   }
 
+  private report (complete: boolean): void {
+    const now = performance.now()
+    if (this.req.onProgress === undefined || (!complete && now - this.lastReport < this.init.progressEveryMs)) return
+    this.lastReport = now
+    this.req.onProgress(this.obj.have, complete)
+  }
+
+  private askBitfield (source: Source): void {
+    if (source.asking || source.dead) return
+    source.asking = true
+    void this.send(source, [], true)
+  }
+
+  /** Chunks each live source with a known bitfield holds, among those still missing and not asked for. */
   private pump (): void {
+    const live = this.sources.filter(s => !s.dead)
+    if (live.length === 0) {
+      this.finish(new ObjectLostError(`no holder of ${this.req.key} is left (tried ${this.sources.map(s => s.peer).join(', ')})`))
+      return
+    }
+    const open: number[] = []
+    for (let i = 0; i < this.count; i++) if (this.obj.have[i] !== 1 && !this.requested.has(i)) open.push(i)
+    // Rarity: how many sources not held in reserve, and not caught serving it bad, have each chunk.
+    const rarity = new Map<number, number>()
+    for (const i of open) {
+      const bad = this.badFrom.get(i)
+      let n = 0
+      for (const s of live) if (!s.reserve && s.have?.[i] === 1 && bad?.has(s.peer) !== true) n++
+      rarity.set(i, n)
+    }
+    // Rarest first; equally rare in a random order, so receivers start on different chunks.
+    const order = open.map(i => ({ i, r: rarity.get(i) as number, k: Math.random() })).sort((a, b) => a.r - b.r || a.k - b.k).map(x => x.i)
     const batches = new Map<Source, number[]>()
-    while (this.queue.length > 0) {
-      const index = this.queue[0]
-      const source = this.pickSource(index)
-      if (source === null) {
-        this.finish(new ObjectLostError(`no holder of ${this.req.key} could serve chunk ${index} (tried ${this.req.sources.join(', ')})`))
-        return
-      }
-      if (source === undefined) break
-      this.queue.shift()
-      source.inFlight.add(index)
+    const cap = this.init.chunksInFlightPerSource
+    for (const index of order) {
+      const bad = this.badFrom.get(index)
+      const holders = live.filter(s => s.have?.[index] === 1 && s.inFlight.size + (batches.get(s)?.length ?? 0) < cap)
+      const preferred = holders.filter(s => bad?.has(s.peer) !== true)
+      // The owner serves only what no other good source has.
+      const pool = (preferred.length > 0 ? preferred : holders).filter(s => !s.reserve || (rarity.get(index) ?? 0) === 0)
+      if (pool.length === 0) continue
+      const source = pool.reduce((a, b) => (b.inFlight.size + (batches.get(b)?.length ?? 0) < a.inFlight.size + (batches.get(a)?.length ?? 0) ? b : a))
       let batch = batches.get(source)
       if (batch === undefined) batches.set(source, batch = [])
       batch.push(index)
+      this.requested.set(index, new Set([source]))
+      source.inFlight.add(index)
     }
-    for (const [source, indices] of batches) void this.request(source, indices)
+    if (open.length === 0 && this.requested.size > 0) this.endgame(live, batches)
+    for (const [source, indices] of batches) void this.send(source, indices, false)
   }
 
-  private async request (source: Source, indices: number[]): Promise<void> {
+  /** The last chunks, asked of a second source as well; whichever answers first wins. */
+  private endgame (live: Source[], batches: Map<Source, number[]>): void {
+    for (const [index, asked] of this.requested) {
+      if (asked.size > 1) continue
+      const other = live.find(s => !asked.has(s) && s.have?.[index] === 1 && s.inFlight.size < this.init.chunksInFlightPerSource)
+      if (other === undefined) continue
+      asked.add(other)
+      other.inFlight.add(index)
+      let batch = batches.get(other)
+      if (batch === undefined) batches.set(other, batch = [])
+      batch.push(index)
+    }
+  }
+
+  private async send (source: Source, indices: number[], bitfield: boolean): Promise<void> {
     try {
       if (source.stream === undefined) {
         source.stream = this.init.libp2p.dialProtocol(peerIdFromString(source.peer), CHUNK_PROTOCOL, { signal: this.req.signal })
@@ -247,7 +363,7 @@ class Pull {
         void this.readResponses(source, stream)
       }
       const stream = await source.stream
-      stream.send(frame(ChunkRequestCodec.encode({ id: this.req.id, indices })))
+      stream.send(frame(ChunkRequestCodec.encode({ id: this.req.id, indices, bitfield })))
     } catch (err) {
       this.dropSource(source, err as Error)
     }
@@ -257,19 +373,29 @@ class Pull {
     if (source.dead) return
     log('source %s of %s dropped: %s', source.peer, this.req.key, err.message)
     source.dead = true
-    for (const i of source.inFlight) if (this.obj.have[i] !== 1) this.queue.unshift(i)
+    for (const i of source.inFlight) this.unask(i, source)
     source.inFlight.clear()
+    this.addSources([])
     this.pump()
   }
 
+  /** `source` will not answer for chunk `index` (any more). */
+  private unask (index: number, source: Source): void {
+    source.inFlight.delete(index)
+    const asked = this.requested.get(index)
+    asked?.delete(source)
+    if (asked?.size === 0) this.requested.delete(index)
+  }
+
   private async readResponses (source: Source, stream: Stream): Promise<void> {
-    const decoder = new FrameDecoder(this.req.manifest.chunkSize + MAX_HEADER)
+    const decoder = new FrameDecoder(Math.max(this.req.manifest.chunkSize, this.count) + MAX_HEADER)
     try {
       for await (const data of stream) {
         this.init.traffic.add(source.peer, 'chunkIn', data.byteLength)
+        source.heard = performance.now()
         for (const f of decoder.push(data)) {
-          await this.onChunkFrame(source, f)
-          if (this.obj.haveCount === this.obj.have.length) {
+          await this.onFrame(source, f)
+          if (this.obj.haveCount === this.count) {
             this.finish()
             return
           }
@@ -282,20 +408,38 @@ class Pull {
     }
   }
 
-  private async onChunkFrame (source: Source, f: Uint8ArrayList): Promise<void> {
+  private async onFrame (source: Source, f: Uint8ArrayList): Promise<void> {
     const head = decodeVarint(f)
     if (head === undefined || head[0] > MAX_HEADER) throw new MalformedFrameError('bad chunk frame header')
     const [headerLength, prefix] = head
     const header = ChunkHeaderCodec.decode(f.subarray(prefix, prefix + headerLength))
+    const body = f.sublist(prefix + headerLength)
+    if (header.status === ChunkStatus.BITFIELD) {
+      if (body.byteLength !== this.count) throw new MalformedFrameError(`a bitfield of ${body.byteLength} bytes for ${this.count} chunks`)
+      source.have = body.subarray()
+      source.haveCount = source.have.reduce((n, b) => n + (b === 1 ? 1 : 0), 0)
+      source.asking = false
+      this.pump()
+      return
+    }
+    if (header.status === ChunkStatus.NOT_FOUND && !source.inFlight.has(header.index)) {
+      // The answer to a bitfield request: it holds nothing of this object.
+      throw new ObjectLostError(`${source.peer} does not hold ${this.req.key}`)
+    }
     const index = header.index
     if (!source.inFlight.has(index)) throw new MalformedFrameError(`unrequested chunk ${index} from ${source.peer}`)
-    source.inFlight.delete(index)
-    if (header.status !== ChunkStatus.OK) {
-      this.queue.unshift(index)
-      throw new ObjectLostError(`${source.peer} does not hold chunk ${index} of ${this.req.key}`)
+    this.unask(index, source)
+    if (header.status === ChunkStatus.NOT_YET) {
+      // Its bitfield was stale: it will say again when it has the chunk.
+      if (source.have !== undefined && source.have[index] === 1) {
+        source.have[index] = 0
+        source.haveCount--
+      }
+      this.pump()
+      return
     }
+    if (header.status !== ChunkStatus.OK) throw new ObjectLostError(`${source.peer} does not hold chunk ${index} of ${this.req.key}`)
     const [start, end] = chunkRange(this.req.manifest, index)
-    const body = f.sublist(prefix + headerLength)
     if (body.byteLength !== end - start) throw new MalformedFrameError(`chunk ${index} has ${body.byteLength} bytes, expected ${end - start}`)
     if (this.obj.have[index] !== 1) {
       // In memory the chunk lands in place; on disk it goes through one buffer.
@@ -306,10 +450,16 @@ class Pull {
         offset += buf.byteLength
       }
       const hash = await this.init.sha256(chunk)
-      if (sameHash(hash, this.req.manifest.hashes[index])) {
+      if (this.obj.have[index] === 1) {
+        // Its twin from the endgame got here while we hashed.
+      } else if (sameHash(hash, this.req.manifest.hashes[index])) {
         if (this.obj.data === undefined) await this.init.store.writeChunk(this.obj, index, chunk)
         this.init.store.markChunk(this.obj, index)
         this.transfer.stats.chunksFetched++
+        this.lastProgress = performance.now()
+        // A twin asked in the endgame still answers; its copy is counted and dropped.
+        this.requested.delete(index)
+        this.report(false)
       } else {
         this.transfer.stats.badChunks++
         const attempts = (this.attempts.get(index) ?? 0) + 1
@@ -322,8 +472,9 @@ class Pull {
         let bad = this.badFrom.get(index)
         if (bad === undefined) this.badFrom.set(index, bad = new Set())
         bad.add(source.peer)
-        this.queue.unshift(index)
       }
+    } else {
+      this.transfer.stats.duplicateChunks++
     }
     this.pump()
   }

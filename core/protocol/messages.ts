@@ -12,7 +12,7 @@ export const ObjectStatus = {
 } as const
 export type ObjectStatusCode = typeof ObjectStatus[keyof typeof ObjectStatus]
 
-export const ChunkStatus = { OK: 0, NOT_FOUND: 1 } as const
+export const ChunkStatus = { OK: 0, NOT_FOUND: 1, NOT_YET: 2, BITFIELD: 3 } as const
 
 export interface PeerAddrs { peer: string, addrs: string[] }
 /** A Ref on the wire; size and locations are placement hints, possibly stale. */
@@ -38,6 +38,8 @@ export interface Free { ids: Uint8Array[] }
 export type StatsRequest = Record<string, never>
 export interface StatsReply { json: string }
 export type Ack = Record<string, never>
+export interface Progress { id: Uint8Array, have: Uint8Array, complete: boolean }
+export interface Prefetch { object: RefDesc }
 
 export interface Envelope {
   id: number
@@ -54,9 +56,11 @@ export interface Envelope {
   stats?: StatsRequest
   statsReply?: StatsReply
   ack?: Ack
+  progress?: Progress
+  prefetch?: Prefetch
 }
 
-export interface ChunkRequest { id: Uint8Array, indices: number[] }
+export interface ChunkRequest { id: Uint8Array, indices: number[], bitfield: boolean }
 export interface ChunkHeader { id: Uint8Array, index: number, status: number }
 
 export const ErrorInfoCodec = message<ErrorInfo>('ErrorInfo', [
@@ -159,6 +163,16 @@ const FreeCodec = message<Free>('Free', [
 
 const EmptyCodec = message<Record<string, never>>('Empty', [])
 
+const ProgressCodec = message<Progress>('Progress', [
+  { no: 1, name: 'id', type: 'bytes' },
+  { no: 2, name: 'have', type: 'bytes' },
+  { no: 3, name: 'complete', type: 'bool' }
+])
+
+const PrefetchCodec = message<Prefetch>('Prefetch', [
+  { no: 1, name: 'object', type: RefDescCodec }
+])
+
 const StatsReplyCodec = message<StatsReply>('StatsReply', [
   { no: 1, name: 'json', type: 'string' }
 ])
@@ -177,12 +191,15 @@ export const EnvelopeCodec = message<Envelope>('Envelope', [
   { no: 11, name: 'free', type: FreeCodec },
   { no: 12, name: 'stats', type: EmptyCodec },
   { no: 13, name: 'statsReply', type: StatsReplyCodec },
-  { no: 14, name: 'ack', type: EmptyCodec }
+  { no: 14, name: 'ack', type: EmptyCodec },
+  { no: 15, name: 'progress', type: ProgressCodec },
+  { no: 16, name: 'prefetch', type: PrefetchCodec }
 ])
 
 export const ChunkRequestCodec = message<ChunkRequest>('ChunkRequest', [
   { no: 1, name: 'id', type: 'bytes' },
-  { no: 2, name: 'indices', type: 'uint32', repeated: true }
+  { no: 2, name: 'indices', type: 'uint32', repeated: true },
+  { no: 3, name: 'bitfield', type: 'bool' }
 ])
 
 export const ChunkHeaderCodec = message<ChunkHeader>('ChunkHeader', [
