@@ -6,13 +6,15 @@ export const DEFAULTS = {
   maxControlFrameBytes: 8 * 1024 * 1024,
   chunksInFlightPerSource: 8,
   /** how many receivers an owner feeds at once; later ones are pointed at partial holders */
-  ownerFanout: 3,
+  ownerFanout: 2,
   /** how often a puller asks partial holders for their bitfields again */
-  bitfieldRefreshMs: 200,
+  bitfieldRefreshMs: 50,
   /** a holder with chunks in flight that sends nothing this long is dropped (its chunks go elsewhere) */
   stallMs: 3_000,
   /** how often a receiver tells the owner its progress */
   progressEveryMs: 250,
+  /** how often a puller asks the owner for the current holders (later receivers become sources) */
+  relocateEveryMs: 1_000,
   attemptsPerChunk: 3,
   storeCapacity: '2GiB',
   /** above this share of its capacity a store drops copies and spills to disk */

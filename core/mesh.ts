@@ -179,7 +179,9 @@ export class Mesh {
   private spillbacksReceived = 0
   private readonly traffic = new TrafficCounter()
   private readonly handoffs = new Map<string, Handoff>()
-  /** owner side: receivers each object's owner is feeding now (at most DEFAULTS.ownerFanout) */
+  /** owner side: receivers of each object still pulling it (partial holders) */
+  private readonly receiving = new Map<string, Set<string>>()
+  /** owner side: receivers each object's complete holders feed now (DEFAULTS.ownerFanout per holder) */
   private readonly feeding = new Map<string, Set<string>>()
   private readonly inlineThreshold: number
   private readonly chunkSize: number
@@ -244,7 +246,8 @@ export class Mesh {
       hooks: init.hooks,
       bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
       stallMs: DEFAULTS.stallMs,
-      progressEveryMs: DEFAULTS.progressEveryMs
+      progressEveryMs: DEFAULTS.progressEveryMs,
+      relocateEveryMs: DEFAULTS.relocateEveryMs
     })
   }
 
@@ -917,24 +920,35 @@ export class Mesh {
   }
 
   /**
-   * Owner side: this peer feeds at most `ownerFanout` receivers of an object at
-   * once; a later one is pointed at the other holders, partial ones included,
+   * Owner side: each complete holder of an object feeds at most `ownerFanout`
+   * receivers at once; a later receiver is pointed at the partial holders only,
    * so a pipelined tree forms as demand arrives (as in Hoplite and BitTorrent).
    * A receiver that finds no help there asks again and is fed when there is room.
    */
   private feedOrRedirect (key: string, receiver: string, locations: string[]): string[] {
-    const others = locations.filter(p => p !== receiver && p !== this.peerId)
+    let receiving = this.receiving.get(key)
+    if (receiving === undefined) this.receiving.set(key, receiving = new Set())
+    const partial = locations.filter(p => p !== receiver && receiving.has(p))
+    const complete = locations.filter(p => p !== receiver && !receiving.has(p))
+    receiving.add(receiver)
     let fed = this.feeding.get(key)
-    if (others.length > 0 && fed !== undefined && fed.size >= DEFAULTS.ownerFanout && !fed.has(receiver)) return others
     if (fed === undefined) this.feeding.set(key, fed = new Set())
+    if (partial.length > 0 && !fed.has(receiver) && fed.size >= DEFAULTS.ownerFanout * Math.max(1, complete.length)) return partial
     fed.add(receiver)
     return locations
+  }
+
+  /** Owner side: a receiver has all of an object (or is gone): it is a complete holder now, or nothing. */
+  private doneReceiving (key: string, peer: string): void {
+    this.receiving.get(key)?.delete(peer)
+    this.feeding.get(key)?.delete(peer)
   }
 
   /** Owner side: nothing refers to the object any more; drop every copy. */
   private freeOwned (entry: Entry, owned: OwnedObject): void {
     this.store.delete(entry.key)
     this.feeding.delete(entry.key)
+    this.receiving.delete(entry.key)
     for (const k of owned.contained) this.table.unpin(k)
     for (const peer of owned.locations) {
       if (peer === this.peerId) continue
@@ -981,7 +995,7 @@ export class Mesh {
     }
     if (env.progress !== undefined) {
       // A receiver that has it all needs the owner no more.
-      if (env.progress.complete) this.feeding.get(objectKey(env.progress.id))?.delete(from)
+      if (env.progress.complete) this.doneReceiving(objectKey(env.progress.id), from)
       return {}
     }
     if (env.prefetch !== undefined) {
@@ -1014,7 +1028,7 @@ export class Mesh {
     this.channels.dropPeer(peer)
     this.table.peerGone(peer)
     for (const [key, h] of this.handoffs) if (h.peer === peer) this.releaseHandoff(peer, key)
-    for (const fed of this.feeding.values()) fed.delete(peer)
+    for (const key of this.feeding.keys()) this.doneReceiving(key, peer)
   }
 
   private hello (): EnvelopeBody {

@@ -48,6 +48,8 @@ export interface TransferInit {
   stallMs: number
   /** how often a puller reports its progress to the owner */
   progressEveryMs: number
+  /** how often a puller asks the owner for the current holders */
+  relocateEveryMs: number
 }
 
 export interface TransferStats {
@@ -75,6 +77,8 @@ export interface PullRequest {
 export class Transfer {
   private readonly init: TransferInit
   private readonly pulls = new Map<string, Promise<StoredObject>>()
+  /** pulls under way, by object: a peer asking us for one is pulling it too, so it is a source */
+  private readonly active = new Map<string, Pull>()
   readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0, duplicateChunks: 0 }
 
   constructor (init: TransferInit) {
@@ -95,7 +99,9 @@ export class Transfer {
   pull (req: PullRequest): Promise<StoredObject> {
     let p = this.pulls.get(req.key)
     if (p === undefined) {
-      p = new Pull(this, this.init, req).run()
+      const pull = new Pull(this, this.init, req)
+      this.active.set(req.key, pull)
+      p = pull.run().finally(() => { this.active.delete(req.key) })
       this.pulls.set(req.key, p)
       const cleanup = (): void => { this.pulls.delete(req.key) }
       p.then(cleanup, cleanup)
@@ -112,6 +118,8 @@ export class Transfer {
           const req = ChunkRequestCodec.decode(f.subarray())
           const key = objectKey(req.id)
           if (req.bitfield) {
+            // Whoever asks what we hold of an object we are pulling is pulling it too.
+            this.active.get(key)?.meet(peer)
             const have = store.get(key)?.have
             const header = ChunkHeaderCodec.encode({ id: req.id, index: 0, status: have === undefined ? ChunkStatus.NOT_FOUND : ChunkStatus.BITFIELD })
             const out = have === undefined ? frame(encodeVarint(header.byteLength), header) : frame(encodeVarint(header.byteLength), header, have.slice())
@@ -175,8 +183,6 @@ interface Source {
   asking: boolean
   /** when a frame last came from it */
   heard: number
-  /** the owner: asked only for chunks no other source has, so receivers feed each other */
-  reserve: boolean
 }
 
 /**
@@ -203,6 +209,7 @@ class Pull {
   private lastProgress = performance.now()
   private lastReport = 0
   private relocating = false
+  private lastRelocate = performance.now()
 
   constructor (transfer: Transfer, init: TransferInit, req: PullRequest) {
     this.transfer = transfer
@@ -212,14 +219,18 @@ class Pull {
     this.addSources(req.sources)
   }
 
+  /** A peer that pulls this object too: a source from now on. */
+  meet (peer: string): void {
+    if (this.sources.some(s => s.peer === peer && !s.dead)) return
+    this.addSources([peer])
+    if (this.finish !== undefined) this.askBitfield(this.sources[this.sources.length - 1])
+  }
+
   private addSources (peers: string[]): void {
     for (const peer of new Set(peers)) {
       if (this.sources.some(s => s.peer === peer && !s.dead)) continue
-      this.sources.push({ peer, inFlight: new Set(), dead: false, haveCount: 0, asking: false, heard: performance.now(), reserve: false })
+      this.sources.push({ peer, inFlight: new Set(), dead: false, haveCount: 0, asking: false, heard: performance.now() })
     }
-    // The owner is held in reserve only when someone else can serve too.
-    const others = this.sources.some(s => !s.dead && s.peer !== this.req.owner)
-    for (const s of this.sources) s.reserve = others && s.peer === this.req.owner
   }
 
   async run (): Promise<StoredObject> {
@@ -277,14 +288,17 @@ class Pull {
       if (s.haveCount < this.count) this.askBitfield(s)
     }
     this.report(false)
-    // Nothing arriving and nothing asked: the sources we know cannot help; ask the owner again.
-    if (now - this.lastProgress > this.init.stallMs && this.requested.size === 0 && this.req.relocate !== undefined && !this.relocating) {
+    // The owner's list of holders again, now and then (receivers that started after us
+    // become sources), and at once when the sources we know cannot help.
+    const stuck = now - this.lastProgress > this.init.stallMs && this.requested.size === 0
+    if (this.req.relocate !== undefined && !this.relocating && (stuck || now - this.lastRelocate > this.init.relocateEveryMs)) {
       this.relocating = true
+      this.lastRelocate = now
       this.req.relocate().then(peers => {
         this.addSources(peers)
         for (const s of this.sources) if (s.have === undefined) this.askBitfield(s)
-        this.lastProgress = performance.now()
-      }, (err: Error) => { this.finish(err) }).finally(() => { this.relocating = false })
+        if (stuck) this.lastProgress = performance.now()
+      }, (err: Error) => { log('relocating %s failed: %s', this.req.key, err.message) }).finally(() => { this.relocating = false })
     }
     this.pump()
   }
@@ -311,12 +325,17 @@ class Pull {
     }
     const open: number[] = []
     for (let i = 0; i < this.count; i++) if (this.obj.have[i] !== 1 && !this.requested.has(i)) open.push(i)
-    // Rarity: how many sources not held in reserve, and not caught serving it bad, have each chunk.
+    // While partial holders are among the sources, complete ones (seeds) are held in
+    // reserve: asked only for chunks no partial holder has, so receivers feed each other
+    // and a seed's uplink carries each chunk about once.
+    const partials = live.filter(s => s.have !== undefined && s.haveCount < this.count)
+    const reserve = (s: Source): boolean => partials.length > 0 && s.haveCount === this.count
+    // Rarity: how many partial holders, not caught serving it bad, have each chunk.
     const rarity = new Map<number, number>()
     for (const i of open) {
       const bad = this.badFrom.get(i)
       let n = 0
-      for (const s of live) if (!s.reserve && s.have?.[i] === 1 && bad?.has(s.peer) !== true) n++
+      for (const s of partials) if (s.have?.[i] === 1 && bad?.has(s.peer) !== true) n++
       rarity.set(i, n)
     }
     // Rarest first; equally rare in a random order, so receivers start on different chunks.
@@ -325,10 +344,12 @@ class Pull {
     const cap = this.init.chunksInFlightPerSource
     for (const index of order) {
       const bad = this.badFrom.get(index)
-      const holders = live.filter(s => s.have?.[index] === 1 && s.inFlight.size + (batches.get(s)?.length ?? 0) < cap)
-      const preferred = holders.filter(s => bad?.has(s.peer) !== true)
-      // The owner serves only what no other good source has.
-      const pool = (preferred.length > 0 ? preferred : holders).filter(s => !s.reserve || (rarity.get(index) ?? 0) === 0)
+      const holders = live.filter(s => s.have?.[index] === 1)
+      // A holder that served this chunk bad is asked again only when no other has it (busy or not).
+      const good = holders.filter(s => bad?.has(s.peer) !== true)
+      const free = (good.length > 0 ? good : holders).filter(s => s.inFlight.size + (batches.get(s)?.length ?? 0) < cap)
+      // A seed serves only what no good partial holder has.
+      const pool = free.filter(s => !reserve(s) || (rarity.get(index) ?? 0) === 0)
       if (pool.length === 0) continue
       const source = pool.reduce((a, b) => (b.inFlight.size + (batches.get(b)?.length ?? 0) < a.inFlight.size + (batches.get(a)?.length ?? 0) ? b : a))
       let batch = batches.get(source)

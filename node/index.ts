@@ -46,7 +46,9 @@ export const NODE_DEFAULTS = {
   listen: ['/ip4/127.0.0.1/tcp/0'],
   /** the store's share of this machine's memory when no capacity is given (Ray's object store takes 30%) */
   storeMemoryFraction: 0.25,
-  bootstrapTimeoutMs: 15_000
+  bootstrapTimeoutMs: 15_000,
+  /** inbound connections accepted per second from one address */
+  inboundConnectionsPerSecond: 64
 } as const
 
 /** Starts a peer and joins the mesh through `bootstrap`. With no options: a working single-peer mesh. */
@@ -56,6 +58,9 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     privateKey,
     addresses: { listen: options.listen ?? [...NODE_DEFAULTS.listen] },
     transports: [tcp()],
+    // libp2p refuses a sixth connection per second from one host; a local cluster,
+    // or peers behind one NAT, joining at once are more than that.
+    connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: {
