@@ -4,9 +4,11 @@ export const DEFAULTS = {
   inlineThresholdBytes: 64 * 1024,
   /** control frames carry only small values and manifests */
   maxControlFrameBytes: 8 * 1024 * 1024,
-  chunksInFlightPerSource: 8,
-  /** how many receivers an owner feeds at once; later ones are pointed at partial holders */
+  chunksInFlightPerSource: 3,
+  /** how many receivers one holder of an object feeds at once; later ones are pointed at other holders */
   ownerFanout: 2,
+  /** how many holders a receiver is pointed at (it pulls from all of them at once) */
+  parentsPerReceiver: 2,
   /** how often a puller asks partial holders for their bitfields again */
   bitfieldRefreshMs: 50,
   /** a holder with chunks in flight that sends nothing this long is dropped (its chunks go elsewhere) */

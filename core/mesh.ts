@@ -76,6 +76,8 @@ export interface MeshInit {
   heartbeatMs?: number
   /** fetch the arguments of queued calls while others run (default true) */
   prefetch?: boolean
+  /** receivers of an object pull from each other too (default true); false: only from complete holders (for comparison) */
+  swarm?: boolean
   /** SHA-256 for chunks (default: WebCrypto) */
   sha256?: Hasher
   /** keep received objects in shared memory (for worker backends) */
@@ -174,6 +176,7 @@ export class Mesh {
   private readonly gossip: Gossip | undefined
   private readonly scheduler = new Scheduler({ defaultCallMs: DEFAULTS.defaultCallMs })
   private readonly prefetch: boolean
+  private readonly swarm: boolean
   private readonly argBytes = { localBytes: 0, fetchedBytes: 0 }
   private spilledBack = 0
   private spillbacksReceived = 0
@@ -181,8 +184,12 @@ export class Mesh {
   private readonly handoffs = new Map<string, Handoff>()
   /** owner side: receivers of each object still pulling it (partial holders) */
   private readonly receiving = new Map<string, Set<string>>()
-  /** owner side: receivers each object's complete holders feed now (DEFAULTS.ownerFanout per holder) */
-  private readonly feeding = new Map<string, Set<string>>()
+  /** owner side: for each object, the receivers each holder feeds now (at most DEFAULTS.ownerFanout) */
+  private readonly children = new Map<string, Map<string, Set<string>>>()
+  /** owner side: for each object, the holders each receiver was pointed at */
+  private readonly parents = new Map<string, Map<string, string[]>>()
+  /** owner side, without swarming: every peer that ever received each object */
+  private readonly receivedBy = new Map<string, Set<string>>()
   private readonly inlineThreshold: number
   private readonly chunkSize: number
   private readonly sha256: Hasher
@@ -210,6 +217,7 @@ export class Mesh {
     this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs, freeing: () => this.store.freeing })
     this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
+    this.swarm = init.swarm ?? true
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
     const heartbeatMs = init.heartbeatMs ?? DEFAULTS.heartbeatMs
     this.membership = new Membership({
@@ -247,7 +255,8 @@ export class Mesh {
       bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
       stallMs: DEFAULTS.stallMs,
       progressEveryMs: DEFAULTS.progressEveryMs,
-      relocateEveryMs: DEFAULTS.relocateEveryMs
+      relocateEveryMs: DEFAULTS.relocateEveryMs,
+      swarm: init.swarm ?? true
     })
   }
 
@@ -920,10 +929,13 @@ export class Mesh {
   }
 
   /**
-   * Owner side: each complete holder of an object feeds at most `ownerFanout`
-   * receivers at once; a later receiver is pointed at the partial holders only,
-   * so a pipelined tree forms as demand arrives (as in Hoplite and BitTorrent).
-   * A receiver that finds no help there asks again and is fed when there is room.
+   * Owner side: which holders a receiver pulls from. Each holder, complete or
+   * still receiving, feeds at most `ownerFanout` receivers at once; a new
+   * receiver is pointed at up to `parentsPerReceiver` holders with room, earlier
+   * ones first, so a pipelined tree forms by itself as demand arrives (as in
+   * Hoplite), and its chunks come from two parents at once (as in BitTorrent).
+   * A receiver keeps its parents while they live; one that has it all frees its
+   * parents' room.
    */
   private feedOrRedirect (key: string, receiver: string, locations: string[]): string[] {
     let receiving = this.receiving.get(key)
@@ -931,24 +943,47 @@ export class Mesh {
     const partial = locations.filter(p => p !== receiver && receiving.has(p))
     const complete = locations.filter(p => p !== receiver && !receiving.has(p))
     receiving.add(receiver)
-    let fed = this.feeding.get(key)
-    if (fed === undefined) this.feeding.set(key, fed = new Set())
-    if (partial.length > 0 && !fed.has(receiver) && fed.size >= DEFAULTS.ownerFanout * Math.max(1, complete.length)) return partial
-    fed.add(receiver)
-    return locations
+    if (!this.swarm) {
+      // A star: receivers pull only from the holders that had it before any receiver.
+      let ever = this.receivedBy.get(key)
+      if (ever === undefined) this.receivedBy.set(key, ever = new Set())
+      ever.add(receiver)
+      return locations.filter(p => !ever.has(p))
+    }
+    let kids = this.children.get(key)
+    if (kids === undefined) this.children.set(key, kids = new Map())
+    let assigned = this.parents.get(key)
+    if (assigned === undefined) this.parents.set(key, assigned = new Map())
+    const holders = [...complete, ...partial]
+    const mine = assigned.get(receiver)?.filter(p => holders.includes(p))
+    if (mine !== undefined && mine.length > 0) return mine
+    const load = (h: string): number => kids.get(h)?.size ?? 0
+    const withRoom = holders.filter(h => load(h) < DEFAULTS.ownerFanout)
+    const chosen = (withRoom.length > 0 ? withRoom : [...holders].sort((a, b) => load(a) - load(b))).slice(0, DEFAULTS.parentsPerReceiver)
+    for (const h of chosen) {
+      let set = kids.get(h)
+      if (set === undefined) kids.set(h, set = new Set())
+      set.add(receiver)
+    }
+    assigned.set(receiver, chosen)
+    return chosen.length > 0 ? chosen : holders
   }
 
-  /** Owner side: a receiver has all of an object (or is gone): it is a complete holder now, or nothing. */
-  private doneReceiving (key: string, peer: string): void {
+  /** Owner side: a receiver has all of an object (or is gone): its parents have room again. */
+  private doneReceiving (key: string, peer: string, gone = false): void {
     this.receiving.get(key)?.delete(peer)
-    this.feeding.get(key)?.delete(peer)
+    for (const set of this.children.get(key)?.values() ?? []) set.delete(peer)
+    this.parents.get(key)?.delete(peer)
+    if (gone) this.children.get(key)?.delete(peer)
   }
 
   /** Owner side: nothing refers to the object any more; drop every copy. */
   private freeOwned (entry: Entry, owned: OwnedObject): void {
     this.store.delete(entry.key)
-    this.feeding.delete(entry.key)
+    this.children.delete(entry.key)
+    this.parents.delete(entry.key)
     this.receiving.delete(entry.key)
+    this.receivedBy.delete(entry.key)
     for (const k of owned.contained) this.table.unpin(k)
     for (const peer of owned.locations) {
       if (peer === this.peerId) continue
@@ -1028,7 +1063,7 @@ export class Mesh {
     this.channels.dropPeer(peer)
     this.table.peerGone(peer)
     for (const [key, h] of this.handoffs) if (h.peer === peer) this.releaseHandoff(peer, key)
-    for (const key of this.feeding.keys()) this.doneReceiving(key, peer)
+    for (const key of this.receiving.keys()) this.doneReceiving(key, peer, true)
   }
 
   private hello (): EnvelopeBody {

@@ -50,6 +50,8 @@ export interface TransferInit {
   progressEveryMs: number
   /** how often a puller asks the owner for the current holders */
   relocateEveryMs: number
+  /** pull from partial holders too (false: complete holders only, for comparison) */
+  swarm: boolean
 }
 
 export interface TransferStats {
@@ -119,7 +121,7 @@ export class Transfer {
           const key = objectKey(req.id)
           if (req.bitfield) {
             // Whoever asks what we hold of an object we are pulling is pulling it too.
-            this.active.get(key)?.meet(peer)
+            if (this.init.swarm) this.active.get(key)?.meet(peer)
             const have = store.get(key)?.have
             const header = ChunkHeaderCodec.encode({ id: req.id, index: 0, status: have === undefined ? ChunkStatus.NOT_FOUND : ChunkStatus.BITFIELD })
             const out = have === undefined ? frame(encodeVarint(header.byteLength), header) : frame(encodeVarint(header.byteLength), header, have.slice())

@@ -35,6 +35,7 @@ commands:
              --worker-module <file>   a module whose exported functions run in a worker pool (repeatable)
              --workers <n>            workers in the pool (default: one per core)
              --no-prefetch            fetch a queued call's arguments only when it gets a slot (for comparison)
+             --no-swarm               receivers pull only from complete holders, not from each other (for comparison)
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --json                   print one JSON line {peer, addrs} when ready
@@ -58,6 +59,7 @@ export interface PeerCommandOptions {
   metricsPort?: number
   metricsHost?: string
   prefetch: boolean
+  swarm: boolean
   json: boolean
 }
 
@@ -84,6 +86,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'metrics-port': { type: 'string' },
     'metrics-host': { type: 'string' },
     'no-prefetch': { type: 'boolean', default: false },
+    'no-swarm': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false }
   })
   let metricsPort: number | undefined
@@ -123,6 +126,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     metricsPort,
     metricsHost: v['metrics-host'] as string | undefined,
     prefetch: v['no-prefetch'] !== true,
+    swarm: v['no-swarm'] !== true,
     json: v.json === true
   }
 }
@@ -146,7 +150,8 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     spillDir: opts.spillDir,
     workerModules: opts.workerModules,
     workers: opts.workers,
-    prefetch: opts.prefetch
+    prefetch: opts.prefetch,
+    swarm: opts.swarm
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
   const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })

@@ -1,0 +1,125 @@
+/**
+ * npm run bench:broadcast — one object of S = 32 MiB to N = 8 receivers, each
+ * peer a host of its own in a network namespace with its egress limited by tc
+ * (100 Mbit/s), so links, not this machine's two cores, are the bottleneck.
+ * In one run:
+ *  - refmesh: the time until all N hold the object (mesh.broadcast);
+ *  - the physical limit S / B, and one point-to-point transfer measured;
+ *  - a star: the same peers started with --no-swarm, every receiver pulling
+ *    only from the holder.
+ * Ends with one `bench-result {json}` line (ratios `vs_limit`, `vs_star`).
+ * Needs root (ip netns, tc). The WebTorrent comparison on loopback is not in
+ * this benchmark yet.
+ */
+import { execFile } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
+import { createMesh } from '../../node/index.ts'
+import type { Mesh } from '../../node/index.ts'
+import { spawnPeer, stopAll, waitForFullMesh } from '../../node/local-cluster.ts'
+import type { PeerProcess } from '../../node/local-cluster.ts'
+import { createHosts, netnsAvailable } from '../netns.ts'
+
+const FIXTURES = fileURLToPath(new URL('../fixtures/functions.ts', import.meta.url))
+const MiB = 2 ** 20
+const SIZE = 32 * MiB
+const RECEIVERS = 8
+const MBIT = 100
+const execFileAsync = promisify(execFile)
+
+interface HostList { names: string[], addrs: string[] }
+
+/** Host 0 runs the driver, host 1 the holder, hosts 2.. the receivers. */
+async function cluster<T> (hosts: HostList, swarm: boolean, body: (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[]) => Promise<T>): Promise<T> {
+  const at = (i: number): { netns: string, listen: string } => ({ netns: hosts.names[i], listen: `/ip4/${hosts.addrs[i]}/tcp/0` })
+  const args = swarm ? [] : ['--no-swarm']
+  const peers: PeerProcess[] = []
+  let mesh: Mesh | undefined
+  try {
+    const holder = await spawnPeer({ module: FIXTURES, args, ...at(1) })
+    peers.push(holder)
+    peers.push(...await Promise.all(Array.from({ length: RECEIVERS }, async (_, k) => await spawnPeer({ module: FIXTURES, args, bootstrap: [holder.addrs[0]], ...at(2 + k) }))))
+    // The driver owns the objects, so it is the one that tells receivers where to pull from.
+    mesh = await createMesh({ bootstrap: [holder.addrs[0]], listen: [`/ip4/${hosts.addrs[0]}/tcp/0`], swarm })
+    await waitForFullMesh(mesh, peers, 30_000)
+    await new Promise(resolve => setTimeout(resolve, 1500))
+    return await body(mesh, holder, peers.slice(1))
+  } finally {
+    await mesh?.stop()
+    await stopAll(peers)
+  }
+}
+
+/** Makes a fresh object on the holder and times its broadcast to `receivers`. */
+async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number): Promise<{ ms: number, holderUpload: number }> {
+  using x = mesh.fn<(n: number, s: number) => Uint8Array>('make').options({ peer: holder.peer }).remote(SIZE, seed)
+  await mesh.wait([x], { timeoutMs: 60_000 })
+  const before = (await mesh.peerStats(holder.peer)).traffic.chunkOut
+  const started = performance.now()
+  const { failed } = await mesh.broadcast(x, { peers: receivers.map(r => r.peer), timeoutMs: 300_000 })
+  const ms = performance.now() - started
+  if (failed.length > 0) throw new Error(`broadcast failed on ${failed.map(f => `${f.peer}: ${f.error.message}`).join('; ')}`)
+  const holderUpload = (await mesh.peerStats(holder.peer)).traffic.chunkOut - before
+  if (process.env.BENCH_VERBOSE !== undefined) {
+    for (const r of receivers) {
+      const st = await mesh.peerStats(r.peer)
+      console.log(r.peer.slice(-4), Object.entries(st.trafficByPeer).filter(([, v]) => v.chunkIn > 0).map(([p, v]) => `${p === holder.peer ? 'HOLDER' : p.slice(-4)}:${(v.chunkIn / MiB).toFixed(1)}`).join(' '))
+    }
+  }
+  return { ms, holderUpload }
+}
+
+async function driver (hosts: HostList): Promise<void> {
+  const swarm = await cluster(hosts, true, async (mesh, holder, receivers) => {
+    const p2p = await timedBroadcast(mesh, holder, receivers.slice(0, 1), 1)
+    const all = await timedBroadcast(mesh, holder, receivers, 2)
+    return { p2p, all }
+  })
+  if (process.env.BENCH_NO_STAR !== undefined) { console.log(`broadcast-result ${JSON.stringify({ p2pMs: swarm.p2p.ms, refmeshMs: swarm.all.ms, refmeshUpload: swarm.all.holderUpload, starMs: 1, starUpload: 1 })}`); return }
+  const star = await cluster(hosts, false, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers, 3))
+  console.log(`broadcast-result ${JSON.stringify({ p2pMs: swarm.p2p.ms, refmeshMs: swarm.all.ms, refmeshUpload: swarm.all.holderUpload, starMs: star.ms, starUpload: star.holderUpload })}`)
+}
+
+const driverAt = process.argv.indexOf('--driver')
+if (driverAt >= 0) {
+  await driver(JSON.parse(process.argv[driverAt + 1]) as HostList)
+  process.exit(0)
+}
+
+if (!await netnsAvailable()) {
+  console.error('bench:broadcast needs root for network namespaces (ip netns, tc)')
+  process.exit(2)
+}
+const hosts = await createHosts({ hosts: 2 + RECEIVERS, rateMbit: MBIT })
+let result: { p2pMs: number, refmeshMs: number, refmeshUpload: number, starMs: number, starUpload: number }
+try {
+  const { stdout } = await execFileAsync('ip', ['netns', 'exec', hosts.names[0], process.execPath, fileURLToPath(import.meta.url), '--driver', JSON.stringify({ names: hosts.names, addrs: hosts.addrs })], { maxBuffer: 1 << 20 })
+  if (process.env.BENCH_VERBOSE !== undefined) process.stderr.write(stdout)
+  const line = stdout.split('\n').find(l => l.startsWith('broadcast-result '))
+  if (line === undefined) throw new Error(`the driver printed no result:\n${stdout}`)
+  result = JSON.parse(line.slice('broadcast-result '.length)) as typeof result
+} finally {
+  await hosts.stop()
+}
+const limitMs = SIZE * 8 / (MBIT * 1e6) * 1000
+const figures = {
+  object_bytes: SIZE,
+  receivers: RECEIVERS,
+  link_mbit: MBIT,
+  refmesh_ms: result.refmeshMs,
+  limit_ms: limitMs,
+  point_to_point_ms: result.p2pMs,
+  star_ms: result.starMs,
+  refmesh_holder_upload_bytes: result.refmeshUpload,
+  star_holder_upload_bytes: result.starUpload
+}
+const ratios = { vs_limit: result.refmeshMs / limitMs, vs_star: result.refmeshMs / result.starMs }
+const fmt = (n: number): string => Math.round(n).toLocaleString('en-US')
+console.log('| measure | ms | holder upload (copies) |')
+console.log('|---|---|---|')
+console.log(`| refmesh: ${RECEIVERS} receivers hold ${SIZE / MiB} MiB, ${MBIT} Mbit/s links | ${fmt(result.refmeshMs)} | ${(result.refmeshUpload / SIZE).toFixed(2)} |`)
+console.log(`| physical limit S / B | ${fmt(limitMs)} | |`)
+console.log(`| one point-to-point transfer, measured | ${fmt(result.p2pMs)} | |`)
+console.log(`| star: every receiver pulls from the holder only | ${fmt(result.starMs)} | ${(result.starUpload / SIZE).toFixed(2)} |`)
+console.log(`| ratios: refmesh / limit ${ratios.vs_limit.toFixed(2)}, refmesh / star ${ratios.vs_star.toFixed(2)} (WebTorrent on loopback: not measured yet) | | |`)
+console.log(`bench-result ${JSON.stringify({ name: 'broadcast', figures, ratios })}`)
