@@ -65,6 +65,7 @@ export const SERIES: readonly Series[] = [
   def('refmesh_transfer_chunks_fetched_total', 'chunks fetched and verified', s => s.transfer.chunksFetched),
   def('refmesh_transfer_bad_chunks_total', 'chunks that failed their hash', s => s.transfer.badChunks),
   def('refmesh_transfer_objects_pulled_total', 'objects pulled from other peers', s => s.transfer.objectsPulled),
+  def('refmesh_transfer_duplicate_chunks_total', 'chunks that arrived twice (asked of two holders near the end of a pull)', s => s.transfer.duplicateChunks),
 
   def('refmesh_calls_executed_total', 'calls this peer ran', s => s.calls.executed),
   def('refmesh_calls_running', 'calls running now', s => s.calls.running),
