@@ -7,9 +7,10 @@
  *  - the physical limit S / B, and one point-to-point transfer measured;
  *  - a star: the same peers started with --no-swarm, every receiver pulling
  *    only from the holder.
- * Ends with one `bench-result {json}` line (ratios `vs_limit`, `vs_star`).
- * Needs root (ip netns, tc). The WebTorrent comparison on loopback is not in
- * this benchmark yet.
+ *  - on loopback, refmesh and WebTorrent 3.0.21 (one process per peer each;
+ *    WebTorrent is installed into test/bench/webtorrent/ on first use).
+ * Ends with one `bench-result {json}` line (ratios `vs_limit`, `vs_star`,
+ * `vs_webtorrent`). Needs root (ip netns, tc).
  */
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
@@ -19,6 +20,7 @@ import type { Mesh } from '../../node/index.ts'
 import { spawnPeer, stopAll, waitForFullMesh } from '../../node/local-cluster.ts'
 import type { PeerProcess } from '../../node/local-cluster.ts'
 import { createHosts, netnsAvailable } from '../netns.ts'
+import { webtorrentBroadcast } from './webtorrent/run.ts'
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/functions.ts', import.meta.url))
 const MiB = 2 ** 20
@@ -29,9 +31,9 @@ const execFileAsync = promisify(execFile)
 
 interface HostList { names: string[], addrs: string[] }
 
-/** Host 0 runs the driver, host 1 the holder, hosts 2.. the receivers. */
-async function cluster<T> (hosts: HostList, swarm: boolean, body: (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[]) => Promise<T>): Promise<T> {
-  const at = (i: number): { netns: string, listen: string } => ({ netns: hosts.names[i], listen: `/ip4/${hosts.addrs[i]}/tcp/0` })
+/** Host 0 runs the driver, host 1 the holder, hosts 2.. the receivers; without hosts, all on loopback. */
+async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[]) => Promise<T>): Promise<T> {
+  const at = (i: number): { netns?: string, listen?: string } => hosts === undefined ? {} : { netns: hosts.names[i], listen: `/ip4/${hosts.addrs[i]}/tcp/0` }
   const args = swarm ? [] : ['--no-swarm']
   const peers: PeerProcess[] = []
   let mesh: Mesh | undefined
@@ -40,7 +42,7 @@ async function cluster<T> (hosts: HostList, swarm: boolean, body: (mesh: Mesh, h
     peers.push(holder)
     peers.push(...await Promise.all(Array.from({ length: RECEIVERS }, async (_, k) => await spawnPeer({ module: FIXTURES, args, bootstrap: [holder.addrs[0]], ...at(2 + k) }))))
     // The driver owns the objects, so it is the one that tells receivers where to pull from.
-    mesh = await createMesh({ bootstrap: [holder.addrs[0]], listen: [`/ip4/${hosts.addrs[0]}/tcp/0`], swarm })
+    mesh = await createMesh({ bootstrap: [holder.addrs[0]], ...(hosts !== undefined ? { listen: [`/ip4/${hosts.addrs[0]}/tcp/0`] } : {}), swarm })
     await waitForFullMesh(mesh, peers, 30_000)
     await new Promise(resolve => setTimeout(resolve, 1500))
     return await body(mesh, holder, peers.slice(1))
@@ -101,6 +103,9 @@ try {
 } finally {
   await hosts.stop()
 }
+// Loopback: refmesh and WebTorrent, the same object size and receivers, one process per peer.
+const loopback = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers, 5))
+const webtorrentMs = await webtorrentBroadcast(SIZE, RECEIVERS)
 const limitMs = SIZE * 8 / (MBIT * 1e6) * 1000
 const figures = {
   object_bytes: SIZE,
@@ -111,9 +116,11 @@ const figures = {
   point_to_point_ms: result.p2pMs,
   star_ms: result.starMs,
   refmesh_holder_upload_bytes: result.refmeshUpload,
-  star_holder_upload_bytes: result.starUpload
+  star_holder_upload_bytes: result.starUpload,
+  loopback_refmesh_ms: loopback.ms,
+  loopback_webtorrent_ms: webtorrentMs
 }
-const ratios = { vs_limit: result.refmeshMs / limitMs, vs_star: result.refmeshMs / result.starMs }
+const ratios = { vs_limit: result.refmeshMs / limitMs, vs_star: result.refmeshMs / result.starMs, vs_webtorrent: loopback.ms / webtorrentMs }
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US')
 console.log('| measure | ms | holder upload (copies) |')
 console.log('|---|---|---|')
@@ -121,5 +128,7 @@ console.log(`| refmesh: ${RECEIVERS} receivers hold ${SIZE / MiB} MiB, ${MBIT} M
 console.log(`| physical limit S / B | ${fmt(limitMs)} | |`)
 console.log(`| one point-to-point transfer, measured | ${fmt(result.p2pMs)} | |`)
 console.log(`| star: every receiver pulls from the holder only | ${fmt(result.starMs)} | ${(result.starUpload / SIZE).toFixed(2)} |`)
-console.log(`| ratios: refmesh / limit ${ratios.vs_limit.toFixed(2)}, refmesh / star ${ratios.vs_star.toFixed(2)} (WebTorrent on loopback: not measured yet) | | |`)
+console.log(`| loopback: refmesh, ${RECEIVERS} receivers, one process each | ${fmt(loopback.ms)} | ${(loopback.holderUpload / SIZE).toFixed(2)} |`)
+console.log(`| loopback: WebTorrent ${'3.0.21'}, 1 seeder + ${RECEIVERS} leechers, one process each | ${fmt(webtorrentMs)} | |`)
+console.log(`| ratios: refmesh / limit ${ratios.vs_limit.toFixed(2)}, refmesh / star ${ratios.vs_star.toFixed(2)}, refmesh / WebTorrent (loopback) ${ratios.vs_webtorrent.toFixed(2)} | | |`)
 console.log(`bench-result ${JSON.stringify({ name: 'broadcast', figures, ratios })}`)
