@@ -26,6 +26,7 @@ const FIXTURES = fileURLToPath(new URL('../fixtures/functions.ts', import.meta.u
 const MiB = 2 ** 20
 const SIZE = 32 * MiB
 const RECEIVERS = 8
+const LOOPBACK_RECEIVERS = 4
 const MBIT = 100
 const execFileAsync = promisify(execFile)
 
@@ -53,7 +54,9 @@ async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (m
 }
 
 /** Makes a fresh object on the holder and times its broadcast to `receivers`. */
-async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number): Promise<{ ms: number, holderUpload: number }> {
+async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number): Promise<{ ms: number, holderUpload: number, tree: string[] }> {
+  const inBefore = new Map<string, Record<string, number>>()
+  for (const r of receivers) inBefore.set(r.peer, Object.fromEntries(Object.entries((await mesh.peerStats(r.peer)).trafficByPeer).map(([p, t]) => [p, t.chunkIn])))
   using x = mesh.fn<(n: number, s: number) => Uint8Array>('make').options({ peer: holder.peer }).remote(SIZE, seed)
   await mesh.wait([x], { timeoutMs: 60_000 })
   const before = (await mesh.peerStats(holder.peer)).traffic.chunkOut
@@ -62,13 +65,18 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
   const ms = performance.now() - started
   if (failed.length > 0) throw new Error(`broadcast failed on ${failed.map(f => `${f.peer}: ${f.error.message}`).join('; ')}`)
   const holderUpload = (await mesh.peerStats(holder.peer)).traffic.chunkOut - before
-  if (process.env.BENCH_VERBOSE !== undefined) {
-    for (const r of receivers) {
-      const st = await mesh.peerStats(r.peer)
-      console.log(r.peer.slice(-4), Object.entries(st.trafficByPeer).filter(([, v]) => v.chunkIn > 0).map(([p, v]) => `${p === holder.peer ? 'HOLDER' : p.slice(-4)}:${(v.chunkIn / MiB).toFixed(1)}`).join(' '))
-    }
+  // Who fed whom: the MiB each receiver got from each peer during this broadcast.
+  const name = (p: string): string => p === holder.peer ? 'holder' : `r${receivers.findIndex(r => r.peer === p) + 1}`
+  const tree: string[] = []
+  for (const r of receivers) {
+    const was = inBefore.get(r.peer) ?? {}
+    const got = Object.entries((await mesh.peerStats(r.peer)).trafficByPeer)
+      .map(([p, t]) => [p, t.chunkIn - (was[p] ?? 0)] as const)
+      .filter(([, n]) => n >= MiB / 2)
+      .sort((a, b) => b[1] - a[1])
+    tree.push(`${name(r.peer)} <- ${got.map(([p, n]) => `${name(p)} ${(n / MiB).toFixed(0)} MiB`).join(', ')}`)
   }
-  return { ms, holderUpload }
+  return { ms, holderUpload, tree }
 }
 
 async function driver (hosts: HostList): Promise<void> {
@@ -77,9 +85,8 @@ async function driver (hosts: HostList): Promise<void> {
     const all = await timedBroadcast(mesh, holder, receivers, 2)
     return { p2p, all }
   })
-  if (process.env.BENCH_NO_STAR !== undefined) { console.log(`broadcast-result ${JSON.stringify({ p2pMs: swarm.p2p.ms, refmeshMs: swarm.all.ms, refmeshUpload: swarm.all.holderUpload, starMs: 1, starUpload: 1 })}`); return }
   const star = await cluster(hosts, false, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers, 3))
-  console.log(`broadcast-result ${JSON.stringify({ p2pMs: swarm.p2p.ms, refmeshMs: swarm.all.ms, refmeshUpload: swarm.all.holderUpload, starMs: star.ms, starUpload: star.holderUpload })}`)
+  console.log(`broadcast-result ${JSON.stringify({ p2pMs: swarm.p2p.ms, refmeshMs: swarm.all.ms, refmeshUpload: swarm.all.holderUpload, starMs: star.ms, starUpload: star.holderUpload, tree: swarm.all.tree })}`)
 }
 
 const driverAt = process.argv.indexOf('--driver')
@@ -93,19 +100,18 @@ if (!await netnsAvailable()) {
   process.exit(2)
 }
 const hosts = await createHosts({ hosts: 2 + RECEIVERS, rateMbit: MBIT })
-let result: { p2pMs: number, refmeshMs: number, refmeshUpload: number, starMs: number, starUpload: number }
+let result: { p2pMs: number, refmeshMs: number, refmeshUpload: number, starMs: number, starUpload: number, tree: string[] }
 try {
   const { stdout } = await execFileAsync('ip', ['netns', 'exec', hosts.names[0], process.execPath, fileURLToPath(import.meta.url), '--driver', JSON.stringify({ names: hosts.names, addrs: hosts.addrs })], { maxBuffer: 1 << 20 })
-  if (process.env.BENCH_VERBOSE !== undefined) process.stderr.write(stdout)
   const line = stdout.split('\n').find(l => l.startsWith('broadcast-result '))
   if (line === undefined) throw new Error(`the driver printed no result:\n${stdout}`)
   result = JSON.parse(line.slice('broadcast-result '.length)) as typeof result
 } finally {
   await hosts.stop()
 }
-// Loopback: refmesh and WebTorrent, the same object size and receivers, one process per peer.
-const loopback = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers, 5))
-const webtorrentMs = await webtorrentBroadcast(SIZE, RECEIVERS)
+// Loopback: refmesh and WebTorrent, the same object to four receivers, one process per peer.
+const loopback = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers.slice(0, LOOPBACK_RECEIVERS), 5))
+const webtorrentMs = await webtorrentBroadcast(SIZE, LOOPBACK_RECEIVERS)
 const limitMs = SIZE * 8 / (MBIT * 1e6) * 1000
 const figures = {
   object_bytes: SIZE,
@@ -117,10 +123,12 @@ const figures = {
   star_ms: result.starMs,
   refmesh_holder_upload_bytes: result.refmeshUpload,
   star_holder_upload_bytes: result.starUpload,
+  loopback_receivers: LOOPBACK_RECEIVERS,
   loopback_refmesh_ms: loopback.ms,
   loopback_webtorrent_ms: webtorrentMs
 }
 const ratios = { vs_limit: result.refmeshMs / limitMs, vs_star: result.refmeshMs / result.starMs, vs_webtorrent: loopback.ms / webtorrentMs }
+const met = (r: number, target: number): string => r <= target ? 'met' : 'MISSED'
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US')
 console.log('| measure | ms | holder upload (copies) |')
 console.log('|---|---|---|')
@@ -128,7 +136,9 @@ console.log(`| refmesh: ${RECEIVERS} receivers hold ${SIZE / MiB} MiB, ${MBIT} M
 console.log(`| physical limit S / B | ${fmt(limitMs)} | |`)
 console.log(`| one point-to-point transfer, measured | ${fmt(result.p2pMs)} | |`)
 console.log(`| star: every receiver pulls from the holder only | ${fmt(result.starMs)} | ${(result.starUpload / SIZE).toFixed(2)} |`)
-console.log(`| loopback: refmesh, ${RECEIVERS} receivers, one process each | ${fmt(loopback.ms)} | ${(loopback.holderUpload / SIZE).toFixed(2)} |`)
-console.log(`| loopback: WebTorrent ${'3.0.21'}, 1 seeder + ${RECEIVERS} leechers, one process each | ${fmt(webtorrentMs)} | |`)
-console.log(`| ratios: refmesh / limit ${ratios.vs_limit.toFixed(2)}, refmesh / star ${ratios.vs_star.toFixed(2)}, refmesh / WebTorrent (loopback) ${ratios.vs_webtorrent.toFixed(2)} | | |`)
+console.log(`| loopback: refmesh, ${LOOPBACK_RECEIVERS} receivers, one process each | ${fmt(loopback.ms)} | ${(loopback.holderUpload / SIZE).toFixed(2)} |`)
+console.log(`| loopback: WebTorrent 3.0.21, 1 seeder + ${LOOPBACK_RECEIVERS} leechers, one process each | ${fmt(webtorrentMs)} | |`)
+console.log(`| ratios: refmesh / limit ${ratios.vs_limit.toFixed(2)} (target 1.3, ${met(ratios.vs_limit, 1.3)}), refmesh / star ${ratios.vs_star.toFixed(2)} (target 0.25, ${met(ratios.vs_star, 0.25)}), refmesh / WebTorrent ${ratios.vs_webtorrent.toFixed(2)} (target 0.5, ${met(ratios.vs_webtorrent, 0.5)}) | | |`)
+console.log('\nThe tree that formed in the limited run (MiB each receiver got from each peer):')
+for (const line of result.tree) console.log(`  ${line}`)
 console.log(`bench-result ${JSON.stringify({ name: 'broadcast', figures, ratios })}`)
