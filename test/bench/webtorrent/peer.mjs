@@ -1,7 +1,8 @@
 // One WebTorrent peer for the baseline of bench:broadcast, loopback only, no trackers,
 // DHT or LSD. argv: seed <bytes> <seed>   -> prints "ready <port> <infoHash-torrent-file-base64>"
 //                   leech <torrent-base64> <peer ports, comma separated>  -> prints "ready <port>", then "done <ms>"
-import WebTorrent from 'webtorrent'
+// run.ts installs WebTorrent outside the source tree and says where (WEBTORRENT_ENTRY).
+const { default: WebTorrent } = await import(process.env.WEBTORRENT_ENTRY)
 
 const [role, a, b] = process.argv.slice(2)
 const client = new WebTorrent({ dht: false, tracker: false, lsd: false, utp: false, webSeeds: false, natUpnp: false, natPmp: false })

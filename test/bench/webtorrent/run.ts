@@ -2,30 +2,40 @@
  * The WebTorrent baseline of bench:broadcast, on loopback: one seeding process
  * and `receivers` leeching processes (WebTorrent 3.0.21, TCP only, no trackers,
  * DHT or LSD; every leecher is told every other peer's port at once). Installs
- * WebTorrent into this folder's own node_modules on first use (never into the
- * project's dependencies: its install scripts do not work here; see
- * ../../../../shared/STACK-NOTES.md). Returns the milliseconds from telling the
- * leechers their peers until the last one has every piece.
+ * WebTorrent on first use into node_modules/.cache/refmesh-webtorrent-<version>
+ * at the project's root: git-ignored and outside the source tree, like other
+ * tools' caches, and never into the project's dependencies (its install scripts
+ * do not work here; see ../../../../shared/STACK-NOTES.md). Returns the
+ * milliseconds from telling the leechers their peers until the last one has
+ * every piece.
  */
 import { execFile, spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { existsSync } from 'node:fs'
 import { createInterface } from 'node:readline'
-import { fileURLToPath } from 'node:url'
+import { mkdir } from 'node:fs/promises'
+import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
 
 const HERE = fileURLToPath(new URL('.', import.meta.url))
 const VERSION = '3.0.21'
+const CACHE = fileURLToPath(new URL(`../../../node_modules/.cache/refmesh-webtorrent-${VERSION}`, import.meta.url))
+const ENTRY = `${CACHE}/node_modules/webtorrent/index.js`
 
 async function ensureInstalled (): Promise<void> {
-  if (existsSync(`${HERE}/node_modules/webtorrent/package.json`)) return
-  await promisify(execFile)('npm', ['install', '--prefix', HERE, '--no-save', '--ignore-scripts', '--no-audit', '--no-fund', `webtorrent@${VERSION}`], { cwd: HERE, timeout: 300_000 })
+  if (existsSync(ENTRY)) return
+  await mkdir(CACHE, { recursive: true })
+  await promisify(execFile)('npm', ['install', '--prefix', CACHE, '--no-save', '--ignore-scripts', '--no-audit', '--no-fund', `webtorrent@${VERSION}`], { cwd: CACHE, timeout: 300_000 })
 }
 
 interface Peer { child: ChildProcess, lines: AsyncIterator<string> }
 
 function start (args: string[]): Peer {
-  const child = spawn(process.execPath, ['--import', `${HERE}/hook.mjs`, `${HERE}/peer.mjs`, ...args], { cwd: HERE, stdio: ['pipe', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, ['--import', `${HERE}/hook.mjs`, `${HERE}/peer.mjs`, ...args], {
+    cwd: CACHE,
+    stdio: ['pipe', 'pipe', 'inherit'],
+    env: { ...process.env, WEBTORRENT_ENTRY: pathToFileURL(ENTRY).href }
+  })
   const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]()
   return { child, lines }
 }
