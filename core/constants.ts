@@ -12,7 +12,7 @@ export const DEFAULTS = {
   /** how often a puller asks partial holders for their bitfields again */
   bitfieldRefreshMs: 50,
   /** a holder with chunks in flight that sends nothing this long is dropped (its chunks go elsewhere) */
-  stallMs: 3_000,
+  stallMs: 10_000,
   /** how often a receiver tells the owner its progress */
   progressEveryMs: 250,
   /** how often a puller asks the owner for the current holders (later receivers become sources) */

@@ -368,7 +368,8 @@ class Pull {
   private endgame (live: Source[], batches: Map<Source, number[]>): void {
     for (const [index, asked] of this.requested) {
       if (asked.size > 1) continue
-      const other = live.find(s => !asked.has(s) && s.have?.[index] === 1 && s.inFlight.size < this.init.chunksInFlightPerSource)
+      const bad = this.badFrom.get(index)
+      const other = live.find(s => !asked.has(s) && s.have?.[index] === 1 && bad?.has(s.peer) !== true && s.inFlight.size < this.init.chunksInFlightPerSource)
       if (other === undefined) continue
       asked.add(other)
       other.inFlight.add(index)
