@@ -1,9 +1,13 @@
 /**
- * refmesh/node: a Node.js peer. Supplies the libp2p configuration (TCP, Noise,
- * Yamux, identify, gossipsub) and identity to the runtime-agnostic core.
+ * refmesh/node: a Node.js peer. Supplies the libp2p configuration (TCP,
+ * WebSockets and WebRTC-direct for browsers, a circuit relay server so tabs can
+ * signal WebRTC to each other, Noise, Yamux, identify, gossipsub) and identity
+ * to the runtime-agnostic core.
  */
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
+import { webSockets } from '@libp2p/websockets'
+import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import './yamux-window.ts'
@@ -13,6 +17,7 @@ import { gossipsub } from '@libp2p/gossipsub'
 import type { PrivateKey } from '@libp2p/interface'
 import { Mesh } from '../core/mesh.ts'
 import type { MeshInit } from '../core/mesh.ts'
+import { PUBSUB_OPTIONS } from '../core/gossip.ts'
 import type { PubSub } from '../core/gossip.ts'
 import { PeerDiedError } from '../core/errors.ts'
 import { loadOrCreateIdentity } from './identity.ts'
@@ -27,8 +32,10 @@ export * from '../core/index.ts'
 export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   /** multiaddrs (with /p2p/<id>) of peers to join through */
   bootstrap?: string[]
-  /** where to listen; default: an ephemeral TCP port on loopback */
+  /** where to listen; default: ephemeral TCP, WebSockets and WebRTC-direct ports on loopback (TCP first) */
   listen?: string[]
+  /** relay WebRTC signalling between browser tabs (circuit relay v2 server); default true */
+  relay?: boolean
   /** file holding this peer's key; created on first use. Without it the identity is new each run. */
   identityFile?: string
   privateKey?: PrivateKey
@@ -43,7 +50,16 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
 }
 
 export const NODE_DEFAULTS = {
-  listen: ['/ip4/127.0.0.1/tcp/0'],
+  // TCP first: peers and tools take a Node peer's first address as its TCP one.
+  // Browsers can dial only the other two.
+  listen: ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws', '/ip4/127.0.0.1/udp/0/webrtc-direct'],
+  /**
+   * Tabs reserve a slot on every relay they connect to, and hold it while open;
+   * libp2p's default of 15 would turn the 16th tab away. Relayed connections
+   * keep libp2p's default limits (2 minutes, 128 KiB): they carry only WebRTC
+   * signalling, and refmesh's protocols never run on a limited connection.
+   */
+  relayReservations: 256,
   /** the store's share of this machine's memory when no capacity is given (Ray's object store takes 30%) */
   storeMemoryFraction: 0.25,
   bootstrapTimeoutMs: 15_000,
@@ -51,13 +67,25 @@ export const NODE_DEFAULTS = {
   inboundConnectionsPerSecond: 64
 } as const
 
+/**
+ * WebRTC-direct only for peers that listen on it: loading @libp2p/webrtc (and
+ * its native addon) costs ~0.3 s of start-up, and Node peers reach each other
+ * over TCP, so a TCP-only peer never needs it.
+ */
+async function webRTCDirectFor (listen: string[]): Promise<Array<ReturnType<typeof import('@libp2p/webrtc').webRTCDirect>>> {
+  if (!listen.some(addr => addr.includes('/webrtc-direct'))) return []
+  const { webRTCDirect } = await import('@libp2p/webrtc')
+  return [webRTCDirect()]
+}
+
 /** Starts a peer and joins the mesh through `bootstrap`. With no options: a working single-peer mesh. */
 export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> {
   const privateKey = options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : undefined)
+  const listen = options.listen ?? [...NODE_DEFAULTS.listen]
   const libp2p = await createLibp2p({
     privateKey,
-    addresses: { listen: options.listen ?? [...NODE_DEFAULTS.listen] },
-    transports: [tcp()],
+    addresses: { listen },
+    transports: [tcp(), webSockets(), ...await webRTCDirectFor(listen)],
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
     connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },
@@ -65,8 +93,7 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     streamMuxers: [yamux()],
     services: {
       identify: identify(),
-      // A lone peer still publishes its state; nobody may be listening yet.
-      pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
+      pubsub: gossipsub(PUBSUB_OPTIONS)
     }
   })
   let backend: WorkerPool | undefined
