@@ -19,7 +19,7 @@ import type { Hasher } from './chunks.ts'
 import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
 import type { EncodedValue } from './codec.ts'
 import {
-  FunctionNotFoundError, ObjectLostError, OutOfMemoryError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
+  FunctionNotFoundError, ObjectLostError, OutOfMemoryError, OwnerDiedError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
@@ -95,6 +95,12 @@ export interface PutOptions {
   /** how long the value may wait for room in the store (backpressure) before it fails */
   timeoutMs?: number
   signal?: AbortSignal
+  /**
+   * the peer that owns the object (default: this one). A tab hands a dataset to a
+   * Node peer this way so it outlives the tab: the owner copies it before the Ref
+   * can be passed on, and frees it when no peer holds a Ref to it any more.
+   */
+  owner?: string
 }
 
 export interface GetOptions {
@@ -308,6 +314,7 @@ export class Mesh {
   put<T> (value: T, options: PutOptions = {}): Ref<T> {
     if (value instanceof Ref || value instanceof SharedRef) throw new TypeError('put() of a Ref: pass the Ref itself instead')
     const encoded = encodeValue(value)
+    if (options.owner !== undefined && options.owner !== this.peerId) return this.putHandedOver(encoded, options.owner, options) as Ref<T>
     const id = newObjectId()
     const ref = this.table.createOwned(id, { state: 'pending' })
     const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
@@ -318,11 +325,79 @@ export class Mesh {
     return ref as Ref<T>
   }
 
+  /**
+   * Durable put: the bytes are stored here first (the owner pulls them from us),
+   * and the Ref is a borrowed one whose registration is the owner's adoption, so
+   * passing it on or reading it waits for the owner to hold the whole object.
+   */
+  private putHandedOver (encoded: EncodedValue, owner: string, options: PutOptions): Ref {
+    if (encoded.contained.length > 0) throw new TypeError('put(value, { owner }) of a value that holds Refs: put those with the same owner, or pass them to a call')
+    const id = newObjectId()
+    const key = objectKey(id)
+    const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'put')
+    const adopted = (async () => {
+      const inline = encoded.bytes.byteLength <= this.inlineThreshold
+      const manifest = inline
+        ? { size: encoded.bytes.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: encoded.encoding }
+        : await makeManifest(encoded.bytes, encoded.encoding, this.chunkSize, this.sha256)
+      const object: ObjectInfo = inline
+        ? { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: [] }
+        : { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.peerId], contained: [] }
+      if (!inline) await this.storeBytes(key, id, owner, manifest, encoded.bytes, `put of object ${key}`, signal)
+      try {
+        await this.channels.request(owner, { adopt: { id, object } }, { signal })
+      } catch (err) {
+        this.store.delete(key)
+        throw new OwnerDiedError(`${owner} did not take ownership of ${key}: ${(err as Error).message}`)
+      }
+      // The owner's copy is the one that counts now; ours may be dropped under pressure.
+      const local = this.store.get(key)
+      if (local !== undefined) local.primary = false
+    })()
+    return this.table.createHandedOver(id, owner, adopted)
+  }
+
+  /** Owner side of a durable put: copy the object from its maker, then own it with the maker as a borrower. */
+  private async adopt (from: string, id: Uint8Array, object: ObjectInfo): Promise<EnvelopeBody> {
+    const key = objectKey(id)
+    if (this.table.get(key) !== undefined || this.store.has(key)) throw new ProtocolError(`object ${key} exists here already`)
+    if (object.contained.length > 0) throw new ProtocolError('an adopted object may not hold Refs')
+    const signal = this.stopController.signal
+    const handle = this.table.createOwned(id, { state: 'pending' })
+    this.table.addBorrower(key, from)
+    try {
+      if (object.status === ObjectStatus.INLINE) {
+        const manifest = { size: object.inline.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: object.encoding }
+        await this.storeBytes(key, id, this.peerId, manifest, object.inline, `adopted object ${key}`, signal)
+        this.table.settle(key, { state: 'ready', inline: true, encoding: object.encoding, size: manifest.size, locations: [this.peerId], contained: [] })
+      } else if (object.status === ObjectStatus.STORED && object.manifest !== undefined) {
+        const manifest = object.manifest
+        await this.transfer.pull({ key, id, owner: this.peerId, manifest, sources: [from], signal })
+        const copy = this.store.get(key)
+        if (copy === undefined) throw new ObjectLostError(`adopted object ${key} was dropped as soon as it arrived`)
+        copy.primary = true
+        this.table.settle(key, { state: 'ready', inline: false, encoding: manifest.encoding, size: manifest.size, manifest, locations: [this.peerId, from], contained: [] })
+      } else {
+        throw new ProtocolError(`adopt of ${key} with status ${object.status}`)
+      }
+    } catch (err) {
+      this.table.removeBorrower(key, from)
+      this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId), locations: [], contained: [] })
+      throw err
+    } finally {
+      handle.release()
+    }
+    return { ack: {} }
+  }
+
   /** The value of a Ref: waits until it is computed, pulls it here if it lives elsewhere. */
   async get<T> (ref: Ref<T>, options: GetOptions = {}): Promise<T> {
     if (!(ref instanceof Ref)) throw new TypeError('get() takes a Ref')
     ref.trackerOrThrow()
     const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'get')
+    // A durable put's Ref is readable once its owner holds the object (or fails as the put did).
+    const registered = this.table.get(ref.key)?.registered
+    if (registered !== undefined) await raceSignal(registered, signal, 'get')
     const { encoding, bytes, release } = await this.fetchValue({ id: ref.id, owner: ref.owner }, signal)
     const pending: Array<Promise<void>> = []
     let value: unknown
@@ -734,6 +809,17 @@ export class Mesh {
   private async describeResult (caller: string, resultId: Uint8Array, resultKey: string, value: unknown, signal: AbortSignal | undefined): Promise<ObjectInfo> {
     const encoded = encodeValue(value, this.hintsOf)
     const contained = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
+    // A Ref handed to a durable owner moves on only once that owner holds the object.
+    const registrations = contained.flatMap(k => { const r = this.table.get(k)?.registered; return r === undefined ? [] : [r] })
+    if (registrations.length > 0) {
+      try {
+        await raceSignal(Promise.all(registrations), signal, `the result of call ${resultKey}`)
+      } catch (err) {
+        for (const k of contained) this.table.unpin(k)
+        for (const r of encoded.contained) r.release()
+        throw err
+      }
+    }
     if (contained.length > 0) this.handoffs.set(resultKey, { peer: caller, keys: contained })
     const containedDescs: RefDesc[] = encoded.contained.map(r => ({ id: r.id, owner: r.owner, ...this.table.hints(r.key) }))
     // Refs in the return value move to the caller: this peer's handles go.
@@ -827,6 +913,7 @@ export class Mesh {
       await raceSignal(entry.owned.ready, signal, `wait for ${ref}`)
       return
     }
+    if (entry?.registered !== undefined) await raceSignal(entry.registered, signal, `wait for ${ref}`)
     for (;;) {
       const reply = await this.channels.request(ref.owner, { locate: { id: ref.id, wait: true, fetch: false, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
       if (reply.locateReply?.object?.status !== ObjectStatus.PENDING) return
@@ -1013,6 +1100,9 @@ export class Mesh {
         this.table.removeBorrower(key, from)
       }
       return { ack: {} }
+    }
+    if (env.adopt !== undefined) {
+      return this.adopt(from, env.adopt.id, env.adopt.object ?? { status: 0, inline: new Uint8Array(0), encoding: 0, locations: [], contained: [] })
     }
     if (env.free !== undefined) {
       for (const id of env.free.ids) {

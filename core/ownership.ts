@@ -105,6 +105,18 @@ export class OwnershipTable implements RefTracker {
     return this.newHandle(entry)
   }
 
+  /**
+   * A Ref to an object this peer made but `owner` owns (durable put): a borrowed
+   * entry whose registration is the owner's adoption of the object.
+   */
+  createHandedOver (id: Uint8Array, owner: string, adopted: Promise<void>): Ref {
+    const key = objectKey(id)
+    const entry: Entry = { key, id, owner, handles: 0, pins: 0, registered: adopted }
+    adopted.catch(() => {})
+    this.entries.set(key, entry)
+    return this.newHandle(entry)
+  }
+
   /** Records the outcome of an owned object. If nobody wants it any more, frees it at once. */
   settle (key: string, update: Partial<Pick<OwnedObject, 'inline' | 'encoding' | 'size' | 'manifest' | 'error'>> & { state: 'ready' | 'failed', locations: string[], contained: string[] }): void {
     const entry = this.entries.get(key)

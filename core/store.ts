@@ -45,8 +45,8 @@ export interface StoredObject {
   /** one flag per chunk: held and verified */
   readonly have: Uint8Array
   haveCount: number
-  /** the copy its maker put here (as opposed to a copy fetched from elsewhere) */
-  readonly primary: boolean
+  /** the copy its owner depends on (its maker's, or a durable owner's): spilled under pressure; other copies are dropped */
+  primary: boolean
   lastUsed: number
   /** the disk holds the object's bytes (all that `have` marks): a spilled, restored or disk-received object */
   onDisk: boolean

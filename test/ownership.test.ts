@@ -152,3 +152,42 @@ test('a released Ref cannot be read', async () => {
     await t.close()
   }
 })
+
+type PutFor = (owner: string, n: number) => { made: Ref<Uint8Array> }
+
+test('durable put: an object put with another peer as owner outlives its maker (SIGKILL), and is freed when no Ref is left', async () => {
+  const t = await startMesh(3)
+  try {
+    const [maker, owner, reader] = t.peers
+    const out = t.caller.fn<PutFor>('putFor').options({ peer: maker.peer }).remote(owner.peer, 6 * MiB)
+    const { made } = await t.caller.get(out, { timeoutMs: 30_000 })
+    out.release()
+    assert.equal(made.owner, owner.peer, 'the Ref names the owner it was handed to')
+    const o = await t.stats(owner.peer)
+    assert.ok(o.store.objects >= 1 && o.trafficByPeer[maker.peer].chunkIn >= 6 * MiB, 'the owner copied the object from its maker')
+
+    await maker.kill('SIGKILL')
+    const sum = await t.caller.get(t.caller.fn<Checksum>('checksum').options({ peer: reader.peer }).remote(made), { timeoutMs: 30_000 })
+    assert.deepEqual(sum, { length: 6 * MiB, checksum: checksum(pattern(6 * MiB, 9)) }, 'readable after its maker died')
+    assert.deepEqual(await t.caller.get(made, { timeoutMs: 30_000 }), pattern(6 * MiB, 9))
+
+    made.release()
+    await waitFor('the owner frees the object once the last Ref is dropped', async () =>
+      (await t.stats(owner.peer)).store.objects === 0 && (await t.stats(reader.peer)).store.objects === 0 ? true : undefined, 20_000)
+  } finally {
+    await t.close()
+  }
+})
+
+test('durable put to a peer that does not exist: the Ref fails with OwnerDiedError and nothing is left behind', async () => {
+  const t = await startMesh(1)
+  try {
+    const ghost = '12D3KooWQYhTNQdmr3ArTeUHRYzFg94BKyTkoWBDWez9kSCVe2Xo'
+    const r = t.caller.put(pattern(2 * MiB, 3), { owner: ghost, timeoutMs: 5_000 })
+    await assert.rejects(t.caller.get(r, { timeoutMs: 20_000 }), (err: Error) => err.name === 'OwnerDiedError')
+    r.release()
+    assert.equal(t.caller.stats().store.objects, 0)
+  } finally {
+    await t.close()
+  }
+})

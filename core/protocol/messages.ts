@@ -40,6 +40,8 @@ export interface StatsReply { json: string }
 export type Ack = Record<string, never>
 export interface Progress { id: Uint8Array, have: Uint8Array, complete: boolean }
 export interface Prefetch { object: RefDesc }
+/** Asks a peer to become the owner of an object the sender made (durable put). */
+export interface Adopt { id: Uint8Array, object: ObjectInfo }
 
 export interface Envelope {
   id: number
@@ -58,6 +60,7 @@ export interface Envelope {
   ack?: Ack
   progress?: Progress
   prefetch?: Prefetch
+  adopt?: Adopt
 }
 
 export interface ChunkRequest { id: Uint8Array, indices: number[], bitfield: boolean }
@@ -173,6 +176,11 @@ const PrefetchCodec = message<Prefetch>('Prefetch', [
   { no: 1, name: 'object', type: RefDescCodec }
 ])
 
+const AdoptCodec = message<Adopt>('Adopt', [
+  { no: 1, name: 'id', type: 'bytes' },
+  { no: 2, name: 'object', type: ObjectInfoCodec }
+])
+
 const StatsReplyCodec = message<StatsReply>('StatsReply', [
   { no: 1, name: 'json', type: 'string' }
 ])
@@ -193,7 +201,8 @@ export const EnvelopeCodec = message<Envelope>('Envelope', [
   { no: 13, name: 'statsReply', type: StatsReplyCodec },
   { no: 14, name: 'ack', type: EmptyCodec },
   { no: 15, name: 'progress', type: ProgressCodec },
-  { no: 16, name: 'prefetch', type: PrefetchCodec }
+  { no: 16, name: 'prefetch', type: PrefetchCodec },
+  { no: 17, name: 'adopt', type: AdoptCodec }
 ])
 
 export const ChunkRequestCodec = message<ChunkRequest>('ChunkRequest', [
