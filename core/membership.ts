@@ -27,7 +27,16 @@ export interface PeerState {
   bandwidth: number
   /** functions that run in its slots */
   pooledFunctions: string[]
+  /** 'node' or 'browser' */
+  runtime: string
+  /** its open connections to other peers, and over what ('tcp', 'ws', 'webrtc-direct', 'webrtc', 'relay') */
+  links: PeerLink[]
+  /** chunk bytes per second it received from each source over the last heartbeat (transfers in flight) */
+  flows: ChunkFlow[]
 }
+
+export interface PeerLink { peer: string, transport: string }
+export interface ChunkFlow { from: string, bytesPerSecond: number }
 
 export type Liveness = 'alive' | 'suspect' | 'dead'
 

@@ -28,7 +28,7 @@ import type { AnyFunction, ExecutorBackend } from './executor.ts'
 import { Gossip } from './gossip.ts'
 import type { PubSub } from './gossip.ts'
 import { Membership } from './membership.ts'
-import type { Liveness, PeerState } from './membership.ts'
+import type { ChunkFlow, Liveness, PeerState } from './membership.ts'
 import { OwnershipTable } from './ownership.ts'
 import type { Entry, OwnedObject } from './ownership.ts'
 import { ObjectStatus } from './protocol/messages.ts'
@@ -82,6 +82,8 @@ export interface MeshInit {
   sha256?: Hasher
   /** keep received objects in shared memory (for worker backends) */
   sharedMemory?: boolean
+  /** what this peer runs in, told to others ('node' or 'browser') */
+  runtime?: string
 }
 
 export interface CallOptions extends PlacementOptions {
@@ -208,6 +210,7 @@ export class Mesh {
     this.peerId = init.libp2p.peerId.toString()
     this.inlineThreshold = init.inlineThresholdBytes ?? DEFAULTS.inlineThresholdBytes
     this.chunkSize = init.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE
+    this.runtime = init.runtime ?? 'node'
     const capacity = parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity)
     this.store = new ObjectStore({
       capacity,
@@ -235,7 +238,7 @@ export class Mesh {
     })
     this.gossip = init.pubsub === undefined
       ? undefined
-      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.state() })
+      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => (this.lastState = this.state()) })
     this.table = new OwnershipTable({
       self: this.peerId,
       sendBorrow: async (owner, id, add) => {
@@ -545,8 +548,36 @@ export class Mesh {
       spilledBytes: store.spilledBytes,
       admitBytes: this.admitBytes(),
       bandwidth: this.transfer.bandwidth(),
-      pooledFunctions: this.executor.pooledNames()
+      pooledFunctions: this.executor.pooledNames(),
+      runtime: this.runtime,
+      links: this.libp2p.getConnections().map(c => ({ peer: c.remotePeer.toString(), transport: transportOf(c.remoteAddr.toString(), c.limits !== undefined) })),
+      flows: this.chunkFlows()
     }
+  }
+
+  private readonly runtime: string
+  private lastState: Omit<PeerState, 'seq'> | undefined
+  private flowSample = { at: 0, chunkIn: new Map<string, number>() }
+
+  /** Chunk bytes per second from each source since the last sample (one sample per heartbeat). */
+  private chunkFlows (): ChunkFlow[] {
+    const now = performance.now()
+    const seconds = (now - this.flowSample.at) / 1000
+    const flows: ChunkFlow[] = []
+    const chunkIn = new Map<string, number>()
+    for (const [peer, t] of Object.entries(this.traffic.snapshot())) {
+      chunkIn.set(peer, t.chunkIn)
+      const before = this.flowSample.chunkIn.get(peer)
+      if (before !== undefined && t.chunkIn > before && seconds > 0) flows.push({ from: peer, bytesPerSecond: (t.chunkIn - before) / seconds })
+    }
+    this.flowSample = { at: now, chunkIn }
+    return flows
+  }
+
+  /** Every peer this one knows and its last gossiped state, itself included (what the mesh page draws). */
+  view (): Array<{ peer: string, self: boolean, liveness: Liveness, state?: Omit<PeerState, 'seq'> }> {
+    const others = this.membership.all().map(p => ({ peer: p.peer, self: false, liveness: p.liveness, state: p.state }))
+    return [{ peer: this.peerId, self: true, liveness: 'alive' as Liveness, state: this.lastState ?? this.state() }, ...others]
   }
 
   /** Argument bytes this peer can take in now: up to 80% of its store (DESIGN.md section 5). */
@@ -1203,3 +1234,15 @@ export class Mesh {
   }
 }
 
+/**
+ * How a connection runs, from its remote address and whether it is limited (a relayed
+ * connection is; a WebRTC connection signalled through a relay is not, and its address
+ * may still name the relay).
+ */
+export function transportOf (addr: string, limited = false): string {
+  if (/\/webrtc(\/|$)/.test(addr)) return 'webrtc'
+  if (limited || addr.includes('/p2p-circuit')) return 'relay'
+  if (addr.includes('/webrtc-direct')) return 'webrtc-direct'
+  if (/\/wss?(\/|$)/.test(addr)) return 'ws'
+  return 'tcp'
+}

@@ -1,7 +1,7 @@
 /** The messages of refmesh.proto, as codecs. Field numbers must match the .proto file. */
 import { message } from './wire.ts'
 import type { ErrorInfo } from '../errors.ts'
-import type { PeerState } from '../membership.ts'
+import type { ChunkFlow, PeerLink, PeerState } from '../membership.ts'
 
 export const ObjectStatus = {
   INLINE: 1,
@@ -110,6 +110,16 @@ const HelloCodec = message<Hello>('Hello', [
   { no: 3, name: 'peers', type: PeerAddrsCodec, repeated: true }
 ])
 
+const PeerLinkCodec = message<PeerLink>('PeerLink', [
+  { no: 1, name: 'peer', type: 'string' },
+  { no: 2, name: 'transport', type: 'string' }
+])
+
+const ChunkFlowCodec = message<ChunkFlow>('ChunkFlow', [
+  { no: 1, name: 'from', type: 'string' },
+  { no: 2, name: 'bytesPerSecond', type: 'double' }
+])
+
 export const PeerStateCodec = message<PeerState>('PeerState', [
   { no: 1, name: 'peer', type: 'string' },
   { no: 2, name: 'seq', type: 'uint64' },
@@ -123,7 +133,10 @@ export const PeerStateCodec = message<PeerState>('PeerState', [
   { no: 10, name: 'spilledBytes', type: 'uint64' },
   { no: 11, name: 'admitBytes', type: 'uint64' },
   { no: 12, name: 'bandwidth', type: 'double' },
-  { no: 13, name: 'pooledFunctions', type: 'string', repeated: true }
+  { no: 13, name: 'pooledFunctions', type: 'string', repeated: true },
+  { no: 14, name: 'runtime', type: 'string' },
+  { no: 15, name: 'links', type: PeerLinkCodec, repeated: true },
+  { no: 16, name: 'flows', type: ChunkFlowCodec, repeated: true }
 ])
 
 const CallRequestCodec = message<CallRequest>('CallRequest', [
