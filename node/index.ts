@@ -93,7 +93,8 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     streamMuxers: [yamux()],
     services: {
       identify: identify(),
-      pubsub: gossipsub(PUBSUB_OPTIONS)
+      pubsub: gossipsub(PUBSUB_OPTIONS),
+      ...(options.relay === false ? {} : { relay: circuitRelayServer({ reservations: { maxReservations: NODE_DEFAULTS.relayReservations } }) })
     }
   })
   let backend: WorkerPool | undefined

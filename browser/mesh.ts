@@ -1,0 +1,186 @@
+/**
+ * refmesh/browser: a tab as a full peer. Supplies the libp2p configuration and
+ * the identity to the runtime-agnostic core:
+ *
+ * - Node peers are dialed over WebSockets or WebRTC-direct;
+ * - other tabs over WebRTC: a tab listens on `/p2p-circuit` (a slot on each
+ *   Node peer's relay) and `/webrtc`, so its addresses read
+ *   `<relay>/p2p-circuit/webrtc/p2p/<tab>`; a tab dialing one signals through
+ *   the relay and then talks to the other tab directly;
+ * - the key lives in IndexedDB (browser/identity.ts), chunks are hashed with
+ *   WebCrypto (the core's default).
+ */
+import { createLibp2p } from 'libp2p'
+import { webSockets } from '@libp2p/websockets'
+import { webRTC, webRTCDirect } from '@libp2p/webrtc'
+import { circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { gossipsub } from '@libp2p/gossipsub'
+import { logger } from '@libp2p/logger'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Libp2p, PrivateKey } from '@libp2p/interface'
+import { Mesh } from '../core/mesh.ts'
+import type { MeshInit } from '../core/mesh.ts'
+import { PUBSUB_OPTIONS } from '../core/gossip.ts'
+import type { PubSub } from '../core/gossip.ts'
+import { CONTROL_PROTOCOL } from '../core/channel.ts'
+import { CHUNK_PROTOCOL } from '../core/transfer.ts'
+import { PeerDiedError } from '../core/errors.ts'
+import { browserDialable, peerOf, PeerDialer } from './dialer.ts'
+import type { PeerDialerInit } from './dialer.ts'
+import { leaseIdentity } from './identity.ts'
+import type { IdentityOptions } from './identity.ts'
+import { LinkLog } from './links.ts'
+import type { LinkInfo } from './links.ts'
+
+export * from '../core/index.ts'
+export type { LinkInfo, LinkTransport } from './links.ts'
+
+const log = logger('refmesh:browser')
+
+export interface BrowserMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
+  /** multiaddrs (with /p2p/<id>) of Node peers to join through: their WebSockets or WebRTC-direct addresses */
+  bootstrap?: string[]
+  /** default: a slot on every relay reached (`/p2p-circuit`) and WebRTC through it (`/webrtc`) */
+  listen?: string[]
+  /** for WebRTC between tabs; default no STUN/TURN servers (enough on one machine or LAN) */
+  rtcConfiguration?: RTCConfiguration
+  /**
+   * Dial loopback and private addresses and plain ws://. A browser libp2p node
+   * refuses them by default, which is right on the public internet and wrong
+   * for a mesh on one machine or LAN. Default false.
+   */
+  allowPrivateAddresses?: boolean
+  /** where the tab's key is kept; false: a new identity on every load */
+  identity?: IdentityOptions | false
+  privateKey?: PrivateKey
+  /** how long to wait for the bootstrap peers */
+  bootstrapTimeoutMs?: number
+  /** how the tab keeps its connections (see browser/dialer.ts) */
+  dialer?: Omit<PeerDialerInit, 'libp2p' | 'mesh'>
+}
+
+export const BROWSER_DEFAULTS = {
+  listen: ['/p2p-circuit', '/webrtc'],
+  rtcConfiguration: { iceServers: [] },
+  /** a tab shares the machine with its browser: a smaller store than a Node peer's */
+  storeCapacity: '512MiB',
+  bootstrapTimeoutMs: 15_000,
+  /** as Node peers: tabs of one host connecting at once */
+  inboundConnectionsPerSecond: 64
+} as const
+
+/** The core mesh, plus what a tab adds: its dialer and the transport of each link. */
+export class BrowserMesh extends Mesh {
+  readonly dialer: PeerDialer
+  private readonly linkLog: LinkLog
+  private readonly releaseIdentity: () => void
+
+  constructor (init: MeshInit, parts: { releaseIdentity: () => void, dialer?: BrowserMeshOptions['dialer'] }) {
+    super(init)
+    this.releaseIdentity = parts.releaseIdentity
+    this.linkLog = new LinkLog(init.libp2p, [CONTROL_PROTOCOL, CHUNK_PROTOCOL])
+    this.dialer = new PeerDialer({ ...parts.dialer, libp2p: init.libp2p, mesh: this })
+  }
+
+  override async start (): Promise<void> {
+    this.linkLog.start()
+    await super.start()
+  }
+
+  /** Open connections, with their transports and the refmesh streams each carried. */
+  links (peer?: string): LinkInfo[] {
+    return this.linkLog.links(peer)
+  }
+
+  override async stop (): Promise<void> {
+    this.dialer.stop()
+    try {
+      await super.stop()
+    } finally {
+      this.linkLog.stop()
+      await this.libp2p.stop()
+      this.releaseIdentity()
+    }
+  }
+}
+
+/** Starts a peer in this tab and joins the mesh through `bootstrap`. */
+export async function createBrowserMesh (options: BrowserMeshOptions = {}): Promise<BrowserMesh> {
+  const lease = options.privateKey !== undefined || options.identity === false
+    ? { privateKey: options.privateKey, release: () => {} }
+    : await leaseIdentity(options.identity)
+  let libp2p: Libp2p | undefined
+  let mesh: BrowserMesh | undefined
+  try {
+    libp2p = await createLibp2p({
+      privateKey: lease.privateKey,
+      addresses: { listen: options.listen ?? [...BROWSER_DEFAULTS.listen] },
+      transports: [
+        webSockets(),
+        webRTCDirect(),
+        webRTC({ rtcConfiguration: options.rtcConfiguration ?? { iceServers: [...BROWSER_DEFAULTS.rtcConfiguration.iceServers] } }),
+        circuitRelayTransport()
+      ],
+      connectionGater: options.allowPrivateAddresses === true ? { denyDialMultiaddr: async () => false } : undefined,
+      connectionManager: { inboundConnectionThreshold: BROWSER_DEFAULTS.inboundConnectionsPerSecond },
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: {
+        identify: identify(),
+        pubsub: gossipsub(PUBSUB_OPTIONS)
+      }
+    })
+    mesh = new BrowserMesh({
+      ...options,
+      store: { ...options.store, capacity: options.store?.capacity ?? BROWSER_DEFAULTS.storeCapacity },
+      libp2p,
+      pubsub: libp2p.services.pubsub as unknown as PubSub
+    }, { releaseIdentity: lease.release, dialer: options.dialer })
+    await mesh.start()
+    await join(mesh, options.bootstrap ?? [], options.bootstrapTimeoutMs ?? BROWSER_DEFAULTS.bootstrapTimeoutMs)
+    mesh.dialer.start()
+    return mesh
+  } catch (err) {
+    if (mesh !== undefined) {
+      await mesh.stop().catch(() => {})
+    } else {
+      await Promise.resolve(libp2p?.stop()).catch(() => {})
+      lease.release()
+    }
+    throw err
+  }
+}
+
+/** Connects to each bootstrap peer through the first of its addresses that works. */
+async function join (mesh: Mesh, bootstrap: string[], timeoutMs: number): Promise<void> {
+  if (bootstrap.length === 0) return
+  const byPeer = new Map<string, string[]>()
+  for (const ma of browserDialable(bootstrap)) {
+    const peer = peerOf(ma)
+    if (peer === undefined) throw new TypeError(`bootstrap address ${ma.toString()} has no /p2p/<peer id>`)
+    byPeer.set(peer, [...byPeer.get(peer) ?? [], ma.toString()])
+  }
+  if (byPeer.size === 0) {
+    throw new PeerDiedError(`a browser can dial none of the bootstrap addresses (it needs /ws, /wss or /webrtc-direct): ${bootstrap.join(', ')}`)
+  }
+  const signal = AbortSignal.timeout(timeoutMs)
+  const results = await Promise.allSettled([...byPeer.values()].map(async addrs => {
+    const reasons: string[] = []
+    for (const addr of addrs) {
+      try {
+        return await mesh.connect(addr, { signal })
+      } catch (err) {
+        log('bootstrap through %s failed: %s', addr, (err as Error).message)
+        reasons.push(`${multiaddr(addr).toString()}: ${(err as Error).message}`)
+      }
+    }
+    throw new PeerDiedError(reasons.join('; '))
+  }))
+  if (results.every(r => r.status === 'rejected')) {
+    const reasons = results.map(r => ((r as PromiseRejectedResult).reason as Error).message).join('; ')
+    throw new PeerDiedError(`could not join through any bootstrap peer: ${reasons}`)
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * Serves the mesh page (dist/browser) to browsers, with the headers that make
+ * it crossOriginIsolated (SharedArrayBuffer, OPFS in workers), and tells each
+ * tab which Node peer addresses to join through (`/mesh.json`).
+ */
+import { createServer } from 'node:http'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import { readFile, stat } from 'node:fs/promises'
+import { extname, join, normalize, sep } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { logger } from '@libp2p/logger'
+import { browserDialable } from '../browser/dialer.ts'
+
+const log = logger('refmesh:page-server')
+
+export const PAGE_DIR = fileURLToPath(new URL('../dist/browser/', import.meta.url))
+
+export const PAGE_SERVER_DEFAULTS = {
+  /** loopback: a page on another machine would need the Node peer reachable there too */
+  host: '127.0.0.1',
+  port: 0
+} as const
+
+const HEADERS = {
+  'Cross-Origin-Opener-Policy': 'same-origin',
+  'Cross-Origin-Embedder-Policy': 'require-corp',
+  'Cross-Origin-Resource-Policy': 'same-origin',
+  // The page is rebuilt in place; a stale bundle would talk to the wrong code.
+  'Cache-Control': 'no-store'
+} as const
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.json': 'application/json',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.wasm': 'application/wasm',
+  '.map': 'application/json'
+}
+
+export interface PageServerInit {
+  /** the Node peer's multiaddrs; those a browser can dial are handed to tabs */
+  addrs: () => string[]
+  /** the built page (default dist/browser) */
+  root?: string
+  host?: string
+  port?: number
+}
+
+export interface PageServer {
+  url: string
+  close: () => Promise<void>
+}
+
+export async function startPageServer (init: PageServerInit): Promise<PageServer> {
+  const root = init.root ?? PAGE_DIR
+  const server = createServer((req, res) => {
+    handle(req, res, root, init.addrs).catch((err: Error) => {
+      log.error('%s %s failed: %e', req.method, req.url, err)
+      if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n')
+      else res.destroy()
+    })
+  })
+  const host = init.host ?? PAGE_SERVER_DEFAULTS.host
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(init.port ?? PAGE_SERVER_DEFAULTS.port, host, () => { server.off('error', reject); resolve() })
+  })
+  const address = server.address()
+  if (address === null || typeof address === 'string') throw new Error('the page server has no TCP address')
+  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+  return {
+    url,
+    close: async () => {
+      server.closeAllConnections()
+      await new Promise<void>(resolve => { server.close(() => { resolve() }) })
+    }
+  }
+}
+
+async function handle (req: IncomingMessage, res: ServerResponse, root: string, addrs: () => string[]): Promise<void> {
+  if (req.method !== 'GET' && req.method !== 'HEAD') {
+    send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n')
+    return
+  }
+  const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)
+  if (path === '/mesh.json') {
+    const bootstrap = browserDialable(addrs()).map(String)
+    send(res, 200, TYPES['.json'], JSON.stringify({ bootstrap }))
+    return
+  }
+  if (path === '/favicon.ico') {
+    res.writeHead(204, HEADERS).end()
+    return
+  }
+  const file = normalize(join(root, path.endsWith('/') ? `${path}index.html` : path))
+  if (!file.startsWith(root.endsWith(sep) ? root : root + sep)) {
+    send(res, 404, 'text/plain; charset=utf-8', 'not found\n')
+    return
+  }
+  const info = await stat(file).catch(() => undefined)
+  if (info === undefined || !info.isFile()) {
+    send(res, 404, 'text/plain; charset=utf-8', 'not found\n')
+    return
+  }
+  send(res, 200, TYPES[extname(file)] ?? 'application/octet-stream', await readFile(file), req.method === 'HEAD')
+}
+
+function send (res: ServerResponse, status: number, type: string, body: string | Buffer, headOnly = false): void {
+  res.writeHead(status, { ...HEADERS, 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) })
+  res.end(headOnly ? undefined : body)
+}
