@@ -8,6 +8,7 @@ import type { BrowserMesh, BrowserMeshOptions, LinkInfo } from './mesh.ts'
 import { checksum, pattern, registerBenchFunctions } from './bench-functions.ts'
 import { webrtcInitStats } from './webrtc-init.ts'
 import { Ref, shared } from '../core/ref.ts'
+import { multiaddr } from '@multiformats/multiaddr'
 
 /** What the page's server tells a tab to join through (node/page-server.ts). */
 export interface MeshInfo {
@@ -33,6 +34,7 @@ export interface PageApi {
   readonly webrtcInit: typeof webrtcInitStats
   Ref: typeof Ref
   shared: typeof shared
+  multiaddr: typeof multiaddr
 }
 
 export function createPageApi (): PageApi {
@@ -86,6 +88,7 @@ export function createPageApi (): PageApi {
     },
     webrtcInit: webrtcInitStats,
     Ref,
-    shared
+    shared,
+    multiaddr
   }
 }
