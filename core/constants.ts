@@ -9,8 +9,10 @@ export const DEFAULTS = {
   ownerFanout: 2,
   /** how many holders a receiver is pointed at (it pulls from all of them at once) */
   parentsPerReceiver: 2,
-  /** how often a puller asks partial holders for their bitfields again */
+  /** the clock of a pull: stalls, progress reports and relocation are checked this often */
   bitfieldRefreshMs: 50,
+  /** partial holders push their bitfield as it changes; a puller asks again this often anyway */
+  watchedBitfieldRefreshMs: 1000,
   /** a holder with chunks in flight that sends nothing this long is dropped (its chunks go elsewhere) */
   stallMs: 10_000,
   /** how often a receiver tells the owner its progress */

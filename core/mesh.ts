@@ -262,6 +262,7 @@ export class Mesh {
       sha256: this.sha256,
       hooks: init.hooks,
       bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
+      watchedBitfieldRefreshMs: DEFAULTS.watchedBitfieldRefreshMs,
       stallMs: DEFAULTS.stallMs,
       progressEveryMs: DEFAULTS.progressEveryMs,
       relocateEveryMs: DEFAULTS.relocateEveryMs,

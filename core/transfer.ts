@@ -42,8 +42,10 @@ export interface TransferInit {
   defaultBandwidth: number
   sha256: Hasher
   hooks?: TransferHooks
-  /** how often a puller asks partial holders for their bitfields again */
+  /** the clock of a pull (stalls, progress, relocation, bitfields of holders that do not push them) */
   bitfieldRefreshMs: number
+  /** how often a puller asks a holder that pushes its bitfield for it anyway */
+  watchedBitfieldRefreshMs: number
   /** a source with chunks in flight that sends nothing this long is dropped */
   stallMs: number
   /** how often a puller reports its progress to the owner */
@@ -82,6 +84,14 @@ export class Transfer {
   /** pulls under way, by object: a peer asking us for one is pulling it too, so it is a source */
   private readonly active = new Map<string, Pull>()
   readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0, duplicateChunks: 0 }
+  /**
+   * Pullers watching our bitfield of an object we are still receiving, by object:
+   * each gets it pushed as chunks arrive (batched per turn of the event loop),
+   * instead of asking every few tens of milliseconds.
+   */
+  private readonly watchers = new Map<string, Set<Watcher>>()
+  private readonly changed = new Set<string>()
+  private flushScheduled = false
 
   constructor (init: TransferInit) {
     this.init = init
@@ -114,6 +124,7 @@ export class Transfer {
   private async serve (peer: string, stream: Stream): Promise<void> {
     const decoder = new FrameDecoder(MAX_REQUEST_FRAME)
     const { store, traffic, hooks } = this.init
+    const watching: Watcher[] = []
     try {
       for await (const data of stream) {
         for (const f of decoder.push(data)) {
@@ -122,10 +133,16 @@ export class Transfer {
           if (req.bitfield) {
             // Whoever asks what we hold of an object we are pulling is pulling it too.
             if (this.init.swarm) this.active.get(key)?.meet(peer)
-            const have = store.get(key)?.have
-            const header = ChunkHeaderCodec.encode({ id: req.id, index: 0, status: have === undefined ? ChunkStatus.NOT_FOUND : ChunkStatus.BITFIELD })
-            const out = have === undefined ? frame(encodeVarint(header.byteLength), header) : frame(encodeVarint(header.byteLength), header, have.slice())
+            const obj = store.get(key)
+            const out = this.bitfieldFrame(req.id, obj?.have)
             traffic.add(peer, 'chunkOut', out.byteLength)
+            if (req.watch === true && obj !== undefined && !store.isComplete(obj) && !watching.some(w => w.key === key)) {
+              const watcher: Watcher = { key, id: req.id, peer, stream }
+              watching.push(watcher)
+              let set = this.watchers.get(key)
+              if (set === undefined) this.watchers.set(key, set = new Set())
+              set.add(watcher)
+            }
             if (!stream.send(out)) await stream.onDrain()
           }
           for (const index of req.indices) {
@@ -153,6 +170,48 @@ export class Transfer {
     } catch (err) {
       log.error('chunk stream from %s closed: %e', peer, err)
       stream.abort(err as Error)
+    } finally {
+      for (const w of watching) this.unwatch(w)
+    }
+  }
+
+  private bitfieldFrame (id: Uint8Array, have: Uint8Array | undefined): Uint8ArrayList {
+    const header = ChunkHeaderCodec.encode({ id, index: 0, status: have === undefined ? ChunkStatus.NOT_FOUND : ChunkStatus.BITFIELD })
+    return have === undefined ? frame(encodeVarint(header.byteLength), header) : frame(encodeVarint(header.byteLength), header, have.slice())
+  }
+
+  private unwatch (w: Watcher): void {
+    const set = this.watchers.get(w.key)
+    set?.delete(w)
+    if (set?.size === 0) this.watchers.delete(w.key)
+  }
+
+  /** @internal: a pull of `key` verified another chunk; its watchers hear of it. */
+  chunkArrived (key: string): void {
+    if (!this.watchers.has(key)) return
+    this.changed.add(key)
+    if (this.flushScheduled) return
+    this.flushScheduled = true
+    // Chunks that land in the same turn go out as one bitfield.
+    setTimeout(() => { this.pushBitfields() }, 0)
+  }
+
+  private pushBitfields (): void {
+    this.flushScheduled = false
+    const keys = [...this.changed]
+    this.changed.clear()
+    for (const key of keys) {
+      const obj = this.init.store.get(key)
+      const set = this.watchers.get(key)
+      if (set === undefined) continue
+      const complete = obj === undefined || this.init.store.isComplete(obj)
+      for (const w of set) {
+        const out = this.bitfieldFrame(w.id, obj?.have)
+        this.init.traffic.add(w.peer, 'chunkOut', out.byteLength)
+        // A bitfield is a few bytes; it goes out even while the stream is backed up.
+        try { w.stream.send(out) } catch (err) { log('bitfield to %s failed: %s', w.peer, (err as Error).message) }
+      }
+      if (complete) this.watchers.delete(key)
     }
   }
 
@@ -173,6 +232,13 @@ export class Transfer {
   }
 }
 
+interface Watcher {
+  key: string
+  id: Uint8Array
+  peer: string
+  stream: Stream
+}
+
 interface Source {
   peer: string
   stream?: Promise<Stream>
@@ -183,6 +249,10 @@ interface Source {
   haveCount: number
   /** a bitfield request is on its way */
   asking: boolean
+  /** it pushes its bitfield as it changes (we asked it to watch) */
+  watched: boolean
+  /** when its bitfield last arrived */
+  bitfieldAt: number
   /** when a frame last came from it */
   heard: number
 }
@@ -231,7 +301,7 @@ class Pull {
   private addSources (peers: string[]): void {
     for (const peer of new Set(peers)) {
       if (this.sources.some(s => s.peer === peer && !s.dead)) continue
-      this.sources.push({ peer, inFlight: new Set(), dead: false, haveCount: 0, asking: false, heard: performance.now() })
+      this.sources.push({ peer, inFlight: new Set(), dead: false, haveCount: 0, asking: false, watched: false, bitfieldAt: 0, heard: performance.now() })
     }
   }
 
@@ -287,7 +357,7 @@ class Pull {
         this.dropSource(s, new ObjectLostError(`${s.peer} stalled: nothing for ${Math.round(now - s.heard)} ms`))
         continue
       }
-      if (s.haveCount < this.count) this.askBitfield(s)
+      if (s.haveCount < this.count && (!s.watched || now - s.bitfieldAt > this.init.watchedBitfieldRefreshMs)) this.askBitfield(s)
     }
     this.report(false)
     // The owner's list of holders again, now and then (receivers that started after us
@@ -315,7 +385,9 @@ class Pull {
   private askBitfield (source: Source): void {
     if (source.asking || source.dead) return
     source.asking = true
-    void this.send(source, [], true)
+    const watch = !source.watched
+    source.watched = true
+    void this.send(source, [], true, watch)
   }
 
   /** Chunks each live source with a known bitfield holds, among those still missing and not asked for. */
@@ -379,7 +451,7 @@ class Pull {
     }
   }
 
-  private async send (source: Source, indices: number[], bitfield: boolean): Promise<void> {
+  private async send (source: Source, indices: number[], bitfield: boolean, watch = false): Promise<void> {
     try {
       if (source.stream === undefined) {
         source.stream = this.init.libp2p.dialProtocol(peerIdFromString(source.peer), CHUNK_PROTOCOL, { signal: this.req.signal })
@@ -387,7 +459,7 @@ class Pull {
         void this.readResponses(source, stream)
       }
       const stream = await source.stream
-      stream.send(frame(ChunkRequestCodec.encode({ id: this.req.id, indices, bitfield })))
+      stream.send(frame(ChunkRequestCodec.encode({ id: this.req.id, indices, bitfield, watch })))
     } catch (err) {
       this.dropSource(source, err as Error)
     }
@@ -443,6 +515,7 @@ class Pull {
       source.have = body.subarray()
       source.haveCount = source.have.reduce((n, b) => n + (b === 1 ? 1 : 0), 0)
       source.asking = false
+      source.bitfieldAt = performance.now()
       this.pump()
       return
     }
@@ -479,6 +552,7 @@ class Pull {
       } else if (sameHash(hash, this.req.manifest.hashes[index])) {
         if (this.obj.data === undefined) await this.init.store.writeChunk(this.obj, index, chunk)
         this.init.store.markChunk(this.obj, index)
+        this.transfer.chunkArrived(this.req.key)
         this.transfer.stats.chunksFetched++
         this.lastProgress = performance.now()
         // A twin asked in the endgame still answers; its copy is counted and dropped.

@@ -63,7 +63,7 @@ export interface Envelope {
   adopt?: Adopt
 }
 
-export interface ChunkRequest { id: Uint8Array, indices: number[], bitfield: boolean }
+export interface ChunkRequest { id: Uint8Array, indices: number[], bitfield: boolean, watch?: boolean }
 export interface ChunkHeader { id: Uint8Array, index: number, status: number }
 
 export const ErrorInfoCodec = message<ErrorInfo>('ErrorInfo', [
@@ -221,7 +221,8 @@ export const EnvelopeCodec = message<Envelope>('Envelope', [
 export const ChunkRequestCodec = message<ChunkRequest>('ChunkRequest', [
   { no: 1, name: 'id', type: 'bytes' },
   { no: 2, name: 'indices', type: 'uint32', repeated: true },
-  { no: 3, name: 'bitfield', type: 'bool' }
+  { no: 3, name: 'bitfield', type: 'bool' },
+  { no: 4, name: 'watch', type: 'bool' }
 ])
 
 export const ChunkHeaderCodec = message<ChunkHeader>('ChunkHeader', [
