@@ -14,6 +14,8 @@ import type { NodeMeshOptions } from './index.ts'
 import type { Mesh } from '../core/mesh.ts'
 import { parseBytes } from '../core/constants.ts'
 import { startMetricsServer } from './metrics.ts'
+import { startPageServer } from './page-server.ts'
+import type { PageServer } from './page-server.ts'
 
 export class UsageError extends Error {
   override name = 'UsageError'
@@ -38,6 +40,8 @@ commands:
              --no-swarm               receivers pull only from complete holders, not from each other (for comparison)
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
+             --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
+                                      built first if missing or stale); it listens on --metrics-host
              --json                   print one JSON line {peer, addrs} when ready
   status   print the mesh as one peer sees it
              --bootstrap <multiaddr>  the peer to ask (required)
@@ -58,6 +62,7 @@ export interface PeerCommandOptions {
   workers?: number
   metricsPort?: number
   metricsHost?: string
+  pagePort?: number
   prefetch: boolean
   swarm: boolean
   json: boolean
@@ -85,6 +90,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     workers: { type: 'string' },
     'metrics-port': { type: 'string' },
     'metrics-host': { type: 'string' },
+    'page-port': { type: 'string' },
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
     json: { type: 'boolean', default: false }
@@ -93,6 +99,11 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
   if (v['metrics-port'] !== undefined) {
     metricsPort = Number(v['metrics-port'])
     if (!Number.isInteger(metricsPort) || metricsPort < 0 || metricsPort > 65535) throw new UsageError(`--metrics-port must be a port number, not "${String(v['metrics-port'])}"`)
+  }
+  let pagePort: number | undefined
+  if (v['page-port'] !== undefined) {
+    pagePort = Number(v['page-port'])
+    if (!Number.isInteger(pagePort) || pagePort < 0 || pagePort > 65535) throw new UsageError(`--page-port must be a port number, not "${String(v['page-port'])}"`)
   }
   let workers: number | undefined
   if (v.workers !== undefined) {
@@ -125,6 +136,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     workers,
     metricsPort,
     metricsHost: v['metrics-host'] as string | undefined,
+    pagePort,
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
     json: v.json === true
@@ -155,23 +167,32 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
   const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })
+  const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, opts.metricsHost)
   const addrs = mesh.libp2p.getMultiaddrs().map(String)
   if (opts.json) {
-    process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs, metrics: metrics?.url }) + '\n')
+    process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs, metrics: metrics?.url, page: page?.url }) + '\n')
   } else {
     process.stdout.write(`refmesh peer ${mesh.peerId}\njoin with:\n${addrs.map(a => `  --bootstrap ${a}`).join('\n')}\n`)
     if (metrics !== undefined) process.stdout.write(`metrics: ${metrics.url}/metrics, state: ${metrics.url}/state.json\n`)
+    if (page !== undefined) process.stdout.write(`mesh page: ${page.url}/ (open it in a browser and press Join)\n`)
   }
   let stopping = false
   const stop = (): void => {
     if (stopping) return
     stopping = true
-    Promise.all([mesh.stop(), metrics?.close()]).finally(() => process.exit(0))
+    Promise.all([mesh.stop(), metrics?.close(), page?.close()]).finally(() => process.exit(0))
   }
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
   // A parent that spawned us with a pipe on stdin stops us by closing it.
   if (!process.stdin.isTTY) process.stdin.on('end', stop).resume()
+}
+
+/** The mesh page, handing tabs this peer's browser addresses (it must listen on WebSockets or WebRTC-direct). */
+async function servePage (mesh: Mesh, port: number, host?: string): Promise<PageServer> {
+  const { ensurePageBuilt } = await import('./page-build.ts')
+  await ensurePageBuilt()
+  return await startPageServer({ addrs: () => mesh.libp2p.getMultiaddrs().map(String), port, host })
 }
 
 async function runStatus (argv: string[]): Promise<void> {

@@ -5,7 +5,8 @@
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { startBrowserCluster } from './harness.ts'
+import { spawnPeer } from '../../node/local-cluster.ts'
+import { BROWSER_LISTEN_ARGS, startBrowserCluster } from './harness.ts'
 
 test('the page: isolation headers, bootstrap addresses, a persistent identity per tab', { timeout: 180_000 }, async () => {
   const c = await startBrowserCluster({ tabs: 0, nodes: 1 })
@@ -41,5 +42,20 @@ test('the page: isolation headers, bootstrap addresses, a persistent identity pe
     assert.ok(![first.peer, second.peer].includes(stranger))
   } finally {
     await c.close()
+  }
+})
+
+test('refmesh peer --page-port serves the page with that peer\'s browser addresses', { timeout: 60_000 }, async () => {
+  const peer = await spawnPeer({ args: [...BROWSER_LISTEN_ARGS, '--page-port', '0'] })
+  try {
+    const url = (peer as typeof peer & { page?: string }).page
+    assert.ok(url?.startsWith('http://127.0.0.1:'), `the peer prints the page's URL: ${url}`)
+    const res = await fetch(`${url}/`)
+    assert.equal(res.status, 200)
+    assert.equal(res.headers.get('cross-origin-embedder-policy'), 'require-corp')
+    const info = await (await fetch(`${url}/mesh.json`)).json() as { bootstrap: string[] }
+    assert.deepEqual(info.bootstrap, peer.addrs.filter(a => a.includes('/ws/') || a.includes('/webrtc-direct/')))
+  } finally {
+    await peer.stop()
   }
 })
