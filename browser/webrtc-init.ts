@@ -8,7 +8,8 @@
  * `init` to fire `open`, closes it and waits for `close`. In Chromium the
  * channel can open AND be closed by the other side before `connected` is
  * reported; `open` has then already fired, so the dialer waits for it forever
- * (until the dial times out: ~8% of tab-to-tab dials on a loopback mesh).
+ * (until the dial times out: about one in eight dials when two tabs dial each
+ * other at once, as they do when they meet).
  *
  * `settleInitChannel` replaces those waits and accepts the events in any order:
  * it waits for `open` only while the channel is still connecting, closes it only

@@ -28,8 +28,10 @@ async function withCluster (c: BrowserCluster, body: () => Promise<void>): Promi
   }
 }
 
-test('an object put in tab A moves to tab B over a direct WebRTC connection, byte-identical, every chunk verified', { timeout: 180_000 }, async () => {
+test('an object put in tab A moves to tab B over a direct WebRTC connection, byte-identical, every chunk verified', { timeout: 180_000 }, async (t) => {
+  const started = performance.now()
   const c = await startBrowserCluster({ tabs: 2, nodes: 1 })
+  t.diagnostic(`two tabs and a Node peer, every tab directly connected to every peer, in ${Math.round(performance.now() - started)} ms`)
   await withCluster(c, async () => {
     const [a, b] = c.tabs
     // Random bytes (so a misplaced chunk cannot match), not a whole number of chunks.
@@ -48,16 +50,19 @@ test('an object put in tab A moves to tab B over a direct WebRTC connection, byt
       const bytes = new Uint8Array(size)
       for (let i = 0; i < size; i += 65_536) crypto.getRandomValues(bytes.subarray(i, Math.min(size, i + 65_536)))
       const expected = await r.sha256hex(bytes)
+      const started = performance.now()
       const x = mesh.put(bytes)
       // B receives x's value: it pulls the chunks from A, the owner and only holder.
       const d = mesh.fn<(x: Uint8Array) => { length: number, sha256: string }>('tab.digest').options({ peer, timeoutMs: 120_000 }).remote(x)
       try {
-        return { expected, got: await mesh.get(d, { timeoutMs: 120_000 }) }
+        const got = await mesh.get(d, { timeoutMs: 120_000 })
+        return { expected, got, ms: performance.now() - started }
       } finally {
         d.release()
         x.release()
       }
     }, { peer: b.peer, size })
+    t.diagnostic(`put, ${size} bytes tab to tab and digest in ${Math.round(result.ms)} ms`)
     assert.equal(result.got.length, size)
     assert.equal(result.got.sha256, result.expected, 'tab B read exactly the bytes tab A put')
 
