@@ -142,7 +142,7 @@ export interface MeshStats {
   traffic: ReturnType<TrafficCounter['totals']>
   trafficByPeer: ReturnType<TrafficCounter['snapshot']>
   transfer: Transfer['stats']
-  calls: { executed: number, running: number, queued: number, slots: number, submitted: number, spilledBack: number, spillbacksReceived: number }
+  calls: { executed: number, running: number, queued: number, slots: number, submitted: number, spilledBack: number, spillbacksReceived: number, reconstructions: number }
   /** calls this peer placed, per executor */
   placed: Record<string, number>
   /** bytes of dereferenced arguments this peer's executor found in its own store, and fetched from others */
@@ -158,7 +158,8 @@ interface CallState {
   fn: string
   args: unknown[]
   options: CallOptions
-  result: Ref
+  /** the result object (not its handle: lineage must not keep the user's Ref alive) */
+  result: { key: string, id: Uint8Array }
   /** Refs the arguments mention, pinned until the call ends */
   pinned: string[]
   /** Refs made by put() for large plain arguments, released when the call ends */
@@ -188,6 +189,16 @@ export class Mesh {
   private readonly argBytes = { localBytes: 0, fetchedBytes: 0 }
   private spilledBack = 0
   private spillbacksReceived = 0
+  /** calls run again because every copy of their result was lost */
+  private reconstructions = 0
+  /**
+   * Lineage: how each owned call result was made (the function and its encoded
+   * arguments), kept while the result lives so it can be computed again. It does
+   * not keep the arguments alive: an argument freed since (nobody held it) makes
+   * a reconstruction fail with ObjectLostError. Ray pins arguments for lineage
+   * instead; we keep reclamation exact, and say so in PROTOCOL.md.
+   */
+  private readonly lineage = new Map<string, { fn: string, options: CallOptions, args: Uint8Array }>()
   private readonly traffic = new TrafficCounter()
   private readonly handoffs = new Map<string, Handoff>()
   /** owner side: receivers of each object still pulling it (partial holders) */
@@ -229,6 +240,7 @@ export class Mesh {
     this.swarm = init.swarm ?? true
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
     const heartbeatMs = init.heartbeatMs ?? DEFAULTS.heartbeatMs
+    this.heartbeatMs = heartbeatMs
     this.membership = new Membership({
       heartbeatMs,
       suspectAfterBeats: DEFAULTS.suspectAfterBeats,
@@ -523,7 +535,8 @@ export class Mesh {
         slots: this.executor.slots,
         submitted: this.submitted,
         spilledBack: this.spilledBack,
-        spillbacksReceived: this.spillbacksReceived
+        spillbacksReceived: this.spillbacksReceived,
+        reconstructions: this.reconstructions
       },
       placed: Object.fromEntries(this.scheduler.placed),
       args: { ...this.argBytes },
@@ -557,6 +570,7 @@ export class Mesh {
   }
 
   private readonly runtime: string
+  private readonly heartbeatMs: number
   private lastState: Omit<PeerState, 'seq'> | undefined
   private flowSample = { at: 0, chunkIn: new Map<string, number>() }
 
@@ -617,8 +631,9 @@ export class Mesh {
     const encoded = encodeArgs(prepared, this.hintsOf)
     const pinned = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
     const result = this.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } })
-    const call: CallState = { fn, args: prepared, options, result, pinned, temporaries }
+    const call: CallState = { fn, args: prepared, options, result: { key: result.key, id: result.id }, pinned, temporaries }
     this.submitted++
+    this.lineage.set(result.key, { fn, options, args: encoded.bytes })
     void this.dispatch(call, encoded.bytes)
     return result
   }
@@ -638,7 +653,11 @@ export class Mesh {
       const argInfo = await this.resolveArguments(call, signal)
       const argBytes = argInfo.reduce((n, a) => n + a.size, 0)
       // Arguments still being computed at submit time had no location hints yet: encode them again now.
-      if (pendingAtSubmit) args = encodeArgs(call.args, this.hintsOf, true).bytes
+      if (pendingAtSubmit) {
+        args = encodeArgs(call.args, this.hintsOf, true).bytes
+        const lineage = this.lineage.get(key)
+        if (lineage !== undefined) lineage.args = args
+      }
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       while (reply?.result === undefined) {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor
@@ -692,9 +711,47 @@ export class Mesh {
     } catch (err) {
       this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId, call.fn), locations: [], contained: [] })
     } finally {
+      // Pins and temporaries hold the arguments for the call's first run only.
       for (const k of call.pinned) this.table.unpin(k)
       for (const t of call.temporaries) t.release()
+      call.pinned = []
+      call.temporaries = []
     }
+  }
+
+  /** Lineage reconstruction: every copy of an owned call result is lost, so the call runs again. */
+  private reconstruct (key: string): void {
+    const lineage = this.lineage.get(key)
+    if (lineage === undefined) return
+    this.reconstructions++
+    log('every copy of %s is lost: running %s again', key, lineage.fn)
+    const oldContained = this.table.reopen(key)
+    // The old copies' tree is gone with them.
+    this.children.delete(key)
+    this.parents.delete(key)
+    this.receiving.delete(key)
+    this.receivedBy.delete(key)
+    const id = this.table.get(key)?.id as Uint8Array
+    // Its arguments are not held for it: placement has no hints, and a freed one fails the call.
+    // A peer it was required to run on is most likely the one that died: prefer it instead.
+    const options: CallOptions = { ...lineage.options, peer: undefined, prefer: lineage.options.peer ?? lineage.options.prefer }
+    const call: CallState = { fn: lineage.fn, args: [], options, result: { key, id }, pinned: [], temporaries: [] }
+    void this.dispatch(call, lineage.args).finally(() => {
+      for (const k of oldContained) this.table.unpin(k)
+    })
+  }
+
+  /** Whether a complete copy of an owned object is left: here, or on a live peer that is not still receiving it. */
+  private hasCompleteCopy (key: string, owned: OwnedObject): boolean {
+    const receiving = this.receiving.get(key)
+    for (const p of owned.locations) {
+      if (p === this.peerId ? this.store.get(key) !== undefined && this.store.isComplete(this.store.get(key) as StoredObject) : receiving?.has(p) !== true) return true
+    }
+    return false
+  }
+
+  private dropLineage (key: string): void {
+    this.lineage.delete(key)
   }
 
   /** Waits for the owned objects among the dereferenced arguments; returns where each argument is and its size. */
@@ -946,8 +1003,17 @@ export class Mesh {
       return
     }
     if (entry?.registered !== undefined) await raceSignal(entry.registered, signal, `wait for ${ref}`)
-    for (;;) {
-      const reply = await this.channels.request(ref.owner, { locate: { id: ref.id, wait: true, fetch: false, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
+    for (let attempt = 0; ;) {
+      // A Ref whose owner died is settled: reading it fails with OwnerDiedError.
+      if (entry?.ownerDied === true || this.membership.get(ref.owner)?.liveness === 'dead') return
+      let reply: Envelope
+      try {
+        reply = await this.channels.request(ref.owner, { locate: { id: ref.id, wait: true, fetch: false, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
+      } catch (err) {
+        if (!(err instanceof PeerDiedError) || signal.aborted) throw err
+        await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt++))), signal, `wait for ${ref}`)
+        continue
+      }
       if (reply.locateReply?.object?.status !== ObjectStatus.PENDING) return
     }
   }
@@ -961,9 +1027,42 @@ export class Mesh {
     const what = `object ${key}`
     const local = await this.store.read(key, what, signal)
     if (local !== undefined) return { encoding: (this.store.get(key) as StoredObject).manifest.encoding, ...local }
-    const info = desc.owner === this.peerId
-      ? await this.describeOwned(key, { id: desc.id, wait: true, fetch: true, timeoutMs: 0 }, this.peerId, signal)
-      : await this.locateRemote(desc, signal)
+    // Holders can die while we pull; the owner then points at others, or computes the
+    // object again (lineage), or says it is lost. Bounded by the caller's signal, and by
+    // the time the failure detector takes to declare a holder dead.
+    const deadline = performance.now() + this.failureBoundMs() * 2
+    for (let attempt = 0; ; attempt++) {
+      this.checkOwnerAlive(desc.owner, key)
+      const info = desc.owner === this.peerId
+        ? await this.describeOwned(key, { id: desc.id, wait: true, fetch: true, timeoutMs: 0 }, this.peerId, signal)
+        : await this.locateRemote(desc, signal)
+      try {
+        return await this.fetchDescribed(desc, info, signal)
+      } catch (err) {
+        const retry = err instanceof ObjectLostError && info.status === ObjectStatus.STORED && signal?.aborted !== true && performance.now() < deadline
+        if (!retry) throw err
+        log('fetch of %s failed (%s); asking its owner again (attempt %d)', key, (err as Error).message, attempt + 1)
+        await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt))), signal, `get of ${key}`)
+      }
+    }
+  }
+
+  /** How long the failure detector takes at most to declare a silent peer dead. */
+  private failureBoundMs (): number {
+    return (DEFAULTS.deadAfterBeats + 1) * this.heartbeatMs
+  }
+
+  /** Fate sharing: a Ref whose owner died is dead too. */
+  private checkOwnerAlive (owner: string, key: string): void {
+    if (owner === this.peerId) return
+    if (this.table.get(key)?.ownerDied === true || this.membership.get(owner)?.liveness === 'dead') {
+      throw new OwnerDiedError(`the owner ${owner} of ${key} died`)
+    }
+  }
+
+  private async fetchDescribed (desc: RefDesc, info: ObjectInfo, signal: AbortSignal | undefined): Promise<{ encoding: number, bytes: Uint8Array, release: () => void }> {
+    const key = objectKey(desc.id)
+    const what = `object ${key}`
     switch (info.status) {
       case ObjectStatus.INLINE:
         return { encoding: info.encoding, bytes: info.inline, release: () => {} }
@@ -1004,9 +1103,25 @@ export class Mesh {
     }
   }
 
+  /**
+   * Asks the owner where an object is (parking while it is computed). An owner that
+   * cannot be reached is asked again until the failure detector has a verdict:
+   * dead is OwnerDiedError; a blip is forgotten.
+   */
   private async locateRemote (desc: RefDesc, signal: AbortSignal | undefined): Promise<ObjectInfo> {
-    for (;;) {
-      const reply = await this.channels.request(desc.owner, { locate: { id: desc.id, wait: true, fetch: true, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
+    const key = objectKey(desc.id)
+    const deadline = performance.now() + this.failureBoundMs() * 2
+    for (let attempt = 0; ;) {
+      this.checkOwnerAlive(desc.owner, key)
+      let reply: Envelope
+      try {
+        reply = await this.channels.request(desc.owner, { locate: { id: desc.id, wait: true, fetch: true, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
+      } catch (err) {
+        if (!(err instanceof PeerDiedError) || signal?.aborted === true) throw err
+        if (performance.now() > deadline) throw new OwnerDiedError(`the owner ${desc.owner} of ${key} cannot be reached: ${err.message}`)
+        await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt++))), signal, `get of ${key}`)
+        continue
+      }
       const info = reply.locateReply?.object
       if (info === undefined) throw new ProtocolError(`${desc.owner} sent an empty locate reply`)
       if (info.status !== ObjectStatus.PENDING) return info
@@ -1032,6 +1147,14 @@ export class Mesh {
     // Contained Refs are pinned while this object lives, so their entries exist.
     const contained = owned.contained.flatMap(k => { const e = this.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
+    if (!owned.inline && !this.hasCompleteCopy(key, owned)) {
+      // Every holder died: a call result is computed again (then described), a put() is gone.
+      if (this.lineage.has(key)) {
+        this.reconstruct(key)
+        return await this.describeOwned(key, req, from, signal)
+      }
+      return { ...none, status: ObjectStatus.FAILED, error: errorToInfo(new ObjectLostError(`every copy of ${key} is lost; it was made by put(), which cannot be computed again`), this.peerId) }
+    }
     if (owned.inline) {
       const held = await this.store.read(key, `object ${key}`, signal)
       if (held === undefined) return none
@@ -1099,6 +1222,7 @@ export class Mesh {
   /** Owner side: nothing refers to the object any more; drop every copy. */
   private freeOwned (entry: Entry, owned: OwnedObject): void {
     this.store.delete(entry.key)
+    this.dropLineage(entry.key)
     this.children.delete(entry.key)
     this.parents.delete(entry.key)
     this.receiving.delete(entry.key)
@@ -1184,6 +1308,10 @@ export class Mesh {
     log('peer %s is dead', peer)
     this.channels.dropPeer(peer)
     this.table.peerGone(peer)
+    // Fate sharing: copies of what the dead peer owned are freed (nobody can free them later).
+    const orphans = this.store.ownedBy(peer)
+    for (const key of orphans) this.store.delete(key)
+    if (orphans.length > 0) log('freed %d copies owned by dead %s', orphans.length, peer)
     for (const [key, h] of this.handoffs) if (h.peer === peer) this.releaseHandoff(peer, key)
     for (const key of this.receiving.keys()) this.doneReceiving(key, peer, true)
   }

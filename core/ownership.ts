@@ -60,6 +60,8 @@ export interface Entry {
   registered?: Promise<void>
   /** borrowed entries: where the object was last said to be, and its size (placement hints) */
   hints?: { size: number, locations: string[] }
+  /** borrowed entries: the failure detector declared the owner dead (fate sharing: the object is gone) */
+  ownerDied?: boolean
 }
 
 export interface OwnershipInit {
@@ -223,13 +225,35 @@ export class OwnershipTable implements RefTracker {
     this.maybeRelease(entry)
   }
 
-  /** A peer left: it borrows nothing and holds no copies any more. */
+  /**
+   * A peer died: it borrows nothing and holds no copies any more, and what it
+   * owned is gone (its borrowed entries here are marked, so readers fail fast).
+   */
   peerGone (peer: string): void {
     for (const entry of [...this.entries.values()]) {
-      if (entry.owned === undefined) continue
+      if (entry.owned === undefined) {
+        if (entry.owner === peer) entry.ownerDied = true
+        continue
+      }
       entry.owned.locations.delete(peer)
       if (entry.owned.borrowers.delete(peer)) this.maybeRelease(entry)
     }
+  }
+
+  /**
+   * Lineage reconstruction: an owned object whose every copy is lost is being
+   * computed again. It is pending until settled anew; returns the Refs its old
+   * value contained (still pinned; the caller unpins them once the new value is in).
+   */
+  reopen (key: string): string[] {
+    const owned = this.entries.get(key)?.owned
+    if (owned === undefined) return []
+    const contained = owned.contained
+    owned.contained = []
+    owned.state = 'pending'
+    owned.locations.clear()
+    owned.ready = new Promise<void>(resolve => { owned.markReady = resolve })
+    return contained
   }
 
   private maybeRelease (entry: Entry): void {

@@ -25,7 +25,11 @@ export function abortReason (signal: AbortSignal, what: string): Error {
 /** Resolves with `promise`, or rejects with the typed reason when `signal` fires first. */
 export async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
   if (signal === undefined) return await promise
-  if (signal.aborted) throw abortReason(signal, what)
+  if (signal.aborted) {
+    // The loser may still reject; nobody else will handle it.
+    promise.catch(() => {})
+    throw abortReason(signal, what)
+  }
   let onAbort: (() => void) | undefined
   const aborted = new Promise<never>((_resolve, reject) => {
     onAbort = () => reject(abortReason(signal, what))

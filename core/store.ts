@@ -366,6 +366,13 @@ export class ObjectStore {
     }
   }
 
+  /** Keys of the objects held here that `owner` owns. */
+  ownedBy (owner: string): string[] {
+    const keys: string[] = []
+    for (const obj of this.objects.values()) if (obj.owner === owner) keys.push(obj.key)
+    return keys
+  }
+
   delete (key: string): boolean {
     const obj = this.objects.get(key)
     if (obj === undefined) return false

@@ -1,0 +1,115 @@
+/**
+ * Failures: lineage reconstruction of lost call results, fate sharing when an
+ * owner dies, and calls and reads that never wait forever on a peer that hangs.
+ * Real peer processes, killed with SIGKILL or frozen with SIGSTOP.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import type { Ref } from '../node/index.ts'
+import { DEFAULTS } from '../core/constants.ts'
+import { startMesh, waitFor } from './helpers.ts'
+import { pattern } from './fixtures/functions.ts'
+
+type Make = (n: number, seed: number) => Uint8Array
+type Noop = (x: unknown) => unknown
+type PutOwn = (n: number) => { made: Ref<Uint8Array> }
+type Sleep = (ms: number) => number
+const MiB = 2 ** 20
+/** the failure detector's bound: a silent peer with no connection is dead after this */
+const DEAD_MS = (DEFAULTS.deadAfterBeats + 1) * DEFAULTS.heartbeatMs
+
+test('lineage: lost call results are computed again, as many calls as lineage requires and no more', async () => {
+  const t = await startMesh(4)
+  try {
+    const [a, b, c] = t.peers
+    const reconstructions = (): number => t.caller.stats().calls.reconstructions
+    const make = t.caller.fn<Make>('make')
+    const noop = t.caller.fn<Noop>('noop')
+
+    // x and y = noop(x) both live only on a: losing a loses both; y needs x, so both run again.
+    const x1 = make.options({ peer: a.peer }).remote(8 * MiB, 1)
+    const y1 = noop.options({ peer: a.peer }).remote(x1) as Ref<Uint8Array>
+    await t.caller.wait([y1], { timeoutMs: 30_000 })
+    await a.kill('SIGKILL')
+    const started = performance.now()
+    assert.deepEqual(await t.caller.get(y1, { timeoutMs: 60_000 }), pattern(8 * MiB, 1))
+    assert.equal(reconstructions(), 2, 'y and the x it needs were computed again')
+    assert.ok(performance.now() - started < 4 * DEAD_MS, `recovered in ${Math.round(performance.now() - started)} ms`)
+
+    // x2 lives on b, y2 = noop(x2) on c (which pulled a copy of x2). Losing c loses only y2.
+    const x2 = make.options({ peer: b.peer }).remote(8 * MiB, 2)
+    const y2 = noop.options({ peer: c.peer }).remote(x2) as Ref<Uint8Array>
+    await t.caller.wait([y2], { timeoutMs: 30_000 })
+    const before = reconstructions()
+    await c.kill('SIGKILL')
+    assert.deepEqual(await t.caller.get(y2, { timeoutMs: 60_000 }), pattern(8 * MiB, 2))
+    assert.equal(reconstructions() - before, 1, 'only y2 ran again: x2 survived on b')
+
+    for (const r of [x1, y1, x2, y2]) r.release()
+  } finally {
+    await t.close()
+  }
+})
+
+test('owner death: a borrower\'s get fails with OwnerDiedError within the detector\'s bound, and its copies are freed', async () => {
+  const t = await startMesh(3)
+  try {
+    const [owner, reader] = t.peers
+    const out = t.caller.fn<PutOwn>('putOwn').options({ peer: owner.peer }).remote(6 * MiB)
+    const { made } = await t.caller.get(out, { timeoutMs: 30_000 })
+    assert.equal(made.owner, owner.peer)
+    // The reader and the caller both hold copies of it.
+    const copy = t.caller.fn<Noop>('checksum').options({ peer: reader.peer }).remote(made)
+    await t.caller.get(copy, { timeoutMs: 30_000 })
+    assert.equal((await t.caller.get(made, { timeoutMs: 30_000 })).length, 6 * MiB)
+    assert.ok((await t.stats(reader.peer)).store.keys.includes(made.key), 'the reader holds a copy')
+    assert.ok(t.caller.stats().store.keys.includes(made.key), 'the caller holds a copy')
+
+    await owner.kill('SIGKILL')
+    const killed = performance.now()
+    await waitFor('the caller to free its copy', () => t.caller.stats().store.keys.includes(made.key) ? undefined : true, 3 * DEAD_MS)
+    await assert.rejects(t.caller.get(made, { timeoutMs: 3 * DEAD_MS }), (err: Error) => err.name === 'OwnerDiedError')
+    const ms = performance.now() - killed
+    assert.ok(ms < 3 * DEAD_MS, `OwnerDiedError after ${Math.round(ms)} ms (bound ${DEAD_MS} ms)`)
+    await waitFor('the reader to free its copy', async () => (await t.stats(reader.peer)).store.keys.includes(made.key) ? undefined : true, 3 * DEAD_MS)
+    made.release()
+    out.release()
+    copy.release()
+  } finally {
+    await t.close()
+  }
+})
+
+test('a peer that hangs (SIGSTOP, connections left open): calls time out or fail over in bounded time', async () => {
+  const t = await startMesh(2)
+  const [frozen, healthy] = t.peers
+  try {
+    const sleep = t.caller.fn<Sleep>('sleep')
+    // A long call runs on the peer about to hang.
+    const long = sleep.options({ prefer: frozen.peer }).remote(2_000)
+    await waitFor('the call to start', async () => (await t.stats(frozen.peer)).calls.running > 0 ? true : undefined, 10_000)
+    frozen.child.kill('SIGSTOP')
+    const frozenAt = performance.now()
+
+    // A call with its own timeout, required on the frozen peer: TimeoutError at its bound.
+    const bounded = sleep.options({ peer: frozen.peer, timeoutMs: 1_500 }).remote(10)
+    await assert.rejects(t.caller.get(bounded, { timeoutMs: 10_000 }), (err: Error) => err.name === 'TimeoutError')
+    // An abort ends a get at once.
+    const controller = new AbortController()
+    const reading = t.caller.get(long, { signal: controller.signal })
+    controller.abort()
+    await assert.rejects(reading)
+
+    // Without a timeout, the call fails over once the detector declares the peer dead.
+    assert.equal(await t.caller.get(long, { timeoutMs: 60_000 }), 2_000)
+    const ms = performance.now() - frozenAt
+    const bound = (DEFAULTS.deadWhileConnectedBeats + 2) * DEFAULTS.heartbeatMs + 2_000
+    assert.ok(ms < bound, `failed over after ${Math.round(ms)} ms (bound ${bound} ms)`)
+    assert.ok((await t.stats(healthy.peer)).calls.executed >= 1, 'the healthy peer ran it')
+    long.release()
+    bounded.release()
+  } finally {
+    frozen.child.kill('SIGKILL')
+    await t.close()
+  }
+})
