@@ -37,7 +37,7 @@
  *
  * Peers offer the functions with `refmesh peer --module examples/mapreduce.ts`.
  */
-import type { Mesh, Ref } from '../core/index.ts'
+import type { Mesh, Ref, RemoteFunction } from '../core/index.ts'
 import { TimeoutError } from '../core/errors.ts'
 
 /** word -> occurrences */
@@ -73,6 +73,8 @@ export interface MapReduceOptions {
   signal?: AbortSignal
   /** called as calls complete: (stage, done, total), starting with done = 0 */
   onProgress?: (stage: Stage, done: number, total: number) => void
+  /** maps run again because the peer holding their partitions died (default at most 32) */
+  maxMapReruns?: number
 }
 
 export interface WordCount {
@@ -291,6 +293,51 @@ export function wordCountLocal (options: Pick<MapReduceOptions, 'maps' | 'shardB
 
 // ------------------------------------------------------------------ the driver
 
+/** An error that means an input is gone (its holder or owner died), so running its maker again helps. */
+function lostData (err: unknown): boolean {
+  const names = new Set(['OwnerDiedError', 'ObjectLostError', 'PeerDiedError'])
+  const e = err as { name?: string, remoteName?: string }
+  return names.has(e?.name ?? '') || names.has(e?.remoteName ?? '')
+}
+
+/**
+ * Runs again every map whose partitions needed by the `failed` reduces are owned
+ * by a peer that is no longer alive, and swaps in the new partitions. Returns how
+ * many maps ran. A reduce can fail before the failure detector has a verdict on
+ * the mapper, so this waits (bounded) until some owner is seen to be gone.
+ */
+async function rerunLostMaps (
+  mesh: Mesh,
+  partsOf: Array<Array<Ref<Partition>>>,
+  failed: number[],
+  ctx: MapReduceOptions & { hold: <T extends Ref>(ref: T) => T, drop: (ref: Ref) => void, reruns: number, reducedAlready: Set<number>, cause?: Error, map: RemoteFunction<(shard: Uint8Array, r: number) => MapOutput> }
+): Promise<number> {
+  const deadline = performance.now() + 30_000
+  let lost: number[] = []
+  while (lost.length === 0) {
+    const alive = new Set([mesh.peerId, ...mesh.peers().filter(p => p.liveness === 'alive').map(p => p.peer)])
+    lost = partsOf.flatMap((parts, i) => failed.some(j => !alive.has(parts[j].owner)) ? [i] : [])
+    if (lost.length > 0) break
+    if (performance.now() > deadline) throw new Error(`reduces ${failed.join(', ')} lost an input, but every mapper still looks alive`, { cause: ctx.cause })
+    await new Promise(resolve => setTimeout(resolve, 250))
+  }
+  if (ctx.reruns + lost.length > (ctx.maxMapReruns ?? 32)) throw new Error(`more than ${ctx.maxMapReruns ?? 32} maps had to run again; giving up`)
+  const r = partsOf[0].length
+  const again = lost.map(i => {
+    const shard = ctx.hold(mesh.put(generateShard(i, ctx.shardBytes, ctx.seed)))
+    return { i, shard, out: ctx.hold(ctx.map.remote(shard, r)) }
+  })
+  for (const { i, shard, out } of again) {
+    const result = await mesh.get(out, { signal: ctx.signal, timeoutMs: ctx.timeoutMs ?? 120_000 })
+    // Partitions of reduces already done are not needed again; the others are replaced.
+    for (const p of partsOf[i]) ctx.drop(p)
+    partsOf[i] = result.parts.map((p, j) => { if (ctx.reducedAlready.has(j)) { p.release(); return p } return ctx.hold(p) })
+    ctx.drop(out)
+    ctx.drop(shard)
+  }
+  return lost.length
+}
+
 function checkOptions (o: MapReduceOptions): void {
   const whole = (name: string, v: number, min: number): void => {
     if (!Number.isSafeInteger(v) || v < min) throw new RangeError(`${name} must be a whole number >= ${min}, not ${v}`)
@@ -402,12 +449,13 @@ export async function runMapReduce (mesh: Mesh, options: MapReduceOptions): Prom
         mapped.close()
       }
     })()
-    const outputs = new Map<Ref, MapOutput>()
+    /** partsOf[i]: the r partition Refs of map i, owned by the peer that ran it */
+    const partsOf: Array<Array<Ref<Partition>>> = []
     let totalWords = 0
     await waitEach(mesh, mapped, m, 'map', options, async ref => {
       const out = await mesh.get(ref as Ref<MapOutput>, { signal: options.signal })
       for (const p of out.parts) hold(p)
-      outputs.set(ref, out)
+      partsOf[mapped.refs.indexOf(ref)] = out.parts
       totalWords += out.words
       for (const arg of argsOf.get(ref) ?? []) drop(arg)
       drop(ref) // the partitions' Refs are ours now; the small result itself is not needed
@@ -419,24 +467,66 @@ export async function runMapReduce (mesh: Mesh, options: MapReduceOptions): Prom
     // Reduce j: partition j of every map, as Ref arguments pulled from the
     // mappers. Each partition is dropped when its reduce is done, and its
     // owner (the mapper) frees it.
-    const reduced = Array.from({ length: r }, (_, j) => {
-      const parts = mapped.refs.map(ref => outputs.get(ref)!.parts[j])
+    //
+    // The partitions are put() by the mapper inside its call, so the mapper owns
+    // them and the mesh cannot compute them again (lineage covers call results,
+    // not values a call put): a mapper that dies takes them with it, and a reduce
+    // that needs one fails with OwnerDiedError. The driver then runs those maps
+    // again (the corpus is deterministic) and resubmits the failed reduces. Ray has
+    // the same rule for objects put inside a task.
+    const submitReduce = (j: number): Ref<Counts> => {
+      const parts = partsOf.map(p => p[j])
       const red = hold(reduce.remote(j, ...parts))
+      reduceOf.set(red, j)
       argsOf.set(red, parts)
       return red
-    })
+    }
+    const reduceOf = new Map<Ref, number>()
+    let pending = Array.from({ length: r }, (_, j) => submitReduce(j))
     const counts = new Map<string, number>()
     let reducedWords = 0
-    await waitEach(mesh, Submitted.of(reduced), r, 'reduce', options, async ref => {
-      const part = await mesh.get(ref as Ref<Counts>, { signal: options.signal })
-      for (const arg of argsOf.get(ref) ?? []) drop(arg)
-      drop(ref)
-      for (const [w, n] of Object.entries(part)) {
-        if (counts.has(w)) throw new Error(`word "${w}" came out of two reduces`)
-        counts.set(w, n)
-        reducedWords += n
+    let reduceDone = 0
+    let reruns = 0
+    const reducedAlready = new Set<number>()
+    let lastLoss: Error | undefined
+    const timeoutMs = options.timeoutMs ?? 120_000
+    options.onProgress?.('reduce', 0, r)
+    while (pending.length > 0) {
+      const { ready } = await mesh.wait(pending, { count: 1, timeoutMs, signal: options.signal })
+      options.signal?.throwIfAborted()
+      if (ready.length === 0) throw new TimeoutError(`reduce: no call completed within ${timeoutMs} ms (${pending.length} of ${r} still pending)`)
+      const failed: number[] = []
+      const resubmit: number[] = []
+      for (const ref of ready) {
+        const j = reduceOf.get(ref) as number
+        let part: Counts
+        try {
+          part = await mesh.get(ref as Ref<Counts>, { signal: options.signal })
+        } catch (err) {
+          if (!lostData(err)) throw err
+          // Submitted before a rerun replaced its inputs: just submit it again.
+          const stale = (argsOf.get(ref) ?? []).some((p, i) => p !== partsOf[i][j])
+          if (stale) resubmit.push(j)
+          else failed.push(j)
+          lastLoss = err as Error
+          continue
+        } finally {
+          drop(ref)
+        }
+        for (const p of partsOf) drop(p[j])
+        reducedAlready.add(j)
+        reduceDone++
+        for (const [w, n] of Object.entries(part)) {
+          if (counts.has(w)) throw new Error(`word "${w}" came out of two reduces`)
+          counts.set(w, n)
+          reducedWords += n
+        }
       }
-    })
+      pending = pending.filter(ref => !ready.includes(ref))
+      if (failed.length > 0) reruns += await rerunLostMaps(mesh, partsOf, failed, { ...options, hold, drop, reruns, map, reducedAlready, cause: lastLoss })
+      pending.push(...[...failed, ...resubmit].map(submitReduce))
+      if (ready.length > failed.length + resubmit.length) options.onProgress?.('reduce', reduceDone, r)
+    }
     if (reducedWords !== totalWords) throw new Error(`the reduces counted ${reducedWords} words, the maps ${totalWords}`)
     const reduceMs = performance.now() - started
     return { ...summarize(counts, totalWords), elapsedMs: performance.now() - started, mapMs, reduceMs, corpusBytes }

@@ -1,0 +1,108 @@
+/**
+ * Chaos: MapReduce on six peer processes while a random non-caller peer is
+ * killed with SIGKILL every `everyMs` (a bounded number of kills, each replaced
+ * by a new peer that joins the mesh). The result must equal the fault-free
+ * count, and every surviving store must hold nothing at the end.
+ *
+ * The short version runs in `npm test` (test/chaos.test.ts); `npm run chaos`
+ * runs a longer one (more kills, a bigger corpus) and prints what happened.
+ */
+import { fileURLToPath } from 'node:url'
+import { createMesh } from '../node/index.ts'
+import type { Mesh, MeshStats } from '../node/index.ts'
+import { spawnPeer, spawnPeers, stopAll, waitFor, waitForFullMesh } from '../node/local-cluster.ts'
+import type { PeerProcess } from '../node/local-cluster.ts'
+import { runMapReduce, wordCountLocal } from '../examples/mapreduce.ts'
+import type { MapReduceOptions, MapReduceResult, WordCount } from '../examples/mapreduce.ts'
+
+const MODULE = fileURLToPath(new URL('../examples/mapreduce.ts', import.meta.url))
+
+export interface ChaosOptions {
+  peers: number
+  kills: number
+  everyMs: number
+  job: Pick<MapReduceOptions, 'maps' | 'reduces' | 'shardBytes' | 'seed'>
+  /** progress lines */
+  log?: (line: string) => void
+}
+
+export interface ChaosResult {
+  result: MapReduceResult
+  expected: WordCount
+  kills: Array<{ atMs: number, peer: string }>
+  /** stores of the peers alive at the end (and the caller), once they emptied */
+  stores: Array<{ peer: string, objects: number, bytes: number }>
+}
+
+export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
+  const log = options.log ?? (() => {})
+  const peers: PeerProcess[] = []
+  const dead: PeerProcess[] = []
+  let caller: Mesh | undefined
+  let stopChaos = false
+  let chaos: Promise<void> = Promise.resolve()
+  try {
+    peers.push(...await spawnPeers(options.peers, { module: MODULE }))
+    caller = await createMesh({ bootstrap: [peers[0].addrs[0]] })
+    await waitForFullMesh(caller, peers, 30_000)
+    const mesh = caller
+    const started = performance.now()
+    const kills: ChaosResult['kills'] = []
+    let wake: () => void = () => {}
+    chaos = (async () => {
+      for (let k = 0; k < options.kills && !stopChaos; k++) {
+        await new Promise<void>(resolve => { wake = resolve; setTimeout(resolve, options.everyMs) })
+        if (stopChaos) return
+        const victim = peers[Math.floor(Math.random() * peers.length)]
+        peers.splice(peers.indexOf(victim), 1)
+        dead.push(victim)
+        await victim.kill('SIGKILL')
+        kills.push({ atMs: Math.round(performance.now() - started), peer: victim.peer })
+        log(`${kills[kills.length - 1].atMs} ms: killed ${victim.peer.slice(-6)}`)
+        const fresh = await spawnPeer({ module: MODULE, bootstrap: [peers[0].addrs[0]] })
+        peers.push(fresh)
+        log(`${Math.round(performance.now() - started)} ms: ${fresh.peer.slice(-6)} joined`)
+      }
+    })()
+    let result: MapReduceResult
+    try {
+      result = await runMapReduce(mesh, { ...options.job, timeoutMs: 120_000 })
+    } finally {
+      stopChaos = true
+      wake()
+      await chaos
+    }
+    log(`MapReduce done in ${Math.round(result.elapsedMs)} ms after ${kills.length} kill(s)`)
+    const expected = wordCountLocal(options.job)
+    // Everything this run made is released by runMapReduce; owners free, borrowers let go.
+    const stats = async (): Promise<MeshStats[]> => [mesh.stats(), ...await Promise.all(peers.map(async p => await mesh.peerStats(p.peer, { timeoutMs: 10_000 })))]
+    const final = await waitFor('every surviving store to be empty', async () => {
+      const all = await stats()
+      return all.every(s => s.store.objects === 0 && s.store.bytes === 0) ? all : undefined
+    }, 30_000, 200).catch(async (err: Error) => {
+      const all = await stats()
+      throw new Error(`${err.message}: ${all.map(s => `${s.peer.slice(-6)} ${s.store.objects} objects`).join(', ')}`)
+    })
+    return { result, expected, kills, stores: final.map(s => ({ peer: s.peer, objects: s.store.objects, bytes: s.store.bytes })) }
+  } finally {
+    stopChaos = true
+    await chaos.catch(() => {})
+    await caller?.stop()
+    await stopAll([...peers, ...dead])
+  }
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) {
+  const kills = Number(process.env.CHAOS_KILLS ?? 8)
+  const out = await runChaos({
+    peers: 6,
+    kills,
+    everyMs: 2_000,
+    job: { maps: Number(process.env.CHAOS_MAPS ?? 96), reduces: 8, shardBytes: 1024 * 1024, seed: 11 },
+    log: line => { console.log(line) }
+  })
+  const same = out.result.digest === out.expected.digest && out.result.totalWords === out.expected.totalWords
+  console.log(`kills: ${out.kills.length}; words ${out.result.totalWords}; digest ${out.result.digest} (fault-free ${out.expected.digest}): ${same ? 'equal' : 'DIFFERENT'}`)
+  console.log(`surviving stores: ${out.stores.map(s => `${s.peer.slice(-6)} ${s.objects}`).join(', ')}`)
+  process.exit(same ? 0 : 1)
+}
