@@ -8,7 +8,10 @@
  *   `<relay>/p2p-circuit/webrtc/p2p/<tab>`; a tab dialing one signals through
  *   the relay and then talks to the other tab directly;
  * - the key lives in IndexedDB (browser/identity.ts), chunks are hashed with
- *   WebCrypto (the core's default).
+ *   WebCrypto (the core's default);
+ * - the store spills to OPFS (browser/opfs-spill.ts), and functions of worker
+ *   modules run in Web Workers (browser/worker-backend.ts); functions the page
+ *   registers itself run on its main thread, as they need the mesh.
  */
 import { createLibp2p } from 'libp2p'
 import { webSockets } from '@libp2p/websockets'
@@ -34,13 +37,15 @@ import { leaseIdentity } from './identity.ts'
 import type { IdentityOptions } from './identity.ts'
 import { LinkLog } from './links.ts'
 import type { LinkInfo } from './links.ts'
+import { OpfsSpill, SpillInUseError } from './opfs-spill.ts'
+import { WebWorkerPool } from './worker-backend.ts'
 
 export * from '../core/index.ts'
 export type { LinkInfo, LinkTransport } from './links.ts'
 
 const log = logger('refmesh:browser')
 
-export interface BrowserMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
+export interface BrowserMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub' | 'backend' | 'runtime' | 'sharedMemory'> {
   /** multiaddrs (with /p2p/<id>) of Node peers to join through: their WebSockets or WebRTC-direct addresses */
   bootstrap?: string[]
   /** default: a slot on every relay reached (`/p2p-circuit`) and WebRTC through it (`/webrtc`) */
@@ -60,6 +65,17 @@ export interface BrowserMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> 
   bootstrapTimeoutMs?: number
   /** how the tab keeps its connections (see browser/dialer.ts) */
   dialer?: Omit<PeerDialerInit, 'libp2p' | 'mesh'>
+  /**
+   * ES module URLs (relative ones against the page) whose exported functions
+   * this tab offers, run in Web Workers. Default none, and then no workers.
+   */
+  workerModules?: Array<string | URL>
+  /** Web Workers for `workerModules`; default one per core */
+  workers?: number
+  /** spill the store to OPFS under memory pressure; default true. false: puts wait for room instead */
+  spill?: boolean
+  /** how long opening the spill and starting the workers may take */
+  startTimeoutMs?: number
 }
 
 export const BROWSER_DEFAULTS = {
@@ -69,7 +85,14 @@ export const BROWSER_DEFAULTS = {
   storeCapacity: '512MiB',
   bootstrapTimeoutMs: 15_000,
   /** as Node peers: tabs of one host connecting at once */
-  inboundConnectionsPerSecond: 64
+  inboundConnectionsPerSecond: 64,
+  startTimeoutMs: 15_000,
+  /**
+   * A reloaded tab gets its identity back as soon as the old document lets it
+   * go (browser/identity.ts), but the old document's spill worker may hold the
+   * spill directory a moment longer: retry for this long.
+   */
+  spillReopenMs: 2_000
 } as const
 
 /** The core mesh, plus what a tab adds: its dialer and the transport of each link. */
@@ -77,10 +100,14 @@ export class BrowserMesh extends Mesh {
   readonly dialer: PeerDialer
   private readonly linkLog: LinkLog
   private readonly releaseIdentity: () => void
+  private readonly spill: OpfsSpill | undefined
+  private readonly workers: WebWorkerPool | undefined
 
-  constructor (init: MeshInit, parts: { releaseIdentity: () => void, dialer?: BrowserMeshOptions['dialer'] }) {
+  constructor (init: MeshInit, parts: { releaseIdentity: () => void, dialer?: BrowserMeshOptions['dialer'], spill?: OpfsSpill, workers?: WebWorkerPool }) {
     super(init)
     this.releaseIdentity = parts.releaseIdentity
+    this.spill = parts.spill
+    this.workers = parts.workers
     this.linkLog = new LinkLog(init.libp2p, [CONTROL_PROTOCOL, CHUNK_PROTOCOL])
     this.dialer = new PeerDialer({ ...parts.dialer, libp2p: init.libp2p, mesh: this })
   }
@@ -101,7 +128,10 @@ export class BrowserMesh extends Mesh {
       await super.stop()
     } finally {
       this.linkLog.stop()
-      await this.libp2p.stop()
+      // The core closes the workers only if it got as far as starting.
+      await Promise.allSettled([this.libp2p.stop(), this.workers?.close()])
+      // Last: the store may still be deleting spilled objects until the mesh has stopped.
+      await this.spill?.close().catch((err: Error) => { log('closing the spill: %s', err.message) })
       this.releaseIdentity()
     }
   }
@@ -114,6 +144,8 @@ export async function createBrowserMesh (options: BrowserMeshOptions = {}): Prom
     : await leaseIdentity(options.identity)
   let libp2p: Libp2p | undefined
   let mesh: BrowserMesh | undefined
+  let spill: OpfsSpill | undefined
+  let workers: WebWorkerPool | undefined
   try {
     libp2p = await createLibp2p({
       privateKey: lease.privateKey,
@@ -133,12 +165,33 @@ export async function createBrowserMesh (options: BrowserMeshOptions = {}): Prom
         pubsub: gossipsub(PUBSUB_OPTIONS)
       }
     })
+    const signal = AbortSignal.timeout(options.startTimeoutMs ?? BROWSER_DEFAULTS.startTimeoutMs)
+    const peerId = libp2p.peerId.toString()
+    const modules = options.workerModules ?? []
+    // Both at once; whichever fails, the other is still closed below.
+    const [opened, started] = await Promise.allSettled([
+      options.store?.spill !== undefined || options.spill === false ? undefined : openSpill(peerId, signal),
+      modules.length === 0 ? undefined : startWorkers(modules, options.workers, signal)
+    ])
+    if (opened.status === 'fulfilled') spill = opened.value
+    if (started.status === 'fulfilled') workers = started.value
+    if (opened.status === 'rejected') throw opened.reason
+    if (started.status === 'rejected') throw started.reason
     mesh = new BrowserMesh({
       ...options,
-      store: { ...options.store, capacity: options.store?.capacity ?? BROWSER_DEFAULTS.storeCapacity },
+      store: {
+        ...options.store,
+        capacity: options.store?.capacity ?? BROWSER_DEFAULTS.storeCapacity,
+        spill: options.store?.spill ?? spill
+      },
       libp2p,
-      pubsub: libp2p.services.pubsub as unknown as PubSub
-    }, { releaseIdentity: lease.release, dialer: options.dialer })
+      pubsub: libp2p.services.pubsub as unknown as PubSub,
+      backend: workers,
+      runtime: 'browser',
+      // Only for workers: functions on the main thread would get views of
+      // shared memory, which TextDecoder and WebCrypto refuse.
+      sharedMemory: workers !== undefined && globalThis.crossOriginIsolated === true
+    }, { releaseIdentity: lease.release, dialer: options.dialer, spill, workers })
     await mesh.start()
     await join(mesh, options.bootstrap ?? [], options.bootstrapTimeoutMs ?? BROWSER_DEFAULTS.bootstrapTimeoutMs)
     mesh.dialer.start()
@@ -147,9 +200,34 @@ export async function createBrowserMesh (options: BrowserMeshOptions = {}): Prom
     if (mesh !== undefined) {
       await mesh.stop().catch(() => {})
     } else {
-      await Promise.resolve(libp2p?.stop()).catch(() => {})
+      await Promise.allSettled([libp2p?.stop(), workers?.close(), spill?.close()])
       lease.release()
     }
+    throw err
+  }
+}
+
+/** The tab's OPFS spill. We hold the identity, so a spill in use is the old document of a reloaded tab: wait for it to go. */
+async function openSpill (peerId: string, signal: AbortSignal): Promise<OpfsSpill> {
+  const deadline = performance.now() + BROWSER_DEFAULTS.spillReopenMs
+  for (let wait = 50; ; wait *= 2) {
+    try {
+      return await OpfsSpill.open({ peerId }, { signal })
+    } catch (err) {
+      if (!(err instanceof SpillInUseError) || performance.now() + wait > deadline) throw err
+      log('the spill of %s is still held, retrying in %d ms', peerId, wait)
+      await new Promise(resolve => setTimeout(resolve, wait))
+    }
+  }
+}
+
+async function startWorkers (modules: Array<string | URL>, size: number | undefined, signal: AbortSignal): Promise<WebWorkerPool> {
+  const pool = new WebWorkerPool({ modules, size })
+  try {
+    await pool.start({ signal })
+    return pool
+  } catch (err) {
+    await pool.close()
     throw err
   }
 }

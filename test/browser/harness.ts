@@ -127,3 +127,16 @@ export async function startBrowserCluster (options: BrowserClusterOptions = {}):
     throw new Error(`${(err as Error).message}${detail}${stderr !== '' ? `\n--- peers ---\n${stderr.slice(-5000)}` : ''}`, { cause: err })
   }
 }
+
+/** Runs `body` on the cluster and closes it; a failure prints the tabs' console and the peers' stderr, where a tab's trouble shows. */
+export async function withCluster (c: BrowserCluster, body: () => Promise<void>): Promise<void> {
+  try {
+    await body()
+  } catch (err) {
+    const peers = c.peers.map(p => `${p.peer}:\n${p.stderr().slice(-5_000)}`).join('\n')
+    console.error(`peers: ${c.peers.map(p => p.peer).join(', ')}; tabs: ${c.tabs.map(t => t.peer).join(', ')}\n--- tabs ---\n${c.logs().slice(-10_000)}\n--- peer processes ---\n${peers}`)
+    throw err
+  } finally {
+    await c.close()
+  }
+}
