@@ -95,6 +95,11 @@ export class ProtocolError extends RefmeshError {
   override name = 'ProtocolError'
 }
 
+/** An actor's method was called on an instance that is gone (stopped, or its peer restarted). */
+export class ActorNotFoundError extends RefmeshError {
+  override name = 'ActorNotFoundError'
+}
+
 const byName: Record<string, new (message: string) => RefmeshError> = {
   FunctionNotFoundError: FunctionNotFoundError as unknown as new (message: string) => RefmeshError,
   ObjectLostError,
@@ -108,7 +113,8 @@ const byName: Record<string, new (message: string) => RefmeshError> = {
   FrameTooLargeError,
   ChunkIntegrityError,
   EncodeError,
-  ProtocolError
+  ProtocolError,
+  ActorNotFoundError
 }
 
 export interface ErrorInfo {

@@ -23,6 +23,8 @@ import {
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
+import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost } from './actors.ts'
+import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
 import { Executor } from './executor.ts'
 import type { AnyFunction, ExecutorBackend } from './executor.ts'
 import { Gossip } from './gossip.ts'
@@ -142,7 +144,7 @@ export interface MeshStats {
   traffic: ReturnType<TrafficCounter['totals']>
   trafficByPeer: ReturnType<TrafficCounter['snapshot']>
   transfer: Transfer['stats']
-  calls: { executed: number, running: number, queued: number, slots: number, submitted: number, spilledBack: number, spillbacksReceived: number, reconstructions: number }
+  calls: { executed: number, running: number, queued: number, slots: number, submitted: number, spilledBack: number, spillbacksReceived: number, reconstructions: number, actors: number }
   /** calls this peer placed, per executor */
   placed: Record<string, number>
   /** bytes of dereferenced arguments this peer's executor found in its own store, and fetched from others */
@@ -189,6 +191,11 @@ export class Mesh {
   private readonly argBytes = { localBytes: 0, fetchedBytes: 0 }
   private spilledBack = 0
   private spillbacksReceived = 0
+  private readonly actors = new ActorHost(() => this.peerId)
+  /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
+  private readonly actorOf = new Map<string, ActorDesc>()
+  /** the next sequence number of this peer's calls to each actor instance */
+  private readonly actorSeq = new Map<string, number>()
   /** calls run again because every copy of their result was lost */
   private reconstructions = 0
   /**
@@ -312,6 +319,54 @@ export class Mesh {
   register (name: string, fn: AnyFunction): void {
     this.executor.register(name, fn)
     this.announce()
+  }
+
+  /** Offers actors of class `cls` under `name`: `mesh.actor(name).create(...)` makes one here. */
+  registerActor (name: string, cls: ActorClass): void {
+    for (const [fn, impl] of this.actors.offer(name, cls)) this.executor.register(fn, impl)
+    this.announce()
+  }
+
+  /** Creates actors of a registered class, on a peer that offers it (or the one `options` names). */
+  actor<T> (name: string, placement: PlacementOptions = {}): ActorFactory<T> {
+    return {
+      options: (more) => this.actor<T>(name, { ...placement, ...more }),
+      create: async (...args) => {
+        const ref = this.remote(ACTOR_CREATE + name, args, { ...placement, retries: 0 }) as Ref<ActorDesc>
+        try {
+          const desc = await this.get(ref)
+          this.actorOf.set(ref.key, desc)
+          return this.actorHandle<T>(ref, desc)
+        } catch (err) {
+          ref.release()
+          throw err
+        }
+      }
+    }
+  }
+
+  /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
+  async actorFromRef<T> (ref: Ref<ActorDesc>, options: GetOptions = {}): Promise<ActorHandle<T>> {
+    const desc = await this.get(ref, options)
+    return this.actorHandle<T>(ref.dup(), desc)
+  }
+
+  private actorHandle<T> (ref: Ref<ActorDesc>, desc: ActorDesc): ActorHandle<T> {
+    const base = { ref, peer: desc.peer, release: () => { ref.release() } }
+    return new Proxy(base, {
+      get: (target, prop) => {
+        if (prop in target) return target[prop as keyof typeof target]
+        // Not a thenable: `await create()` must resolve to the handle itself.
+        if (typeof prop !== 'string' || prop === 'then') return undefined
+        return {
+          remote: (...args: unknown[]) => {
+            const seq = this.actorSeq.get(desc.instance) ?? 0
+            this.actorSeq.set(desc.instance, seq + 1)
+            return this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, seq, ...args], { peer: desc.peer, retries: 0 })
+          }
+        }
+      }
+    }) as unknown as ActorHandle<T>
   }
 
   unregister (name: string): void {
@@ -536,7 +591,8 @@ export class Mesh {
         submitted: this.submitted,
         spilledBack: this.spilledBack,
         spillbacksReceived: this.spillbacksReceived,
-        reconstructions: this.reconstructions
+        reconstructions: this.reconstructions,
+        actors: this.actors.size
       },
       placed: Object.fromEntries(this.scheduler.placed),
       args: { ...this.argBytes },
@@ -1222,6 +1278,13 @@ export class Mesh {
   /** Owner side: nothing refers to the object any more; drop every copy. */
   private freeOwned (entry: Entry, owned: OwnedObject): void {
     this.store.delete(entry.key)
+    const actor = this.actorOf.get(entry.key)
+    if (actor !== undefined) {
+      // The last handle of an actor anywhere is gone: it stops.
+      this.actorOf.delete(entry.key)
+      this.actorSeq.delete(actor.instance)
+      this.remote(ACTOR_STOP, [actor.instance], { peer: actor.peer, retries: 0 }).release()
+    }
     this.dropLineage(entry.key)
     this.children.delete(entry.key)
     this.parents.delete(entry.key)

@@ -1,0 +1,72 @@
+/**
+ * Actors: state that lives on one peer between calls; calls from one caller run
+ * in the order made; handles are Refs (passed to other calls, reclaimed when
+ * the last one goes); a dead actor's calls fail with PeerDiedError.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { shared } from '../node/index.ts'
+import type { Ref } from '../node/index.ts'
+import { startMesh, waitFor } from './helpers.ts'
+import { pattern } from './fixtures/functions.ts'
+import type { Counter } from './fixtures/functions.ts'
+
+const MiB = 2 ** 20
+
+test('an actor keeps its state; 60 calls fired at once run in the order made', async () => {
+  const t = await startMesh(2)
+  try {
+    const [home] = t.peers
+    const counter = await t.caller.actor<Counter>('Counter').options({ peer: home.peer }).create(1000)
+    assert.equal(counter.peer, home.peer)
+    // Uneven delays: a call that overtook an earlier one would show in the totals.
+    const refs = Array.from({ length: 60 }, (_, i) => i % 3 === 0 ? counter.slowAdd.remote(i, 20 - (i % 7) * 3) : counter.add.remote(i))
+    const totals = await Promise.all(refs.map(async r => await t.caller.get(r, { timeoutMs: 30_000 })))
+    let expected = 1000
+    assert.deepEqual(totals, refs.map((_, i) => (expected += i)))
+    assert.equal((await t.stats(home.peer)).calls.actors, 1)
+    for (const r of refs) r.release()
+    counter.release()
+    await waitFor('the actor to stop once its last handle is gone', async () => (await t.stats(home.peer)).calls.actors === 0 ? true : undefined, 10_000)
+  } finally {
+    await t.close()
+  }
+})
+
+test('a handle passed to another call (a SharedRef) reaches the same actor; large results stay on the actor\'s peer', async () => {
+  const t = await startMesh(2)
+  try {
+    const [home, other] = t.peers
+    const counter = await t.caller.actor<Counter>('Counter').options({ peer: home.peer }).create(5)
+    const viaOther = t.caller.fn<(r: Ref, n: number) => number>('useActor').options({ peer: other.peer }).remote(shared(counter.ref), 10)
+    assert.equal(await t.caller.get(viaOther, { timeoutMs: 30_000 }), 15)
+    assert.equal(await t.caller.get(counter.add.remote(1), { timeoutMs: 30_000 }), 16, 'one state, seen by both callers')
+
+    const big = counter.big.remote(4 * MiB)
+    await t.caller.wait([big], { timeoutMs: 30_000 })
+    assert.equal(t.caller.stats().traffic.chunkIn, 0, 'the result stays on the actor\'s peer until read')
+    assert.deepEqual(await t.caller.get(big, { timeoutMs: 30_000 }), pattern(4 * MiB, 16))
+    big.release()
+    viaOther.release()
+    counter.release()
+    await waitFor('the actor to stop', async () => (await t.stats(home.peer)).calls.actors === 0 ? true : undefined, 10_000)
+  } finally {
+    await t.close()
+  }
+})
+
+test('an actor whose peer is killed: its calls in flight fail with PeerDiedError', async () => {
+  const t = await startMesh(2)
+  try {
+    const [home] = t.peers
+    const counter = await t.caller.actor<Counter>('Counter').options({ peer: home.peer }).create(0)
+    const slow = counter.slowAdd.remote(1, 5_000)
+    await waitFor('the call to run', async () => (await t.stats(home.peer)).calls.running > 0 ? true : undefined, 10_000)
+    await home.kill('SIGKILL')
+    await assert.rejects(t.caller.get(slow, { timeoutMs: 30_000 }), (err: Error) => err.name === 'PeerDiedError')
+    slow.release()
+    counter.release()
+  } finally {
+    await t.close()
+  }
+})
