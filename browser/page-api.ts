@@ -1,12 +1,16 @@
 /**
- * `window.refmesh` on the mesh page: join and leave, the tab's mesh, and the
- * few helpers tests and benchmarks drive the tab with (through Playwright's
- * page.evaluate, which can pass only plain data, hence the named Refs).
+ * `window.refmesh` on the mesh page: join and leave, the tab's mesh, the
+ * MapReduce run, and the few helpers tests and benchmarks drive the tab with
+ * (through Playwright's page.evaluate, which can pass only plain data, hence
+ * the named Refs).
  */
 import { createBrowserMesh } from './mesh.ts'
 import type { BrowserMesh, BrowserMeshOptions, LinkInfo } from './mesh.ts'
 import { checksum, pattern, registerBenchFunctions } from './bench-functions.ts'
 import { webrtcInitStats } from './webrtc-init.ts'
+import { runPageMapReduce } from './page-mapreduce.ts'
+import type { PageRunOptions, PageRunResult } from './page-mapreduce.ts'
+import registerMapReduce from '../examples/mapreduce.ts'
 import { Ref, shared } from '../core/ref.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 
@@ -18,9 +22,15 @@ export interface MeshInfo {
 export interface PageApi {
   /** the tab's mesh while joined */
   readonly mesh: BrowserMesh | undefined
-  /** Joins the mesh the page was served from; returns this tab's peer id. */
+  /** Joins the mesh the page was served from and offers the MapReduce functions; returns this tab's peer id. */
   join: (options?: BrowserMeshOptions) => Promise<string>
   leave: () => Promise<void>
+  /** Runs the MapReduce word count from this tab (which takes part), and checks it; one run at a time. */
+  runMapReduce: (options?: Omit<PageRunOptions, 'signal'>) => Promise<PageRunResult>
+  /** Stops the run under way, if any. */
+  stopMapReduce: () => void
+  /** the run under way, or the last one */
+  readonly mapReduce: MapReduceRun | undefined
   /** Refs kept between page.evaluate calls, by name */
   readonly refs: Map<string, Ref>
   pattern: typeof pattern
@@ -37,9 +47,20 @@ export interface PageApi {
   multiaddr: typeof multiaddr
 }
 
+export interface MapReduceRun {
+  /** checking: the mesh has answered, and a worker of this tab counts the words to compare */
+  state: 'running' | 'checking' | 'done' | 'failed'
+  /** done and total of each stage so far */
+  progress: { map?: [number, number], reduce?: [number, number] }
+  result?: PageRunResult
+  error?: string
+}
+
 export function createPageApi (): PageApi {
   let mesh: BrowserMesh | undefined
   const refs = new Map<string, Ref>()
+  let run: MapReduceRun | undefined
+  let stopRun: AbortController | undefined
   const joined = (): BrowserMesh => {
     if (mesh === undefined) throw new Error('this tab has not joined the mesh')
     return mesh
@@ -55,6 +76,7 @@ export function createPageApi (): PageApi {
       const joinedMesh = await createBrowserMesh({ bootstrap: info.bootstrap, allowPrivateAddresses: true, ...options })
       try {
         await registerBenchFunctions(joinedMesh)
+        registerMapReduce(joinedMesh)
       } catch (err) {
         await joinedMesh.stop()
         throw err
@@ -65,10 +87,42 @@ export function createPageApi (): PageApi {
     async leave () {
       const leaving = mesh
       mesh = undefined
+      stopRun?.abort(new Error('this tab left the mesh'))
       for (const ref of refs.values()) ref.release()
       refs.clear()
       await leaving?.stop()
     },
+    async runMapReduce (options = {}) {
+      const m = joined()
+      if (run?.state === 'running' || run?.state === 'checking') throw new Error('a MapReduce run is under way in this tab')
+      const current: MapReduceRun = { state: 'running', progress: {} }
+      const stop = new AbortController()
+      run = current
+      stopRun = stop
+      try {
+        current.result = await runPageMapReduce(m, {
+          ...options,
+          signal: stop.signal,
+          onProgress: (stage, done, total) => {
+            current.progress[stage] = [done, total]
+            if (stage === 'reduce' && done === total) current.state = 'checking'
+            options.onProgress?.(stage, done, total)
+          }
+        })
+        current.state = 'done'
+        return current.result
+      } catch (err) {
+        current.state = 'failed'
+        current.error = (err as Error).message
+        throw err
+      } finally {
+        if (stopRun === stop) stopRun = undefined
+      }
+    },
+    stopMapReduce () {
+      stopRun?.abort(new Error('stopped'))
+    },
+    get mapReduce () { return run },
     refs,
     pattern,
     checksum,

@@ -13,7 +13,7 @@ const log = logger('refmesh:page-build')
 const ROOT = fileURLToPath(new URL('..', import.meta.url))
 const OUT = join(ROOT, 'dist', 'browser')
 /** Everything the bundle is made from. */
-const SOURCES = ['browser', 'core', 'vite.config.ts', 'package-lock.json']
+const SOURCES = ['browser', 'core', 'examples/mapreduce.ts', 'vite.config.ts', 'package-lock.json']
 
 /** The newest modification time under `path` (a file or a folder). */
 async function newest (path: string): Promise<number> {
