@@ -75,21 +75,25 @@ export function createMeshPicture (): MeshPicture {
     const nodes = el('g', { class: 'peers' })
     svg.append(edges, arrows, nodes)
 
-    // Each connection is reported by both ends; draw it once.
-    const drawn = new Set<string>()
+    // Each connection is reported by both ends, and two tabs may have a
+    // relayed connection beside their direct one: one edge per pair, direct first.
+    const pairs = new Map<string, { a: string, b: string, transport: string }>()
     for (const p of live) {
       for (const link of p.state?.links ?? []) {
-        const a = at.get(p.peer)
-        const b = at.get(link.peer)
+        if (!at.has(p.peer) || !at.has(link.peer)) continue
         const key = [p.peer, link.peer].sort().join(' ')
-        if (a === undefined || b === undefined || drawn.has(key)) continue
-        drawn.add(key)
-        const style = TRANSPORT_STYLE[link.transport] ?? TRANSPORT_STYLE.tcp
-        const line = el('line', { x1: a.x, y1: a.y, x2: b.x, y2: b.y, stroke: style.stroke, 'stroke-width': 1.5, class: `link link-${link.transport}` })
-        if (style.dash !== undefined) line.setAttribute('stroke-dasharray', style.dash)
-        line.append(el('title', {}, `${p.peer.slice(-6)} ↔ ${link.peer.slice(-6)}: ${link.transport}`))
-        edges.append(line)
+        const seen = pairs.get(key)
+        if (seen === undefined || (seen.transport === 'relay' && link.transport !== 'relay')) pairs.set(key, { a: p.peer, b: link.peer, transport: link.transport })
       }
+    }
+    for (const { a: from, b: to, transport } of pairs.values()) {
+      const a = at.get(from) as { x: number, y: number }
+      const b = at.get(to) as { x: number, y: number }
+      const style = TRANSPORT_STYLE[transport] ?? TRANSPORT_STYLE.tcp
+      const line = el('line', { x1: a.x, y1: a.y, x2: b.x, y2: b.y, stroke: style.stroke, 'stroke-width': 1.5, class: `link link-${transport}` })
+      if (style.dash !== undefined) line.setAttribute('stroke-dasharray', style.dash)
+      line.append(el('title', {}, `${from.slice(-6)} ↔ ${to.slice(-6)}: ${transport}`))
+      edges.append(line)
     }
 
     let flows = 0
@@ -153,7 +157,7 @@ export function createMeshPicture (): MeshPicture {
     }
 
     svg.append(legend())
-    return { peers: live.length, links: drawn.size, flows }
+    return { peers: live.length, links: pairs.size, flows }
   }
   return { element: svg, draw }
 }
