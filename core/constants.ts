@@ -29,6 +29,10 @@ export const DEFAULTS = {
   memoryWaitMs: 60_000,
   /** the longest a call waits for room for its result before it starts anyway (nested calls must not deadlock) */
   admissionWaitMs: 2_000,
+  /** how long lookup(name) waits for gossip to name a publisher */
+  lookupTimeoutMs: 10_000,
+  /** names a peer lists in its gossiped state */
+  namesGossiped: 256,
   /** tries on another peer when an executor dies */
   retries: 3,
   /** how long a call to a function nobody offers waits for an offer before FunctionNotFoundError */

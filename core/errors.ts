@@ -95,6 +95,11 @@ export class ProtocolError extends RefmeshError {
   override name = 'ProtocolError'
 }
 
+/** No peer publishes the name that was looked up (within the lookup's time). */
+export class NameNotFoundError extends RefmeshError {
+  override name = 'NameNotFoundError'
+}
+
 /** An actor's method was called on an instance that is gone (stopped, or its peer restarted). */
 export class ActorNotFoundError extends RefmeshError {
   override name = 'ActorNotFoundError'
@@ -114,7 +119,8 @@ const byName: Record<string, new (message: string) => RefmeshError> = {
   ChunkIntegrityError,
   EncodeError,
   ProtocolError,
-  ActorNotFoundError
+  ActorNotFoundError,
+  NameNotFoundError
 }
 
 export interface ErrorInfo {

@@ -33,6 +33,8 @@ export interface PeerState {
   links: PeerLink[]
   /** chunk bytes per second it received from each source over the last heartbeat (transfers in flight) */
   flows: ChunkFlow[]
+  /** names it publishes (mesh.publish); lookups ask it */
+  names: string[]
 }
 
 export interface PeerLink { peer: string, transport: string }

@@ -14,12 +14,12 @@ import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p } from '@libp2p/interface'
 import { ControlChannels } from './channel.ts'
 import type { EnvelopeBody } from './channel.ts'
-import { DEFAULT_CHUNK_SIZE, makeManifest, webCryptoSha256 } from './chunks.ts'
+import { DEFAULT_CHUNK_SIZE, chunkCount, makeManifest, webCryptoSha256 } from './chunks.ts'
 import type { Hasher } from './chunks.ts'
 import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
 import type { EncodedValue } from './codec.ts'
 import {
-  FunctionNotFoundError, ObjectLostError, OutOfMemoryError, OwnerDiedError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
+  FunctionNotFoundError, NameNotFoundError, ObjectLostError, OutOfMemoryError, OwnerDiedError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
@@ -194,6 +194,8 @@ export class Mesh {
   private readonly actors = new ActorHost(() => this.peerId)
   /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
   private readonly actorOf = new Map<string, ActorDesc>()
+  /** names this peer publishes, each holding a handle of its own */
+  private readonly published = new Map<string, Ref>()
   /** the next sequence number of this peer's calls to each actor instance */
   private readonly actorSeq = new Map<string, number>()
   /** calls run again because every copy of their result was lost */
@@ -343,6 +345,203 @@ export class Mesh {
         }
       }
     }
+  }
+
+  /**
+   * Publishes `ref` under `name`: the object stays alive while this peer lives
+   * or until `unpublish(name)`, and any peer can `lookup(name)` it. Names are
+   * per publisher; two peers publishing one name serve whichever a lookup meets first.
+   */
+  publish (name: string, ref: Ref): void {
+    if (typeof name !== 'string' || name.length === 0 || name.length > 256) throw new TypeError('a name must be a non-empty string of at most 256 characters')
+    if (!(ref instanceof Ref)) throw new TypeError('publish() takes a Ref')
+    if (this.published.has(name)) throw new RangeError(`this peer already publishes "${name}"; unpublish it first`)
+    this.published.set(name, ref.dup())
+    this.gossip?.publish()
+  }
+
+  unpublish (name: string): boolean {
+    const ref = this.published.get(name)
+    if (ref === undefined) return false
+    this.published.delete(name)
+    ref.release()
+    this.gossip?.publish()
+    return true
+  }
+
+  /**
+   * The object published under `name`, as a Ref of this peer's own (a borrow
+   * registered with its owner, so reclamation keeps working). Waits for gossip
+   * to name a publisher; NameNotFoundError after `timeoutMs` (default 10 s).
+   */
+  async lookup<T = unknown> (name: string, options: GetOptions = {}): Promise<Ref<T>> {
+    const own = this.published.get(name)
+    if (own !== undefined) return own.dup() as Ref<T>
+    const signal = withTimeout(this.combine(options.signal), options.timeoutMs ?? DEFAULTS.lookupTimeoutMs, `lookup of "${name}"`) as AbortSignal
+    const asked = new Set<string>()
+    try {
+      for (;;) {
+        const publishers = this.membership.all().filter(p => p.liveness === 'alive' && !asked.has(p.peer) && p.state?.names.includes(name) === true)
+        for (const p of publishers) {
+          asked.add(p.peer)
+          const reply = await this.channels.request(p.peer, { nameLookup: { name } }, { signal }).catch((err: Error) => {
+            if (signal.aborted) throw err
+            log('lookup of %s at %s failed: %s', name, p.peer, err.message)
+            return undefined
+          })
+          const desc = reply?.nameReply?.object
+          if (desc === undefined || reply?.nameReply === undefined) continue
+          const pending: Array<Promise<void>> = []
+          const ref = this.table.refFromDesc(desc, pending)
+          try {
+            await Promise.all(pending)
+          } finally {
+            this.channels.send(p.peer, { resultAck: { resultId: reply.nameReply.handoff } }).catch(() => {})
+          }
+          return ref as Ref<T>
+        }
+        await raceSignal(new Promise(resolve => setTimeout(resolve, 200)), signal, `lookup of "${name}"`)
+      }
+    } catch (err) {
+      if (signal.aborted && options.signal?.aborted !== true && this.started) throw new NameNotFoundError(`no peer publishes "${name}" (asked ${asked.size})`)
+      throw err
+    }
+  }
+
+  /** Publisher side of a lookup: the object's descriptor, pinned until the asker has registered. */
+  private answerLookup (from: string, name: string): EnvelopeBody {
+    const ref = this.published.get(name)
+    const handoff = newObjectId()
+    if (ref === undefined) return { nameReply: { handoff } }
+    this.table.pin(ref.key)
+    this.handoffs.set(objectKey(handoff), { peer: from, keys: [ref.key] })
+    return { nameReply: { object: { id: ref.id, owner: ref.owner, ...this.table.hints(ref.key) }, handoff } }
+  }
+
+  /**
+   * Stores `size` bytes arriving in pieces as one Uint8Array object, never
+   * holding them whole in memory when they do not fit there (then they go
+   * straight to the spill disk, chunk by chunk). For sharing files.
+   */
+  async putStream (pieces: AsyncIterable<Uint8Array>, size: number, options: PutOptions = {}): Promise<Ref<Uint8Array>> {
+    if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`putStream size must be a whole number of bytes, not ${size}`)
+    const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'putStream')
+    if (size <= this.inlineThreshold) {
+      const whole = new Uint8Array(size)
+      let at = 0
+      for await (const piece of pieces) {
+        if (at + piece.byteLength > size) throw new RangeError(`putStream got more than the ${size} bytes it was told`)
+        whole.set(piece, at)
+        at += piece.byteLength
+      }
+      if (at !== size) throw new RangeError(`putStream got ${at} bytes, not ${size}`)
+      return this.put(whole, options)
+    }
+    const id = newObjectId()
+    const key = objectKey(id)
+    const count = chunkCount(size, this.chunkSize)
+    const manifest: Manifest = { size, chunkSize: this.chunkSize, hashes: new Array<Uint8Array>(count), encoding: Encoding.BYTES }
+    const ref = this.table.createOwned(id, { state: 'pending' })
+    try {
+      let obj: StoredObject
+      if (this.store.fitsInMemory(size)) {
+        await this.store.reserve(size, `putStream of ${key}`, signal)
+        obj = this.store.allocate(key, id, this.peerId, manifest)
+      } else if (this.store.diskHasRoom(size)) {
+        obj = this.store.allocate(key, id, this.peerId, manifest, true)
+      } else {
+        throw new OutOfMemoryError(`putStream of ${size} bytes: more than the store's capacity (${this.store.capacity}) and its free spill space`)
+      }
+      obj.primary = true
+      let index = 0
+      let chunk = obj.data !== undefined ? obj.data.subarray(0, Math.min(this.chunkSize, size)) : new Uint8Array(Math.min(this.chunkSize, size))
+      let filled = 0
+      let total = 0
+      const seal = async (): Promise<void> => {
+        manifest.hashes[index] = await this.sha256(chunk)
+        if (obj.data === undefined) await this.store.writeChunk(obj, index, chunk)
+        this.store.markChunk(obj, index)
+        index++
+        const start = index * this.chunkSize
+        const length = Math.max(0, Math.min(this.chunkSize, size - start))
+        chunk = obj.data !== undefined ? obj.data.subarray(start, start + length) : new Uint8Array(length)
+        filled = 0
+      }
+      for await (const piece of pieces) {
+        signal?.throwIfAborted()
+        if (total + piece.byteLength > size) throw new RangeError(`putStream got more than the ${size} bytes it was told`)
+        total += piece.byteLength
+        for (let at = 0; at < piece.byteLength && filled < chunk.byteLength;) {
+          const n = Math.min(chunk.byteLength - filled, piece.byteLength - at)
+          chunk.set(piece.subarray(at, at + n), filled)
+          filled += n
+          at += n
+          if (filled === chunk.byteLength) await seal()
+        }
+      }
+      if (total !== size) throw new RangeError(`putStream got ${total} bytes, not ${size}`)
+      this.table.settle(key, { state: 'ready', inline: false, encoding: Encoding.BYTES, size, manifest, locations: [this.peerId], contained: [] })
+      return ref as Ref<Uint8Array>
+    } catch (err) {
+      this.store.delete(key)
+      this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId), locations: [], contained: [] })
+      ref.release()
+      throw err
+    }
+  }
+
+  /**
+   * The bytes of a Uint8Array object in order, chunk by chunk: pulled here first
+   * (from every holder at once), then read from memory or disk one chunk at a
+   * time, so an object larger than memory streams out without being whole anywhere.
+   */
+  async * getStream (ref: Ref<Uint8Array>, options: GetOptions & { onProgress?: (bytes: number, total: number) => void } = {}): AsyncGenerator<Uint8Array> {
+    if (!(ref instanceof Ref)) throw new TypeError('getStream() takes a Ref')
+    ref.trackerOrThrow()
+    const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'getStream')
+    const key = ref.key
+    const registered = this.table.get(key)?.registered
+    if (registered !== undefined) await raceSignal(registered, signal, 'getStream')
+    let held = this.store.get(key)
+    if (held === undefined || !this.store.isComplete(held)) {
+      this.checkOwnerAlive(ref.owner, key)
+      const info = ref.owner === this.peerId
+        ? await this.describeOwned(key, { id: ref.id, wait: true, fetch: true, timeoutMs: 0 }, this.peerId, signal)
+        : await this.locateRemote({ id: ref.id, owner: ref.owner }, signal)
+      if (info.status === ObjectStatus.INLINE) {
+        options.onProgress?.(info.inline.byteLength, info.inline.byteLength)
+        yield info.inline
+        return
+      }
+      if (info.status !== ObjectStatus.STORED || info.manifest === undefined) {
+        await this.fetchDescribed({ id: ref.id, owner: ref.owner }, info, signal)
+        return
+      }
+      const manifest = info.manifest
+      held = await this.transfer.pull({
+        key,
+        id: ref.id,
+        owner: ref.owner,
+        manifest,
+        sources: info.locations.filter(p => p !== this.peerId),
+        signal,
+        relocate: async () => (ref.owner === this.peerId ? info : await this.locateRemote({ id: ref.id, owner: ref.owner }, signal)).locations.filter(p => p !== this.peerId),
+        onProgress: (have, complete) => {
+          let n = 0
+          for (const b of have) n += b
+          options.onProgress?.(complete ? manifest.size : Math.min(manifest.size, n * manifest.chunkSize), manifest.size)
+          if (ref.owner !== this.peerId) this.channels.send(ref.owner, { progress: { id: ref.id, have: have.slice(), complete } }).catch(() => {})
+        }
+      })
+    }
+    const count = chunkCount(held.manifest.size, held.manifest.chunkSize)
+    for (let i = 0; i < count; i++) {
+      signal?.throwIfAborted()
+      const chunk = await this.store.readChunk(key, i)
+      if (chunk === undefined) throw new ObjectLostError(`chunk ${i} of ${key} was dropped from this store while it was being read`)
+      yield chunk
+    }
+    options.onProgress?.(held.manifest.size, held.manifest.size)
   }
 
   /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
@@ -621,7 +820,8 @@ export class Mesh {
       pooledFunctions: this.executor.pooledNames(),
       runtime: this.runtime,
       links: this.libp2p.getConnections().map(c => ({ peer: c.remotePeer.toString(), transport: transportOf(c.remoteAddr.toString(), c.limits !== undefined) })),
-      flows: this.chunkFlows()
+      flows: this.chunkFlows(),
+      names: [...this.published.keys()].slice(0, DEFAULTS.namesGossiped)
     }
   }
 
@@ -1319,6 +1519,9 @@ export class Mesh {
         this.table.removeBorrower(key, from)
       }
       return { ack: {} }
+    }
+    if (env.nameLookup !== undefined) {
+      return this.answerLookup(from, env.nameLookup.name)
     }
     if (env.adopt !== undefined) {
       return this.adopt(from, env.adopt.id, env.adopt.object ?? { status: 0, inline: new Uint8Array(0), encoding: 0, locations: [], contained: [] })

@@ -40,6 +40,9 @@ export interface StatsReply { json: string }
 export type Ack = Record<string, never>
 export interface Progress { id: Uint8Array, have: Uint8Array, complete: boolean }
 export interface Prefetch { object: RefDesc }
+/** What a published name stands for; `handoff` is acknowledged (ResultAck) once the asker has registered as a borrower. */
+export interface NameLookup { name: string }
+export interface NameReply { object?: RefDesc, handoff: Uint8Array }
 /** Asks a peer to become the owner of an object the sender made (durable put). */
 export interface Adopt { id: Uint8Array, object: ObjectInfo }
 
@@ -61,6 +64,8 @@ export interface Envelope {
   progress?: Progress
   prefetch?: Prefetch
   adopt?: Adopt
+  nameLookup?: NameLookup
+  nameReply?: NameReply
 }
 
 export interface ChunkRequest { id: Uint8Array, indices: number[], bitfield: boolean, watch?: boolean }
@@ -136,7 +141,8 @@ export const PeerStateCodec = message<PeerState>('PeerState', [
   { no: 13, name: 'pooledFunctions', type: 'string', repeated: true },
   { no: 14, name: 'runtime', type: 'string' },
   { no: 15, name: 'links', type: PeerLinkCodec, repeated: true },
-  { no: 16, name: 'flows', type: ChunkFlowCodec, repeated: true }
+  { no: 16, name: 'flows', type: ChunkFlowCodec, repeated: true },
+  { no: 17, name: 'names', type: 'string', repeated: true }
 ])
 
 const CallRequestCodec = message<CallRequest>('CallRequest', [
@@ -189,6 +195,15 @@ const PrefetchCodec = message<Prefetch>('Prefetch', [
   { no: 1, name: 'object', type: RefDescCodec }
 ])
 
+const NameLookupCodec = message<NameLookup>('NameLookup', [
+  { no: 1, name: 'name', type: 'string' }
+])
+
+const NameReplyCodec = message<NameReply>('NameReply', [
+  { no: 1, name: 'object', type: RefDescCodec },
+  { no: 2, name: 'handoff', type: 'bytes' }
+])
+
 const AdoptCodec = message<Adopt>('Adopt', [
   { no: 1, name: 'id', type: 'bytes' },
   { no: 2, name: 'object', type: ObjectInfoCodec }
@@ -215,7 +230,9 @@ export const EnvelopeCodec = message<Envelope>('Envelope', [
   { no: 14, name: 'ack', type: EmptyCodec },
   { no: 15, name: 'progress', type: ProgressCodec },
   { no: 16, name: 'prefetch', type: PrefetchCodec },
-  { no: 17, name: 'adopt', type: AdoptCodec }
+  { no: 17, name: 'adopt', type: AdoptCodec },
+  { no: 18, name: 'nameLookup', type: NameLookupCodec },
+  { no: 19, name: 'nameReply', type: NameReplyCodec }
 ])
 
 export const ChunkRequestCodec = message<ChunkRequest>('ChunkRequest', [
