@@ -22,6 +22,7 @@ import { logger } from '@libp2p/logger'
 import { ActorNotFoundError } from './errors.ts'
 import type { Ref } from './ref.ts'
 import type { PlacementOptions } from './scheduler.ts'
+import type { RemoteArgs } from './mesh.ts'
 
 const log = logger('refmesh:actors')
 
@@ -35,7 +36,7 @@ export type ActorClass = new (...args: any[]) => object
 
 type Methods<T> = {
   [K in keyof T as T[K] extends (...args: any[]) => unknown ? K : never]:
-  T[K] extends (...args: infer A) => infer R ? { remote: (...args: A) => Ref<Awaited<R>> } : never
+  T[K] extends (...args: infer A) => infer R ? { remote: (...args: RemoteArgs<A>) => Ref<Awaited<R>> } : never
 }
 
 export type ActorHandle<T> = Methods<T> & {
