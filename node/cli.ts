@@ -3,12 +3,15 @@
  *   refmesh peer    start a headless peer and print the addresses others join through
  *   refmesh status  print the mesh as one peer sees it
  *   refmesh demo    start a local mesh of three peers and run the MapReduce example
+ *                   (--serve: then keep it up and serve the mesh page; npm start)
  */
 import { parseArgs } from 'node:util'
 import type { ParseArgsOptionsConfig } from 'node:util'
 import { pathToFileURL } from 'node:url'
 import { execWithMallocTuning } from './memory.ts'
-import { resolve } from 'node:path'
+import { basename, dirname, join, resolve } from 'node:path'
+import { createReadStream } from 'node:fs'
+import { open, rename, stat, unlink } from 'node:fs/promises'
 import { createMesh } from './index.ts'
 import type { NodeMeshOptions } from './index.ts'
 import type { Mesh } from '../core/mesh.ts'
@@ -46,8 +49,20 @@ commands:
   status   print the mesh as one peer sees it
              --bootstrap <multiaddr>  the peer to ask (required)
              --json                   print JSON
+  share <file>         put a file into the mesh, publish it under a name, and serve it until stopped
+             --name <name>            the name others fetch it by (required)
+             --listen, --bootstrap, --identity, --store-capacity, --spill-dir, --spill-capacity, --no-spill
+                                      as for peer (a file larger than the store goes to disk as it is read)
+             --json                   print one JSON line {peer, addrs, name, size} when it is published
+  fetch <name> <out>   write out the file published under <name>, pulling from every peer that holds chunks
+             --bootstrap <multiaddr>  a peer of the mesh to join through (required; repeatable)
+             --timeout <seconds>      how long to look for a peer that publishes <name> (default 15)
+             --store-capacity <size>  memory for the object on its way (default as for peer; the rest spills)
   demo     start a local mesh of three peers and run the MapReduce example
              --maps <n> --reduces <n> --shard-bytes <size> --seed <n>
+             --serve                  then keep the mesh up (until Ctrl-C) and serve the mesh page for
+                                      browser tabs to join it (built first if missing or stale; npm start)
+             --page-port <port>       the page's port with --serve (default 0: any free port)
 `
 
 export interface PeerCommandOptions {
@@ -69,11 +84,21 @@ export interface PeerCommandOptions {
 }
 
 function parse (argv: string[], options: ParseArgsOptionsConfig): Record<string, string | boolean | Array<string | boolean> | undefined> {
+  return parseWithPositionals(argv, options, 0).values
+}
+
+/** Flags and exactly `count` positional arguments, named in `what` for the message when they are missing. */
+function parseWithPositionals (argv: string[], options: ParseArgsOptionsConfig, count: number, what = ''): { values: Record<string, string | boolean | Array<string | boolean> | undefined>, positionals: string[] } {
+  let parsed
   try {
-    return parseArgs({ args: argv, options, strict: true, allowPositionals: false }).values
+    parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: count > 0 })
   } catch (err) {
     throw new UsageError((err as Error).message)
   }
+  if (count > 0 && parsed.positionals.length !== count) {
+    throw new UsageError(parsed.positionals.length < count ? `${what} is missing` : `unexpected argument "${parsed.positionals[count]}"`)
+  }
+  return parsed
 }
 
 export function parsePeerArgs (argv: string[]): PeerCommandOptions {
@@ -221,6 +246,273 @@ async function runStatus (argv: string[]): Promise<void> {
   }
 }
 
+const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`
+
+function checkMultiaddrs (addrs: string[]): void {
+  for (const addr of addrs) {
+    if (!addr.startsWith('/')) throw new UsageError(`"${addr}" is not a multiaddr (they look like /ip4/127.0.0.1/tcp/4001)`)
+  }
+}
+
+function bytesFlag (flag: string, value: unknown): number | undefined {
+  if (value === undefined) return undefined
+  try {
+    return parseBytes(value as string)
+  } catch (err) {
+    throw new UsageError(`--${flag}: ${(err as Error).message}`)
+  }
+}
+
+/**
+ * Progress of a byte transfer on stderr: on a terminal one bar redrawn in
+ * place; otherwise (a pipe, a log file) a plain line at each tenth, so a log
+ * gets a dozen lines whatever the size.
+ */
+export function byteProgress (label: string, out: NodeJS.WriteStream = process.stderr): { update: (bytes: number, total: number) => void, end: () => void } {
+  const tty = out.isTTY === true
+  const started = performance.now()
+  let lastDraw = 0
+  let lastTenth = -1
+  let drawn = false
+  const update = (bytes: number, total: number): void => {
+    const fraction = total === 0 ? 1 : Math.min(1, bytes / total)
+    const percent = Math.floor(fraction * 100)
+    if (tty) {
+      const now = performance.now()
+      // Chunks arrive by the hundred per second; a redraw every 100 ms is plenty.
+      if (now - lastDraw < 100 && fraction < 1) return
+      lastDraw = now
+      const width = 30
+      const filled = Math.round(width * fraction)
+      const rate = bytes / 2 ** 20 / Math.max((now - started) / 1000, 0.001)
+      out.write(`\r${label} [${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${String(percent).padStart(3)}%  ${mib(bytes)} of ${mib(total)}  ${rate.toFixed(1)} MiB/s\x1b[K`)
+      drawn = true
+    } else {
+      const tenth = Math.floor(percent / 10)
+      if (tenth === lastTenth) return
+      lastTenth = tenth
+      out.write(`${label}: ${tenth * 10}% (${mib(bytes)} of ${mib(total)})\n`)
+    }
+  }
+  return { update, end: () => { if (tty && drawn) out.write('\n') } }
+}
+
+/**
+ * Asks to stop on SIGINT, SIGTERM, or the end of stdin when it is a pipe (a
+ * parent that spawned us stops us by closing it), as `refmesh peer` does.
+ */
+function onStopRequest (stop: () => void): void {
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+  if (!process.stdin.isTTY) process.stdin.on('end', stop).resume()
+}
+
+export interface ShareCommandOptions {
+  file: string
+  name: string
+  listen: string[]
+  bootstrap: string[]
+  identity?: string
+  storeCapacity?: number
+  spillDir?: string | false
+  spillCapacity?: number
+  json: boolean
+}
+
+export function parseShareArgs (argv: string[]): ShareCommandOptions {
+  const { values: v, positionals } = parseWithPositionals(argv, {
+    name: { type: 'string' },
+    listen: { type: 'string', multiple: true },
+    bootstrap: { type: 'string', multiple: true },
+    identity: { type: 'string' },
+    'store-capacity': { type: 'string' },
+    'spill-dir': { type: 'string' },
+    'spill-capacity': { type: 'string' },
+    'no-spill': { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false }
+  }, 1, 'share needs a file: refmesh share <file> --name <name>')
+  const name = v.name as string | undefined
+  if (name === undefined || name.length === 0) throw new UsageError('share needs --name <name>, the name others fetch the file by')
+  if (name.length > 256) throw new UsageError('--name must be at most 256 characters')
+  if (v['no-spill'] === true && v['spill-dir'] !== undefined) throw new UsageError('--no-spill and --spill-dir contradict each other')
+  const listen = v.listen as string[] ?? []
+  const bootstrap = v.bootstrap as string[] ?? []
+  checkMultiaddrs([...listen, ...bootstrap])
+  return {
+    file: positionals[0],
+    name,
+    listen,
+    bootstrap,
+    identity: v.identity as string | undefined,
+    storeCapacity: bytesFlag('store-capacity', v['store-capacity']),
+    spillDir: v['no-spill'] === true ? false : v['spill-dir'] as string | undefined,
+    spillCapacity: bytesFlag('spill-capacity', v['spill-capacity']),
+    json: v.json === true
+  }
+}
+
+/** `refmesh share`: reads the file into the mesh chunk by chunk, publishes it, and serves it until stopped. */
+export async function runShare (argv: string[]): Promise<void> {
+  const opts = parseShareArgs(argv)
+  let size: number
+  try {
+    const st = await stat(opts.file)
+    if (!st.isFile()) throw new Error('not a regular file')
+    size = st.size
+  } catch (err) {
+    throw new Error(`share: cannot read "${opts.file}": ${(err as Error).message}`)
+  }
+  const mesh = await createMesh({
+    listen: opts.listen.length > 0 ? opts.listen : undefined,
+    bootstrap: opts.bootstrap,
+    identityFile: opts.identity,
+    store: { capacity: opts.storeCapacity, spillCapacity: opts.spillCapacity },
+    spillDir: opts.spillDir
+  })
+  const interrupted = new AbortController()
+  let stopping = false
+  onStopRequest(() => {
+    if (stopping) return
+    stopping = true
+    interrupted.abort(new Error('interrupted'))
+    mesh.unpublish(opts.name)
+    mesh.stop().finally(() => process.exit(0))
+  })
+  const started = performance.now()
+  const progress = byteProgress(`reading ${basename(opts.file)}`)
+  let read = 0
+  const file = createReadStream(opts.file, { highWaterMark: 1 << 20 })
+  async function * counted (): AsyncGenerator<Uint8Array> {
+    for await (const piece of file as AsyncIterable<Buffer>) {
+      read += piece.byteLength
+      progress.update(read, size)
+      yield piece
+    }
+  }
+  let ref
+  try {
+    ref = await mesh.putStream(counted(), size, { signal: interrupted.signal })
+  } catch (err) {
+    file.destroy()
+    // Stopping already: the handler above exits once the mesh has stopped.
+    if (interrupted.signal.aborted) return
+    await mesh.stop()
+    throw new Error(`share: reading "${opts.file}" into the mesh failed: ${(err as Error).message}`)
+  } finally {
+    progress.end()
+  }
+  if (stopping) return
+  mesh.publish(opts.name, ref)
+  // publish holds its own handle, for as long as this peer publishes the name.
+  ref.release()
+  const seconds = (performance.now() - started) / 1000
+  const addrs = mesh.libp2p.getMultiaddrs().map(String)
+  if (opts.json) {
+    process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs, name: opts.name, size }) + '\n')
+  } else {
+    process.stdout.write(`shared "${opts.name}": ${size} bytes (${mib(size)}) from ${opts.file}, read in ${seconds.toFixed(1)} s\n`)
+    // fetch runs a TCP and WebSockets peer: a WebRTC-direct address is for browser tabs.
+    const dialable = addrs.find(a => !a.includes('/webrtc')) ?? addrs[0]
+    process.stdout.write(`refmesh peer ${mesh.peerId}\naddresses:\n${addrs.map(a => `  ${a}`).join('\n')}\n`)
+    process.stdout.write(`fetch it with:\n  refmesh fetch ${opts.name} <out> --bootstrap ${dialable}\n`)
+    process.stdout.write('serving until Ctrl-C\n')
+  }
+}
+
+export interface FetchCommandOptions {
+  name: string
+  out: string
+  bootstrap: string[]
+  timeoutMs: number
+  storeCapacity?: number
+}
+
+export function parseFetchArgs (argv: string[]): FetchCommandOptions {
+  const { values: v, positionals } = parseWithPositionals(argv, {
+    bootstrap: { type: 'string', multiple: true },
+    timeout: { type: 'string' },
+    'store-capacity': { type: 'string' }
+  }, 2, 'fetch needs a name and an output file: refmesh fetch <name> <out> --bootstrap <multiaddr>')
+  const bootstrap = v.bootstrap as string[] ?? []
+  if (bootstrap.length === 0) throw new UsageError('fetch needs --bootstrap <multiaddr of a peer in the mesh>')
+  checkMultiaddrs(bootstrap)
+  let timeoutMs = 15_000
+  if (v.timeout !== undefined) {
+    const seconds = Number(v.timeout)
+    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 86_400) throw new UsageError(`--timeout must be a number of seconds from 0 to 86400, not "${String(v.timeout)}"`)
+    timeoutMs = seconds * 1000
+  }
+  return { name: positionals[0], out: positionals[1], bootstrap, timeoutMs, storeCapacity: bytesFlag('store-capacity', v['store-capacity']) }
+}
+
+/**
+ * `refmesh fetch`: looks the name up, pulls the object (from every holder at
+ * once), and writes it to a temporary file beside <out>, renamed into place
+ * only once every byte is there; a failed or interrupted fetch leaves no <out>.
+ */
+export async function runFetch (argv: string[]): Promise<void> {
+  const opts = parseFetchArgs(argv)
+  const out = resolve(opts.out)
+  const partial = join(dirname(out), `.${basename(out)}.refmesh-part`)
+  const interrupted = new AbortController()
+  const stop = (): void => { interrupted.abort(new Error('interrupted')) }
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+  let mesh: Mesh | undefined
+  let file: Awaited<ReturnType<typeof open>> | undefined
+  try {
+    try {
+      mesh = await createMesh({ bootstrap: opts.bootstrap, store: { capacity: opts.storeCapacity } })
+    } catch (err) {
+      throw new Error(`fetch: could not join the mesh through ${opts.bootstrap.join(', ')}: ${(err as Error).message}`)
+    }
+    const started = performance.now()
+    let ref
+    try {
+      ref = await mesh.lookup<Uint8Array>(opts.name, { timeoutMs: opts.timeoutMs, signal: interrupted.signal })
+    } catch (err) {
+      if ((err as Error).name === 'NameNotFoundError') throw new Error(`fetch: no peer in the mesh publishes "${opts.name}" (looked for ${opts.timeoutMs / 1000} s through ${opts.bootstrap.join(', ')})`)
+      throw err
+    }
+    const before = mesh.stats().trafficByPeer
+    const progress = byteProgress(`fetching ${opts.name}`)
+    let total = -1
+    let written = 0
+    try {
+      file = await open(partial, 'w')
+      for await (const chunk of mesh.getStream(ref, { signal: interrupted.signal, onProgress: (bytes, of) => { total = of; progress.update(bytes, of) } })) {
+        await file.write(chunk)
+        written += chunk.byteLength
+      }
+      await file.close()
+      file = undefined
+    } catch (err) {
+      throw new Error(`fetch: "${opts.name}" could not be fetched: ${(err as Error).message}`)
+    } finally {
+      progress.end()
+      ref.release()
+    }
+    if (written !== total) throw new Error(`fetch: got ${written} bytes of "${opts.name}", but it has ${total}`)
+    await rename(partial, out)
+    const seconds = (performance.now() - started) / 1000
+    const from = Object.entries(mesh.stats().trafficByPeer)
+      .map(([peer, t]) => ({ peer, bytes: t.chunkIn - (before[peer]?.chunkIn ?? 0) }))
+      .filter(p => p.bytes > 0)
+      .sort((a, b) => b.bytes - a.bytes)
+    process.stdout.write(`fetched "${opts.name}": ${written} bytes (${mib(written)}) to ${opts.out} in ${seconds.toFixed(1)} s\n`)
+    if (from.length > 0) process.stdout.write(`chunks from ${from.length} peer(s): ${from.map(p => `${p.peer.slice(-8)} ${mib(p.bytes)}`).join(', ')}\n`)
+  } catch (err) {
+    await file?.close().catch(() => {})
+    await unlink(partial).catch(() => {})
+    if (interrupted.signal.aborted) throw new Error(`fetch of "${opts.name}" interrupted`)
+    throw err
+  } finally {
+    process.removeListener('SIGINT', stop)
+    process.removeListener('SIGTERM', stop)
+    await mesh?.stop()
+  }
+}
+
 export async function main (argv: string[]): Promise<number> {
   const [command, ...rest] = argv
   try {
@@ -230,6 +522,11 @@ export async function main (argv: string[]): Promise<number> {
         await runPeer(rest)
         return -1
       case 'status': await runStatus(rest); return 0
+      case 'share':
+        execWithMallocTuning()
+        await runShare(rest)
+        return -1
+      case 'fetch': await runFetch(rest); return 0
       case 'demo': {
         const { runDemo } = await import('../examples/demo.ts')
         await runDemo(rest)
