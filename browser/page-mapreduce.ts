@@ -39,9 +39,10 @@ export interface PageRunResult extends MapReduceResult {
   mapsPlaced: Record<string, number>
 }
 
-/** Live peers offering `fn`, this one included, in a stable order. */
+/** Live peers offering `fn`, this one included, in a stable order: those the scheduler would consider. */
 function offering (mesh: Mesh, fn: string): string[] {
-  return mesh.view().filter(p => p.liveness === 'alive' && p.state?.functions.includes(fn) === true).map(p => p.peer).sort()
+  const others = mesh.peers().filter(p => p.liveness === 'alive' && p.functions.includes(fn)).map(p => p.peer)
+  return (mesh.stats().functions.includes(fn) ? [mesh.peerId, ...others] : others).sort()
 }
 
 /**
@@ -52,17 +53,18 @@ function offering (mesh: Mesh, fn: string): string[] {
  * Not the scheduler's `spread` (least loaded first): calls shorter than the
  * gap between two submissions finish before the next one, so every peer looks
  * idle each time (this tab's own most of all, as it runs a call at once) and
- * a peer may get none. Each call goes to its peer by `prefer`: a peer that is
- * gone is skipped, and a call whose peer dies is placed again as usual.
+ * a peer may get none. The turn order is taken at the first call of each
+ * function, so a peer that looks suspect for a moment keeps its turns. Each
+ * call goes to its peer by `prefer`: one that is gone is passed over, and a
+ * call whose peer dies is placed again as usual.
  */
 function inTurn (mesh: Mesh): Mesh {
-  const turns = new Map<string, number>()
+  const turns = new Map<string, { peers: string[], next: number }>()
   const rotating = <F extends AnyFunction>(name: string, options: CallOptions): RemoteFunction<F> => ({
     remote: (...args) => {
-      const peers = offering(mesh, name)
-      const turn = turns.get(name) ?? 0
-      turns.set(name, turn + 1)
-      const prefer = options.peer === undefined && peers.length > 0 ? { prefer: peers[turn % peers.length] } : {}
+      let turn = turns.get(name)
+      if (turn === undefined) turns.set(name, turn = { peers: offering(mesh, name), next: 0 })
+      const prefer = options.peer === undefined && turn.peers.length > 0 ? { prefer: turn.peers[turn.next++ % turn.peers.length] } : {}
       return mesh.fn<F>(name, { ...options, ...prefer }).remote(...args)
     },
     options: more => rotating<F>(name, { ...options, ...more })
