@@ -4,7 +4,13 @@
  * checks the answer against a count in this process, and shows how many bytes
  * moved between which peers.
  *
- *   refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N]
+ *   refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]]
+ *
+ * With --serve (`npm start`) the peers also listen where browsers reach them
+ * (WebSockets, WebRTC-direct), the first serves the mesh page (built first if
+ * missing or stale), and the mesh stays up after the run until Ctrl-C, so tabs
+ * can join it, watch it and run the word count themselves. Without it the demo
+ * exits after its check.
  */
 import { parseArgs } from 'node:util'
 import { fileURLToPath } from 'node:url'
@@ -12,6 +18,7 @@ import { createMesh } from '../node/index.ts'
 import type { Mesh, MeshStats } from '../node/index.ts'
 import { parseBytes } from '../core/constants.ts'
 import { spawnPeer } from '../node/local-cluster.ts'
+import { ensurePageBuilt } from '../node/page-build.ts'
 import type { PeerProcess } from '../node/local-cluster.ts'
 import { runMapReduce, wordCountLocal } from './mapreduce.ts'
 import type { MapReduceOptions, Stage } from './mapreduce.ts'
@@ -19,6 +26,9 @@ import type { MapReduceOptions, Stage } from './mapreduce.ts'
 const MODULE = fileURLToPath(new URL('./mapreduce.ts', import.meta.url))
 const PEERS = 3
 const JOIN_TIMEOUT_MS = 20_000
+/** where the peers of a served mesh listen besides TCP: tabs reach Node peers over WebSockets or WebRTC-direct only */
+const BROWSER_LISTEN = ['/ip4/127.0.0.1/tcp/0/ws', '/ip4/127.0.0.1/udp/0/webrtc-direct']
+const DRIVER_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
 
 /**
  * A bad flag. (Not node/cli.ts's UsageError: the CLI imports this module while
@@ -28,13 +38,17 @@ export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-const DEMO_USAGE = 'usage: refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N]'
+const DEMO_USAGE = 'usage: refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]]'
 
 export interface DemoOptions {
   maps: number
   reduces: number
   shardBytes: number
   seed: number
+  /** serve the mesh page and keep the mesh up after the run, until Ctrl-C */
+  serve: boolean
+  /** the page's port with `serve` (0: any free port) */
+  pagePort: number
 }
 
 /** Parses the demo's flags; a bad flag is a UsageError that names it. */
@@ -47,7 +61,9 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
         maps: { type: 'string', default: '12' },
         reduces: { type: 'string', default: '4' },
         'shard-bytes': { type: 'string', default: '2MiB' },
-        seed: { type: 'string', default: '2026' }
+        seed: { type: 'string', default: '2026' },
+        serve: { type: 'boolean', default: false },
+        'page-port': { type: 'string' }
       },
       strict: true,
       allowPositionals: false
@@ -67,11 +83,14 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
     throw new UsageError(`demo: --shard-bytes: ${(err as Error).message}`)
   }
   if (shardBytes < 1024 || shardBytes > 64 * 2 ** 20) throw new UsageError(`demo: --shard-bytes must be from 1KiB to 64MiB, not "${values['shard-bytes']}"`)
+  if (values['page-port'] !== undefined && values.serve !== true) throw new UsageError('demo: --page-port serves the page, which needs --serve')
   const options = {
     maps: whole('maps', values.maps, 1, 1000),
     reduces: whole('reduces', values.reduces, 1, 256),
     shardBytes,
-    seed: whole('seed', values.seed, 0, 2 ** 32 - 1)
+    seed: whole('seed', values.seed, 0, 2 ** 32 - 1),
+    serve: values.serve === true,
+    pagePort: whole('page-port', values['page-port'] ?? '0', 0, 65535)
   }
   if (options.maps * shardBytes > 2 ** 30) throw new UsageError(`demo: --maps x --shard-bytes is ${mib(options.maps * shardBytes)}; keep the corpus under 1 GiB`)
   return options
@@ -198,24 +217,34 @@ export async function runDemo (argv: string[]): Promise<void> {
   })
 
   let driver: Mesh | undefined
+  let served = false
   const started = performance.now()
   try {
+    if (options.serve) {
+      // Here rather than in the peer, whose start would wait on it: a first build takes a while.
+      write('building the mesh page (when missing or older than its sources)...\n')
+      await orInterrupt(ensurePageBuilt())
+    }
     write(`starting ${PEERS} peer processes (refmesh peer --module examples/mapreduce.ts)...\n`)
     // Peers 2 and 3 join through peer 1, and meet each other by peer exchange.
     // Each is recorded the moment it is up, so a failure or Ctrl-C stops it too.
-    const spawn = async (bootstrap: string[]): Promise<PeerProcess> => {
-      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS })
+    const listen = options.serve ? BROWSER_LISTEN.flatMap(addr => ['--listen', addr]) : []
+    const spawn = async (bootstrap: string[], args: string[] = []): Promise<PeerProcess> => {
+      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, args: [...listen, ...args] })
       starting.push(spawned.catch(() => {}))
       const p = await spawned
       peers.push(p)
       return p
     }
-    const first = await orInterrupt(spawn([]))
+    const first = await orInterrupt(spawn([], options.serve ? ['--page-port', String(options.pagePort)] : []))
+    if (first.page !== undefined) write(`mesh page: ${first.page}/  (open it in a browser and press Join; the mesh stays up after the run)\n`)
     const rest = await orInterrupt(Promise.allSettled([spawn(first.addrs), spawn(first.addrs)]))
     for (const r of rest) if (r.status === 'rejected') throw r.reason
 
     // The driver: an in-process peer that offers nothing; it only calls.
-    driver = await orInterrupt(createMesh({ bootstrap: peers.map(p => p.addrs[0]) }))
+    // TCP for the peers, WebSockets for tabs; not WebRTC-direct, whose native
+    // module can abort this process as it exits.
+    driver = await orInterrupt(createMesh({ bootstrap: peers.map(p => p.addrs[0]), listen: DRIVER_LISTEN }))
     const joined = AbortSignal.any([signal, AbortSignal.timeout(JOIN_TIMEOUT_MS)])
     for (const p of peers) {
       await driver.waitForPeer(p.peer, { signal: joined }).catch((err: Error) => {
@@ -251,6 +280,15 @@ export async function runDemo (argv: string[]): Promise<void> {
     ].filter(s => s !== '')
     if (mismatches.length > 0) throw new Error(`the mesh's answer differs from the local count: ${mismatches.join('; ')}`)
     write(`\nresult matches a local single-process count (every word's count, digest ${result.digest}; ${(localMs / 1000).toFixed(2)} s in this process).\n`)
+
+    if (first.page !== undefined) {
+      // The driver offers nothing and has nothing left to do; the peers stay for the tabs.
+      await driver.stop()
+      driver = undefined
+      served = true
+      write(`\nthe mesh stays up: open ${first.page}/ in a browser, press Join, then Run MapReduce. Ctrl-C stops it.\n`)
+      await new Promise(resolve => signal.addEventListener('abort', resolve, { once: true }))
+    }
   } catch (err) {
     if (!signal.aborted) throw err
   } finally {
@@ -261,6 +299,10 @@ export async function runDemo (argv: string[]): Promise<void> {
     process.removeListener('SIGTERM', onSignal)
   }
   if (signal.aborted) {
+    if (served) {
+      write('every peer is stopped.\n')
+      return
+    }
     process.stderr.write('interrupted; every peer is stopped.\n')
     process.exit(130)
   }

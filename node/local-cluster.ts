@@ -12,6 +12,8 @@ export interface PeerProcess {
   addrs: string[]
   /** the metrics server's URL, when started with --metrics-port */
   metrics?: string
+  /** the mesh page's URL, when started with --page-port */
+  page?: string
   child: ChildProcess
   /** stderr so far, for failure messages */
   stderr: () => string
@@ -55,10 +57,10 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-20_000) })
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
-  const ready = new Promise<{ peer: string, addrs: string[], metrics?: string }>((resolve, reject) => {
+  const ready = new Promise<{ peer: string, addrs: string[], metrics?: string, page?: string }>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! })
     lines.once('line', line => {
-      try { resolve(JSON.parse(line) as { peer: string, addrs: string[], metrics?: string }) } catch (err) { reject(err) }
+      try { resolve(JSON.parse(line) as { peer: string, addrs: string[], metrics?: string, page?: string }) } catch (err) { reject(err) }
     })
     child.once('exit', code => reject(new Error(`peer exited with ${code} before it was ready:\n${stderr}`)))
   })
