@@ -95,6 +95,16 @@ export class ProtocolError extends RefmeshError {
   override name = 'ProtocolError'
 }
 
+/** A replicated call's results did not agree: `votes` lists each peer and the digest of what it returned. */
+export class QuorumError extends RefmeshError {
+  override name = 'QuorumError'
+  readonly votes: Array<{ peer: string, digest: string, error?: string }>
+  constructor (message: string, votes: Array<{ peer: string, digest: string, error?: string }> = []) {
+    super(message)
+    this.votes = votes
+  }
+}
+
 /** No peer publishes the name that was looked up (within the lookup's time). */
 export class NameNotFoundError extends RefmeshError {
   override name = 'NameNotFoundError'
@@ -120,7 +130,8 @@ const byName: Record<string, new (message: string) => RefmeshError> = {
   EncodeError,
   ProtocolError,
   ActorNotFoundError,
-  NameNotFoundError
+  NameNotFoundError,
+  QuorumError: QuorumError as unknown as new (message: string) => RefmeshError
 }
 
 export interface ErrorInfo {

@@ -10,16 +10,17 @@
  */
 import { logger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
+import { toString } from 'uint8arrays/to-string'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p } from '@libp2p/interface'
 import { ControlChannels } from './channel.ts'
 import type { EnvelopeBody } from './channel.ts'
 import { DEFAULT_CHUNK_SIZE, chunkCount, makeManifest, webCryptoSha256 } from './chunks.ts'
 import type { Hasher } from './chunks.ts'
-import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
+import { Encoding, containedRefs, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
 import type { EncodedValue } from './codec.ts'
 import {
-  FunctionNotFoundError, NameNotFoundError, ObjectLostError, OutOfMemoryError, OwnerDiedError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
+  FunctionNotFoundError, NameNotFoundError, ObjectLostError, QuorumError, OutOfMemoryError, OwnerDiedError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
@@ -93,6 +94,14 @@ export interface CallOptions extends PlacementOptions {
   timeoutMs?: number
   /** tries on another peer when the executor dies; 0 for calls with side effects */
   retries?: number
+  /**
+   * untrusted executors (volunteer computing, as BOINC does): run the call on this
+   * many distinct peers and accept a result when `quorum` of them agree byte for
+   * byte (by SHA-256 of the encoded result); otherwise QuorumError listing the votes
+   */
+  replicas?: number
+  /** how many replicas must agree (default: a majority of `replicas`) */
+  quorum?: number
 }
 
 export interface PutOptions {
@@ -144,7 +153,7 @@ export interface MeshStats {
   traffic: ReturnType<TrafficCounter['totals']>
   trafficByPeer: ReturnType<TrafficCounter['snapshot']>
   transfer: Transfer['stats']
-  calls: { executed: number, running: number, queued: number, slots: number, submitted: number, spilledBack: number, spillbacksReceived: number, reconstructions: number, actors: number }
+  calls: { executed: number, running: number, queued: number, slots: number, submitted: number, spilledBack: number, spillbacksReceived: number, reconstructions: number, actors: number, outvoted: Record<string, number> }
   /** calls this peer placed, per executor */
   placed: Record<string, number>
   /** bytes of dereferenced arguments this peer's executor found in its own store, and fetched from others */
@@ -791,6 +800,7 @@ export class Mesh {
         spilledBack: this.spilledBack,
         spillbacksReceived: this.spillbacksReceived,
         reconstructions: this.reconstructions,
+        outvoted: Object.fromEntries(this.outvoted),
         actors: this.actors.size
       },
       placed: Object.fromEntries(this.scheduler.placed),
@@ -872,6 +882,7 @@ export class Mesh {
   // ------------------------------------------------------------ the call path
 
   private remote (fn: string, args: unknown[], options: CallOptions): Ref {
+    if ((options.replicas ?? 1) > 1) return this.remoteReplicated(fn, args, options)
     const temporaries: Ref[] = []
     // Large plain arguments become objects of their own, so calls stay small and
     // the executor pulls the bytes as chunks.
@@ -895,6 +906,91 @@ export class Mesh {
   }
 
   private readonly hintsOf = (ref: Ref): { size: number, locations: string[] } | undefined => this.table.hints(ref.key)
+
+  /** Peers whose result lost a vote, and how often (the untrustworthy). */
+  private readonly outvoted = new Map<string, number>()
+
+  /**
+   * One call on `replicas` distinct peers; its Ref settles with the result `quorum`
+   * of them returned byte-identical. The copies are ordinary calls required on one
+   * peer each, without retries (a retry could land on a peer that already voted).
+   */
+  private remoteReplicated (fn: string, args: unknown[], options: CallOptions): Ref {
+    const replicas = options.replicas as number
+    const quorum = options.quorum ?? Math.floor(replicas / 2) + 1
+    if (!Number.isInteger(replicas) || !Number.isInteger(quorum) || quorum < 1 || quorum > replicas) throw new RangeError(`replicas ${replicas} and quorum ${quorum}: need 1 <= quorum <= replicas`)
+    if (options.peer !== undefined) throw new RangeError('a replicated call cannot be required on one peer')
+    const id = newObjectId()
+    const result = this.table.createOwned(id, { state: 'pending' })
+    const signal = withTimeout(this.stopController.signal, options.timeoutMs, `call of ${fn}`)
+    const run = async (): Promise<void> => {
+      if (this.candidates(fn).length < replicas) await this.waitForOffer(fn, signal).catch(() => {})
+      const offering = this.candidates(fn)
+      if (offering.length < replicas) throw new QuorumError(`${fn} needs ${replicas} distinct peers for its replicas; ${offering.length} offer it`)
+      // The least loaded distinct peers (ties at random), so no one peer's answer counts twice.
+      const chosen = offering.map(c => ({ peer: c.peer, load: c.load / Math.max(1, c.slots), k: Math.random() }))
+        .sort((a, b) => a.load - b.load || a.k - b.k).slice(0, replicas).map(c => c.peer)
+      const copies = chosen.map(peer => ({ peer, ref: this.remote(fn, args, { ...options, replicas: 1, quorum: undefined, peer, retries: 0 }) }))
+      const votes: Array<{ peer: string, digest: string, error?: string }> = []
+      const tally = new Map<string, { count: number, encoding: number, bytes: Uint8Array, peers: string[] }>()
+      let settled: { count: number, peers: string[] } | undefined
+      try {
+        const pending = new Map(copies.map(c => [c.ref.key, c]))
+        while (pending.size > 0) {
+          const { ready } = await this.wait([...pending.values()].map(c => c.ref), { count: 1, signal })
+          for (const ref of ready) {
+            const copy = pending.get(ref.key) as { peer: string, ref: Ref }
+            pending.delete(ref.key)
+            try {
+              const { encoding, bytes, release } = await this.fetchValue({ id: ref.id, owner: ref.owner }, signal)
+              try {
+                if (containedRefs(encoding, bytes).length > 0) throw new TypeError(`${fn} returned Refs; replicated calls compare plain values only`)
+                const digest = toString(await this.sha256(bytes), 'base16')
+                votes.push({ peer: copy.peer, digest })
+                let group = tally.get(digest)
+                if (group === undefined) tally.set(digest, group = { count: 0, encoding, bytes: bytes.slice(), peers: [] })
+                group.count++
+                group.peers.push(copy.peer)
+              } finally {
+                release()
+              }
+            } catch (err) {
+              if (err instanceof TypeError) throw err
+              votes.push({ peer: copy.peer, digest: '', error: `${(err as Error).name}: ${(err as Error).message}` })
+            }
+          }
+          const best = [...tally.values()].sort((a, b) => b.count - a.count)[0]
+          if (settled !== undefined) continue
+          if (best !== undefined && best.count >= quorum) {
+            settled = best
+            const manifest = best.bytes.byteLength <= this.inlineThreshold
+              ? { size: best.bytes.byteLength, chunkSize: this.chunkSize, hashes: [], encoding: best.encoding }
+              : await makeManifest(best.bytes, best.encoding, this.chunkSize, this.sha256)
+            await this.storeBytes(result.key, id, this.peerId, manifest, best.bytes, `the result of ${fn}`, signal)
+            this.table.settle(result.key, { state: 'ready', inline: best.bytes.byteLength <= this.inlineThreshold, encoding: best.encoding, size: best.bytes.byteLength, manifest: best.bytes.byteLength <= this.inlineThreshold ? undefined : manifest, locations: [this.peerId], contained: [] })
+            // The caller has its answer; the other replicas are still heard, so a liar is counted even when it answers last.
+            continue
+          }
+          if ((best?.count ?? 0) + pending.size < quorum) {
+            throw new QuorumError(`${fn}: no ${quorum} of ${replicas} replicas agreed (${votes.map(v => `${v.peer.slice(-6)}: ${v.error ?? v.digest.slice(0, 12)}`).join('; ')})`, votes)
+          }
+        }
+        const winner = settled
+        if (winner !== undefined) {
+          const liars = votes.filter(v => v.digest !== '' && !winner.peers.includes(v.peer))
+          for (const v of liars) this.outvoted.set(v.peer, (this.outvoted.get(v.peer) ?? 0) + 1)
+          if (liars.length > 0) log.error('%s: %s outvoted by %d of %d', fn, liars.map(v => v.peer).join(', '), winner.count, replicas)
+        }
+      } finally {
+        for (const c of copies) c.ref.release()
+      }
+    }
+    run().catch((err: unknown) => {
+      if (this.table.get(result.key)?.owned?.state !== 'pending') return
+      this.table.settle(result.key, { state: 'failed', error: errorToInfo(err, this.peerId, fn), locations: [], contained: [] })
+    })
+    return result
+  }
 
   private async dispatch (call: CallState, args: Uint8Array): Promise<void> {
     const key = call.result.key
