@@ -362,6 +362,8 @@ export async function runShare (argv: string[]): Promise<void> {
   } catch (err) {
     throw new Error(`share: cannot read "${opts.file}": ${(err as Error).message}`)
   }
+  // Only now: re-executing first would only delay the message for a bad flag or file.
+  execWithMallocTuning()
   const mesh = await createMesh({
     listen: opts.listen.length > 0 ? opts.listen : undefined,
     bootstrap: opts.bootstrap,
@@ -522,10 +524,7 @@ export async function main (argv: string[]): Promise<number> {
         await runPeer(rest)
         return -1
       case 'status': await runStatus(rest); return 0
-      case 'share':
-        execWithMallocTuning()
-        await runShare(rest)
-        return -1
+      case 'share': await runShare(rest); return -1
       case 'fetch': await runFetch(rest); return 0
       case 'demo': {
         const { runDemo } = await import('../examples/demo.ts')
