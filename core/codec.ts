@@ -66,7 +66,8 @@ function bytesOf (view: ArrayBufferView): Uint8Array {
 function viewAs (kind: TypedKind, bytes: Uint8Array): ArrayBufferView {
   const size = (kind.ctor as unknown as { BYTES_PER_ELEMENT: number }).BYTES_PER_ELEMENT
   if (bytes.byteLength % size !== 0) throw new MalformedFrameError(`${kind.name} of ${bytes.byteLength} bytes is not a whole number of elements`)
-  const aligned = bytes.byteOffset % size === 0 ? bytes : bytes.slice()
+  // Buffer.prototype.slice is a view, not a copy: copy with Uint8Array's own slice.
+  const aligned = bytes.byteOffset % size === 0 ? bytes : Uint8Array.prototype.slice.call(bytes)
   return new kind.ctor(aligned.buffer, aligned.byteOffset, aligned.byteLength / size)
 }
 
@@ -253,7 +254,7 @@ export function decodeValue (encoding: number, bytes: Uint8Array, makeRef: RefFa
   switch (encoding) {
     case Encoding.CBOR: return cborDecodeSafe(bytes, tagDecoders(makeRef, []))
     case Encoding.BYTES: return bytes
-    case Encoding.ARRAY_BUFFER: return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer : bytes.slice().buffer
+    case Encoding.ARRAY_BUFFER: return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer : Uint8Array.prototype.slice.call(bytes).buffer
     default: {
       const kind = kindByEncoding.get(encoding)
       if (kind === undefined) throw new MalformedFrameError(`unknown value encoding ${encoding}`)

@@ -64,3 +64,13 @@ test('what cannot be encoded or decoded fails with a typed error', () => {
   assert.throws(() => decodeValue(Encoding.CBOR, new Uint8Array([0xd9, 0x9d, 0xd0, 0x01]), noRefs), MalformedFrameError)
   assert.throws(() => decodeArgs(new Uint8Array([0x01])), MalformedFrameError)
 })
+
+test('a typed array arriving at an unaligned offset of a Node Buffer decodes (the bytes are copied, not viewed)', () => {
+  const values = Float64Array.from({ length: 100 }, (_, i) => i * 1.5)
+  const { bytes, encoding } = encodeValue(values)
+  // Received bytes often sit at an odd offset inside a larger Buffer.
+  const pool = Buffer.alloc(bytes.byteLength + 3)
+  pool.set(bytes, 3)
+  const decoded = decodeValue(encoding, pool.subarray(3, 3 + bytes.byteLength), () => { throw new Error('no refs here') })
+  assert.deepEqual(decoded, values)
+})
