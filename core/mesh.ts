@@ -26,9 +26,10 @@ import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
 import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost } from './actors.ts'
 import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
+import { MeshAuth } from './auth.ts'
 import { Executor } from './executor.ts'
 import type { AnyFunction, ExecutorBackend } from './executor.ts'
-import { Gossip } from './gossip.ts'
+import { Gossip, STATE_TOPIC } from './gossip.ts'
 import type { PubSub } from './gossip.ts'
 import { Membership } from './membership.ts'
 import type { ChunkFlow, Liveness, PeerState } from './membership.ts'
@@ -87,6 +88,13 @@ export interface MeshInit {
   sharedMemory?: boolean
   /** what this peer runs in, told to others ('node' or 'browser') */
   runtime?: string
+  /**
+   * a private mesh: only peers that prove they know this secret (challenge-response,
+   * see core/auth.ts) can talk refmesh with this one or get their gossip through it
+   */
+  secret?: string | Uint8Array
+  /** how long a new peer has to prove the secret before it is hung up on */
+  authTimeoutMs?: number
 }
 
 export interface CallOptions extends PlacementOptions {
@@ -175,6 +183,18 @@ interface CallState {
   pinned: string[]
   /** Refs made by put() for large plain arguments, released when the call ends */
   temporaries: Ref[]
+  /** actor method calls: sent after the caller's previous call to the actor, numbered as sent */
+  order?: SendOrder
+}
+
+/** How one caller's calls to one actor keep their order: each is sent after the one before, and numbered then. */
+interface SendOrder {
+  after: Promise<void>
+  sent: () => void
+  /** the call's sequence number, taken when it is sent (so a call that fails before it is sent leaves no gap) */
+  seq: () => number
+  /** where the number goes in the argument list */
+  seqIndex: number
 }
 
 /** Refs handed to a caller in a result, kept until the caller acknowledges. */
@@ -205,6 +225,8 @@ export class Mesh {
   private readonly actorOf = new Map<string, ActorDesc>()
   /** names this peer publishes, each holding a handle of its own */
   private readonly published = new Map<string, Ref>()
+  /** per actor instance: settles when this peer's latest call to it has been sent */
+  private readonly actorSent = new Map<string, Promise<void>>()
   /** the next sequence number of this peer's calls to each actor instance */
   private readonly actorSeq = new Map<string, number>()
   /** calls run again because every copy of their result was lost */
@@ -240,6 +262,7 @@ export class Mesh {
     this.inlineThreshold = init.inlineThresholdBytes ?? DEFAULTS.inlineThresholdBytes
     this.chunkSize = init.chunkSizeBytes ?? DEFAULT_CHUNK_SIZE
     this.runtime = init.runtime ?? 'node'
+    this.pubsub = init.pubsub
     const capacity = parseBytes(init.store?.capacity ?? DEFAULTS.storeCapacity)
     this.store = new ObjectStore({
       capacity,
@@ -276,13 +299,17 @@ export class Mesh {
       },
       onFree: (entry, owned) => { this.freeOwned(entry, owned) }
     })
+    this.auth = init.secret === undefined ? undefined : new MeshAuth({ libp2p: init.libp2p, secret: init.secret, timeoutMs: init.authTimeoutMs ?? DEFAULTS.authTimeoutMs })
+    const admit = this.auth === undefined ? undefined : async (peer: string, signal?: AbortSignal) => { await this.auth?.admit(peer, signal) }
     this.channels = new ControlChannels({
+      admit,
       libp2p: this.libp2p,
       traffic: this.traffic,
       maxFrameBytes: init.maxControlFrameBytes ?? DEFAULTS.maxControlFrameBytes,
       onRequest: (from, env) => this.onRequest(from, env)
     })
     this.transfer = new Transfer({
+      admit,
       libp2p: this.libp2p,
       store: this.store,
       traffic: this.traffic,
@@ -303,6 +330,12 @@ export class Mesh {
   async start (): Promise<void> {
     if (this.started) return
     this.started = true
+    if (this.auth !== undefined) {
+      await this.auth.start()
+      // Gossip relayed by a peer that has not proved the secret never enters the mesh.
+      const auth = this.auth
+      this.pubsub?.topicValidators?.set(STATE_TOPIC, (peer: { toString(): string }) => auth.isMember(peer.toString()) ? 'accept' : 'reject')
+    }
     await this.channels.start()
     await this.transfer.start()
     this.libp2p.addEventListener('peer:connect', this.onConnect)
@@ -321,6 +354,7 @@ export class Mesh {
     this.gossip?.stop()
     await this.channels.stop()
     await this.transfer.stop()
+    await this.auth?.stop()
     await this.executor.close()
   }
 
@@ -568,9 +602,19 @@ export class Mesh {
         if (typeof prop !== 'string' || prop === 'then') return undefined
         return {
           remote: (...args: unknown[]) => {
-            const seq = this.actorSeq.get(desc.instance) ?? 0
-            this.actorSeq.set(desc.instance, seq + 1)
-            return this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, seq, ...args], { peer: desc.peer, retries: 0 })
+            const after = this.actorSent.get(desc.instance) ?? Promise.resolve()
+            let sent!: () => void
+            this.actorSent.set(desc.instance, new Promise<void>(resolve => { sent = resolve }))
+            const seq = (): number => {
+              const n = this.actorSeq.get(desc.instance) ?? 0
+              this.actorSeq.set(desc.instance, n + 1)
+              return n
+            }
+            const result = this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3 })
+            // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
+            this.table.pin(ref.key)
+            this.whenReady(result, this.stopController.signal).catch(() => {}).finally(() => { this.table.unpin(ref.key) })
+            return result
           }
         }
       }
@@ -836,6 +880,8 @@ export class Mesh {
   }
 
   private readonly runtime: string
+  private readonly auth: MeshAuth | undefined
+  private readonly pubsub: PubSub | undefined
   private readonly heartbeatMs: number
   private lastState: Omit<PeerState, 'seq'> | undefined
   private flowSample = { at: 0, chunkIn: new Map<string, number>() }
@@ -881,7 +927,7 @@ export class Mesh {
 
   // ------------------------------------------------------------ the call path
 
-  private remote (fn: string, args: unknown[], options: CallOptions): Ref {
+  private remote (fn: string, args: unknown[], options: CallOptions, order?: SendOrder): Ref {
     if ((options.replicas ?? 1) > 1) return this.remoteReplicated(fn, args, options)
     const temporaries: Ref[] = []
     // Large plain arguments become objects of their own, so calls stay small and
@@ -898,7 +944,7 @@ export class Mesh {
     const encoded = encodeArgs(prepared, this.hintsOf)
     const pinned = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
     const result = this.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } })
-    const call: CallState = { fn, args: prepared, options, result: { key: result.key, id: result.id }, pinned, temporaries }
+    const call: CallState = { fn, args: prepared, options, result: { key: result.key, id: result.id }, pinned, temporaries, order }
     this.submitted++
     this.lineage.set(result.key, { fn, options, args: encoded.bytes })
     void this.dispatch(call, encoded.bytes)
@@ -1011,6 +1057,11 @@ export class Mesh {
         if (lineage !== undefined) lineage.args = args
       }
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
+      if (call.order !== undefined) {
+        await raceSignal(call.order.after, signal, `call of ${call.fn}`)
+        call.args[call.order.seqIndex] = call.order.seq()
+        args = encodeArgs(call.args, this.hintsOf, true).bytes
+      }
       while (reply?.result === undefined) {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor
         // of a slot-bound function, and holds the rest until one finishes.
@@ -1032,9 +1083,12 @@ export class Mesh {
         const started = performance.now()
         this.scheduler.started(executor)
         try {
-          reply = executor === this.peerId
-            ? await raceSignal(this.onCall(this.peerId, request), signal, `call of ${call.fn}`)
-            : (await this.channels.request(executor, { call: request }, { signal: call.options.timeoutMs ? signal : undefined })).callReply
+          const replying = executor === this.peerId
+            ? raceSignal(this.onCall(this.peerId, request), signal, `call of ${call.fn}`)
+            : this.channels.request(executor, { call: request }, { signal: call.options.timeoutMs ? signal : undefined }).then(env => env.callReply)
+          // The next call to the same actor may go now: the stream keeps them in this order.
+          call.order?.sent()
+          reply = await replying
           if (reply === undefined) throw new ProtocolError(`${executor} sent an empty call reply`)
         } catch (err) {
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
@@ -1063,6 +1117,8 @@ export class Mesh {
     } catch (err) {
       this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId, call.fn), locations: [], contained: [] })
     } finally {
+      // A call that failed before it was sent must not hold back the actor's next ones.
+      call.order?.sent()
       // Pins and temporaries hold the arguments for the call's first run only.
       for (const k of call.pinned) this.table.unpin(k)
       for (const t of call.temporaries) t.release()
@@ -1579,6 +1635,7 @@ export class Mesh {
       // The last handle of an actor anywhere is gone: it stops.
       this.actorOf.delete(entry.key)
       this.actorSeq.delete(actor.instance)
+      this.actorSent.delete(actor.instance)
       this.remote(ACTOR_STOP, [actor.instance], { peer: actor.peer, retries: 0 }).release()
     }
     this.dropLineage(entry.key)

@@ -70,3 +70,33 @@ test('an actor whose peer is killed: its calls in flight fail with PeerDiedError
     await t.close()
   }
 })
+
+test('order holds when an earlier call waits for its argument; a call that fails before it is sent does not hold back the next; releasing the handle lets calls in flight finish', async () => {
+  const t = await startMesh(2)
+  try {
+    const [home, other] = t.peers
+    const counter = await t.caller.actor<Counter>('Counter').options({ peer: home.peer }).create(0)
+    // The first call's argument is computed elsewhere for 1.5 s; the second's is ready at once.
+    const slow = t.caller.fn<(ms: number) => number>('sleep').options({ peer: other.peer }).remote(1_500)
+    const first = counter.add.remote(slow)
+    const second = counter.add.remote(1)
+    assert.equal(await t.caller.get(second, { timeoutMs: 30_000 }), 1_501, 'the second call ran after the first')
+    assert.equal(await t.caller.get(first, { timeoutMs: 30_000 }), 1_500)
+
+    const bad = t.caller.fn<(m: string) => number>('boom').remote('no argument for you')
+    const failed = counter.add.remote(bad)
+    const started = performance.now()
+    const next = counter.add.remote(10)
+    await assert.rejects(t.caller.get(failed, { timeoutMs: 30_000 }))
+    assert.equal(await t.caller.get(next, { timeoutMs: 30_000 }), 1_511)
+    assert.ok(performance.now() - started < 5_000, `the next call was not held back (${Math.round(performance.now() - started)} ms)`)
+
+    const inFlight = [counter.slowAdd.remote(100, 300), counter.add.remote(1_000)]
+    counter.release()
+    assert.deepEqual(await Promise.all(inFlight.map(async r => await t.caller.get(r, { timeoutMs: 30_000 }))), [1_611, 2_611])
+    for (const r of [slow, first, second, bad, failed, next, ...inFlight]) r.release()
+    await waitFor('the actor to stop once its calls are done', async () => (await t.stats(home.peer)).calls.actors === 0 ? true : undefined, 10_000)
+  } finally {
+    await t.close()
+  }
+})
