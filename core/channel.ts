@@ -30,6 +30,8 @@ export interface ControlChannelsInit {
   traffic: TrafficCounter
   maxFrameBytes: number
   onRequest: RequestHandler
+  /** private meshes: resolves once the peer has proved the mesh secret, rejects if it cannot */
+  admit?: (peer: string, signal?: AbortSignal) => Promise<void>
 }
 
 interface Pending {
@@ -53,7 +55,12 @@ export class ControlChannels {
 
   async start (): Promise<void> {
     await this.init.libp2p.handle(CONTROL_PROTOCOL, (stream, connection) => {
-      this.readLoop(connection.remotePeer.toString(), stream)
+      const peer = connection.remotePeer.toString()
+      if (this.init.admit === undefined) {
+        this.readLoop(peer, stream)
+        return
+      }
+      this.init.admit(peer).then(() => { this.readLoop(peer, stream) }, (err: Error) => { stream.abort(err) })
     }, { maxInboundStreams: 8, maxOutboundStreams: 8 })
   }
 
@@ -117,6 +124,8 @@ export class ControlChannels {
 
   private async open (peer: string, signal?: AbortSignal): Promise<Stream> {
     try {
+      // In a private mesh nothing, not even a hello, goes to a peer before it has proved the secret.
+      await this.init.admit?.(peer, signal)
       const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), CONTROL_PROTOCOL, { signal })
       this.readLoop(peer, stream)
       return stream

@@ -29,6 +29,8 @@ export const DEFAULTS = {
   memoryWaitMs: 60_000,
   /** the longest a call waits for room for its result before it starts anyway (nested calls must not deadlock) */
   admissionWaitMs: 2_000,
+  /** private meshes: how long a new peer has to prove the secret */
+  authTimeoutMs: 10_000,
   /** how long lookup(name) waits for gossip to name a publisher */
   lookupTimeoutMs: 10_000,
   /** names a peer lists in its gossiped state */

@@ -38,6 +38,8 @@ function hex (bytes: Uint8Array | undefined): string {
 
 /** The part of a libp2p pubsub service (gossipsub) the mesh uses. */
 export interface PubSub {
+  /** gossipsub's per-topic validators; private meshes reject gossip that comes from non-members */
+  topicValidators?: Map<string, (peer: { toString(): string }, message: any) => any>
   subscribe(topic: string): void
   unsubscribe(topic: string): void
   publish(topic: string, data: Uint8Array): Promise<unknown>

@@ -167,6 +167,8 @@ export interface MeshStats {
   /** bytes of dereferenced arguments this peer's executor found in its own store, and fetched from others */
   args: { localBytes: number, fetchedBytes: number }
   gossip: { published: number, received: number }
+  /** private meshes: peers hung up on because they did not prove the secret */
+  auth: { private: boolean, refused: number }
   functions: string[]
   /** peers known and alive */
   peers: string[]
@@ -850,6 +852,7 @@ export class Mesh {
       placed: Object.fromEntries(this.scheduler.placed),
       args: { ...this.argBytes },
       gossip: { published: this.gossip?.published ?? 0, received: this.gossip?.received ?? 0 },
+      auth: { private: this.auth !== undefined, refused: this.auth?.refused ?? 0 },
       functions: this.executor.names(),
       peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
       membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))

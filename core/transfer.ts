@@ -54,6 +54,8 @@ export interface TransferInit {
   relocateEveryMs: number
   /** pull from partial holders too (false: complete holders only, for comparison) */
   swarm: boolean
+  /** private meshes: resolves once the peer has proved the mesh secret */
+  admit?: (peer: string) => Promise<void>
 }
 
 export interface TransferStats {
@@ -99,7 +101,12 @@ export class Transfer {
 
   async start (): Promise<void> {
     await this.init.libp2p.handle(CHUNK_PROTOCOL, (stream, connection) => {
-      void this.serve(connection.remotePeer.toString(), stream)
+      const peer = connection.remotePeer.toString()
+      if (this.init.admit === undefined) {
+        void this.serve(peer, stream)
+        return
+      }
+      this.init.admit(peer).then(() => this.serve(peer, stream), (err: Error) => { stream.abort(err) })
     }, { maxInboundStreams: 256, maxOutboundStreams: 256 })
   }
 

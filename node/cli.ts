@@ -45,6 +45,8 @@ commands:
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
                                       built first if missing or stale); it listens on --metrics-host
+             --mesh-secret <secret>   a private mesh: only peers that prove this secret talk refmesh with
+                                      this one (or set REFMESH_MESH_SECRET, which keeps it out of ps)
              --json                   print one JSON line {peer, addrs} when ready
   status   print the mesh as one peer sees it
              --bootstrap <multiaddr>  the peer to ask (required)
@@ -80,6 +82,7 @@ export interface PeerCommandOptions {
   pagePort?: number
   prefetch: boolean
   swarm: boolean
+  secret?: string
   json: boolean
 }
 
@@ -118,8 +121,11 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'page-port': { type: 'string' },
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
+    'mesh-secret': { type: 'string' },
     json: { type: 'boolean', default: false }
   })
+  const secret = v['mesh-secret'] as string | undefined ?? process.env.REFMESH_MESH_SECRET
+  if (secret !== undefined && secret.length === 0) throw new UsageError('--mesh-secret must not be empty')
   let metricsPort: number | undefined
   if (v['metrics-port'] !== undefined) {
     metricsPort = Number(v['metrics-port'])
@@ -164,6 +170,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort,
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
+    secret,
     json: v.json === true
   }
 }
@@ -188,7 +195,8 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     workerModules: opts.workerModules,
     workers: opts.workers,
     prefetch: opts.prefetch,
-    swarm: opts.swarm
+    swarm: opts.swarm,
+    secret: opts.secret
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
   const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })

@@ -1,0 +1,77 @@
+/**
+ * Private meshes: a peer without the mesh secret (or with a wrong one) cannot
+ * run a call, fetch a chunk, or get into the gossip; with it, it can.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { multiaddr } from '@multiformats/multiaddr'
+import { createMesh } from '../node/index.ts'
+import type { Mesh } from '../node/index.ts'
+import { spawnPeers, stopAll, waitFor, waitForFullMesh } from '../node/local-cluster.ts'
+import { CHUNK_PROTOCOL } from '../core/transfer.ts'
+import { ChunkRequestCodec } from '../core/protocol/messages.ts'
+import { frame } from '../core/protocol/framing.ts'
+import { FIXTURES } from './helpers.ts'
+import { pattern } from './fixtures/functions.ts'
+
+const SECRET = 'correct horse battery staple'
+const MiB = 2 ** 20
+
+/** What a rogue gets from asking a member for a chunk directly: the bytes, or nothing. */
+async function askChunk (rogue: Mesh, member: string, id: Uint8Array): Promise<number> {
+  let got = 0
+  try {
+    const stream = await rogue.libp2p.dialProtocol(peerIdFromString(member), CHUNK_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+    stream.send(frame(ChunkRequestCodec.encode({ id, indices: [0], bitfield: false })))
+    for await (const data of stream) got += data.byteLength
+  } catch {
+    // Refused: the stream or the connection was closed on us.
+  }
+  return got
+}
+
+test('a private mesh: members run calls and pull chunks; peers without the secret, or with a wrong one, get nothing and are hung up on', async () => {
+  const peers = await spawnPeers(2, { module: FIXTURES, env: { REFMESH_MESH_SECRET: SECRET } })
+  const member = await createMesh({ bootstrap: [peers[0].addrs[0]], secret: SECRET })
+  const rogues: Mesh[] = []
+  try {
+    await waitForFullMesh(member, peers, 30_000)
+    // With the secret: calls, and a chunked object pulled from a peer.
+    const made = member.fn<(n: number, s: number) => Uint8Array>('make').options({ peer: peers[0].peer }).remote(4 * MiB, 3)
+    assert.deepEqual(await member.get(made, { timeoutMs: 30_000 }), pattern(4 * MiB, 3))
+    const sum = member.fn<(a: number, b: number) => number>('add').remote(2, 3)
+    assert.equal(await member.get(sum, { timeoutMs: 30_000 }), 5)
+
+    // A fresh object that lives only on peer 1, for the rogues to ask for.
+    const kept = member.fn<(n: number, s: number) => Uint8Array>('make').options({ peer: peers[1].peer }).remote(4 * MiB, 4)
+    await member.wait([kept], { timeoutMs: 30_000 })
+
+    for (const secret of [undefined, 'a wrong guess']) {
+      // Joining through a member fails: the member never says hello to it.
+      await assert.rejects(createMesh({ bootstrap: [peers[0].addrs[0]], secret, authTimeoutMs: 3_000, bootstrapTimeoutMs: 4_000 }), (err: Error) => err.name === 'PeerDiedError')
+      // Connected by hand, it can still try everything.
+      const rogue = await createMesh({ secret, authTimeoutMs: 3_000 })
+      rogues.push(rogue)
+      for (const p of peers) await rogue.libp2p.dial(multiaddr(p.addrs[0]), { signal: AbortSignal.timeout(5_000) }).catch(() => {})
+      const call = rogue.fn<(a: number, b: number) => number>('add').options({ timeoutMs: 5_000 }).remote(1, 1)
+      await assert.rejects(rogue.get(call, { timeoutMs: 10_000 }), `a rogue (secret ${String(secret)}) cannot run a call`)
+      assert.equal(await askChunk(rogue, peers[1].peer, kept.id), 0, 'nor fetch a chunk')
+      await waitFor('the members to hang up on it', () => rogue.libp2p.getConnections().length === 0 ? true : undefined, 15_000)
+      for (const p of peers) {
+        const s = await member.peerStats(p.peer)
+        assert.ok(!s.peers.includes(rogue.peerId), 'no member counts it as a peer (its gossip and hello never got in)')
+        assert.ok(s.auth.private)
+      }
+      assert.ok(!member.peers().some(p => p.peer === rogue.peerId))
+      assert.ok(!rogue.peers().some(p => p.liveness === 'alive' && p.state !== undefined && peers.some(q => q.peer === p.peer) && p.functions.includes('add')), 'it learned no member\'s functions')
+    }
+    const refused = (await Promise.all(peers.map(async p => (await member.peerStats(p.peer)).auth.refused))).reduce((a, b) => a + b, 0)
+    assert.ok(refused >= 2, `members refused the rogues (${refused})`)
+    for (const r of [made, sum, kept]) r.release()
+  } finally {
+    for (const r of rogues) await r.stop()
+    await member.stop()
+    await stopAll(peers)
+  }
+})
