@@ -29,6 +29,14 @@ export const DEFAULTS = {
   memoryWaitMs: 60_000,
   /** the longest a call waits for room for its result before it starts anyway (nested calls must not deadlock) */
   admissionWaitMs: 2_000,
+  /** per remote peer: calls queued or running here, chunks asked and not yet sent, gossip relayed per second
+   * (at least; the gossip limit grows with the mesh: 4 messages a second per known peer) */
+  quotaCallsInFlight: 4096,
+  quotaChunksInFlight: 256,
+  quotaGossipPerSecond: 100,
+  /** refusals from quotas within the window before a peer is hung up on */
+  quotaStrikesBeforeHangUp: 200,
+  quotaStrikeWindowMs: 10_000,
   /** private meshes: how long a new peer has to prove the secret */
   authTimeoutMs: 10_000,
   /** how long lookup(name) waits for gossip to name a publisher */

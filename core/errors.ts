@@ -105,6 +105,11 @@ export class QuorumError extends RefmeshError {
   }
 }
 
+/** A peer asked more of this one than its quota allows (calls queued, chunks in flight); ask again later. */
+export class QuotaExceededError extends RefmeshError {
+  override name = 'QuotaExceededError'
+}
+
 /** No peer publishes the name that was looked up (within the lookup's time). */
 export class NameNotFoundError extends RefmeshError {
   override name = 'NameNotFoundError'
@@ -131,6 +136,7 @@ const byName: Record<string, new (message: string) => RefmeshError> = {
   ProtocolError,
   ActorNotFoundError,
   NameNotFoundError,
+  QuotaExceededError,
   QuorumError: QuorumError as unknown as new (message: string) => RefmeshError
 }
 

@@ -20,13 +20,15 @@ import type { Hasher } from './chunks.ts'
 import { Encoding, containedRefs, decodeArgs, decodeValue, encodeArgs, encodeValue } from './codec.ts'
 import type { EncodedValue } from './codec.ts'
 import {
-  FunctionNotFoundError, NameNotFoundError, ObjectLostError, QuorumError, OutOfMemoryError, OwnerDiedError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
+  FunctionNotFoundError, NameNotFoundError, ObjectLostError, QuorumError, QuotaExceededError, OutOfMemoryError, OwnerDiedError, TimeoutError, PeerDiedError, ProtocolError, errorToInfo, infoToError
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
 import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost } from './actors.ts'
 import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
 import { MeshAuth } from './auth.ts'
+import { PeerQuotas } from './quota.ts'
+import type { QuotaLimits } from './quota.ts'
 import { Executor } from './executor.ts'
 import type { AnyFunction, ExecutorBackend } from './executor.ts'
 import { Gossip, STATE_TOPIC } from './gossip.ts'
@@ -95,6 +97,8 @@ export interface MeshInit {
   secret?: string | Uint8Array
   /** how long a new peer has to prove the secret before it is hung up on */
   authTimeoutMs?: number
+  /** per remote peer limits (defaults in DEFAULTS.quota*) */
+  quotas?: Partial<QuotaLimits>
 }
 
 export interface CallOptions extends PlacementOptions {
@@ -169,6 +173,8 @@ export interface MeshStats {
   gossip: { published: number, received: number }
   /** private meshes: peers hung up on because they did not prove the secret */
   auth: { private: boolean, refused: number }
+  /** requests refused by per-peer quotas, and peers hung up on for persisting */
+  quotas: { calls: number, chunks: number, gossip: number, hangUps: number }
   functions: string[]
   /** peers known and alive */
   peers: string[]
@@ -301,6 +307,13 @@ export class Mesh {
       },
       onFree: (entry, owned) => { this.freeOwned(entry, owned) }
     })
+    this.quotas = new PeerQuotas({
+      callsInFlight: init.quotas?.callsInFlight ?? DEFAULTS.quotaCallsInFlight,
+      chunksInFlight: init.quotas?.chunksInFlight ?? DEFAULTS.quotaChunksInFlight,
+      gossipPerSecond: init.quotas?.gossipPerSecond ?? DEFAULTS.quotaGossipPerSecond,
+      strikesBeforeHangUp: init.quotas?.strikesBeforeHangUp ?? DEFAULTS.quotaStrikesBeforeHangUp,
+      strikeWindowMs: init.quotas?.strikeWindowMs ?? DEFAULTS.quotaStrikeWindowMs
+    }, peer => { this.libp2p.hangUp(peerIdFromString(peer)).catch(() => {}) })
     this.auth = init.secret === undefined ? undefined : new MeshAuth({ libp2p: init.libp2p, secret: init.secret, timeoutMs: init.authTimeoutMs ?? DEFAULTS.authTimeoutMs })
     const admit = this.auth === undefined ? undefined : async (peer: string, signal?: AbortSignal) => { await this.auth?.admit(peer, signal) }
     this.channels = new ControlChannels({
@@ -312,6 +325,7 @@ export class Mesh {
     })
     this.transfer = new Transfer({
       admit,
+      quotas: this.quotas,
       libp2p: this.libp2p,
       store: this.store,
       traffic: this.traffic,
@@ -332,12 +346,14 @@ export class Mesh {
   async start (): Promise<void> {
     if (this.started) return
     this.started = true
-    if (this.auth !== undefined) {
-      await this.auth.start()
-      // Gossip relayed by a peer that has not proved the secret never enters the mesh.
-      const auth = this.auth
-      this.pubsub?.topicValidators?.set(STATE_TOPIC, (peer: { toString(): string }) => auth.isMember(peer.toString()) ? 'accept' : 'reject')
-    }
+    await this.auth?.start()
+    // Gossip relayed by a peer that has not proved the secret never enters a private mesh,
+    // and a peer relaying far more than the mesh makes is ignored, then hung up on.
+    this.pubsub?.topicValidators?.set(STATE_TOPIC, (from: { toString(): string }) => {
+      const peer = from.toString()
+      if (this.auth !== undefined && !this.auth.isMember(peer)) return 'reject'
+      return this.quotas.gossipAllowed(peer, 4 * this.membership.all().length) ? 'accept' : 'ignore'
+    })
     await this.channels.start()
     await this.transfer.start()
     this.libp2p.addEventListener('peer:connect', this.onConnect)
@@ -853,6 +869,7 @@ export class Mesh {
       args: { ...this.argBytes },
       gossip: { published: this.gossip?.published ?? 0, received: this.gossip?.received ?? 0 },
       auth: { private: this.auth !== undefined, refused: this.auth?.refused ?? 0 },
+      quotas: { ...this.quotas.refused },
       functions: this.executor.names(),
       peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
       membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))
@@ -884,6 +901,7 @@ export class Mesh {
 
   private readonly runtime: string
   private readonly auth: MeshAuth | undefined
+  private readonly quotas: PeerQuotas
   private readonly pubsub: PubSub | undefined
   private readonly heartbeatMs: number
   private lastState: Omit<PeerState, 'seq'> | undefined
@@ -1094,6 +1112,14 @@ export class Mesh {
           reply = await replying
           if (reply === undefined) throw new ProtocolError(`${executor} sent an empty call reply`)
         } catch (err) {
+          if (err instanceof QuotaExceededError && signal?.aborted !== true && spillbacks < DEFAULTS.maxSpillbacks) {
+            // Refused for now, like a spillback: back off, and place it again.
+            spillbacks++
+            exclude.add(executor)
+            if (this.candidates(call.fn).every(c => exclude.has(c.peer))) exclude.clear()
+            await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 20 * 2 ** spillbacks))), signal, `call of ${call.fn}`)
+            continue
+          }
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
           log('call %s on %s failed (%s); retrying elsewhere', call.fn, executor, err.message)
           exclude.add(executor)
@@ -1230,6 +1256,16 @@ export class Mesh {
    * runs it, and describes its result. Never throws: failures become FAILED results.
    */
   private async onCall (from: string, req: CallRequest): Promise<CallReply> {
+    if (from === this.peerId) return await this.runCall(from, req)
+    if (!this.quotas.take(from, 'calls')) throw new QuotaExceededError(`${from} has too many calls queued at ${this.peerId}`)
+    try {
+      return await this.runCall(from, req)
+    } finally {
+      this.quotas.give(from, 'calls')
+    }
+  }
+
+  private async runCall (from: string, req: CallRequest): Promise<CallReply> {
     const scope: Ref[] = []
     const resultKey = objectKey(req.resultId)
     let admitted = false
@@ -1729,6 +1765,7 @@ export class Mesh {
   private onPeerDead (peer: string): void {
     log('peer %s is dead', peer)
     this.channels.dropPeer(peer)
+    this.quotas.forget(peer)
     this.table.peerGone(peer)
     // Fate sharing: copies of what the dead peer owned are freed (nobody can free them later).
     const orphans = this.store.ownedBy(peer)

@@ -19,6 +19,7 @@ import { abortReason } from './signals.ts'
 import type { ObjectStore, StoredObject } from './store.ts'
 import { objectKey } from './ref.ts'
 import type { TrafficCounter } from './traffic.ts'
+import type { PeerQuotas } from './quota.ts'
 
 const log = logger('refmesh:transfer')
 
@@ -56,6 +57,8 @@ export interface TransferInit {
   swarm: boolean
   /** private meshes: resolves once the peer has proved the mesh secret */
   admit?: (peer: string) => Promise<void>
+  /** per-peer limits on chunks asked and not yet sent */
+  quotas?: PeerQuotas
 }
 
 export interface TransferStats {
@@ -152,24 +155,38 @@ export class Transfer {
             }
             if (!stream.send(out)) await stream.onDrain()
           }
-          for (const index of req.indices) {
-            let chunk = await store.readChunk(key, index).catch((err: Error) => {
-              log.error('could not read chunk %d of %s: %s', index, key, err.message)
-              return undefined
-            })
-            // Held in part (still arriving): not this chunk yet, ask again later.
-            const status = chunk !== undefined ? ChunkStatus.OK : store.has(key) ? ChunkStatus.NOT_YET : ChunkStatus.NOT_FOUND
-            const header = ChunkHeaderCodec.encode({ id: req.id, index, status })
-            if (chunk !== undefined && hooks?.corruptChunk?.(key, index) === true) {
-              chunk = chunk.slice()
-              chunk[0] ^= 0xff
+          // Past its quota a peer's request is refused chunk by chunk (it may ask again later).
+          const quotas = this.init.quotas
+          const allowed = quotas === undefined || quotas.take(peer, 'chunks', req.indices.length)
+          if (!allowed) {
+            for (const index of req.indices) {
+              const header = ChunkHeaderCodec.encode({ id: req.id, index, status: ChunkStatus.REFUSED })
+              if (!stream.send(frame(encodeVarint(header.byteLength), header))) await stream.onDrain()
             }
-            const out = chunk === undefined
-              ? frame(encodeVarint(header.byteLength), header)
-              : frame(encodeVarint(header.byteLength), header, chunk)
-            traffic.add(peer, 'chunkOut', out.byteLength)
-            if (chunk !== undefined) this.stats.chunksServed++
-            if (!stream.send(out)) await stream.onDrain()
+            continue
+          }
+          try {
+            for (const index of req.indices) {
+              let chunk = await store.readChunk(key, index).catch((err: Error) => {
+                log.error('could not read chunk %d of %s: %s', index, key, err.message)
+                return undefined
+              })
+              // Held in part (still arriving): not this chunk yet, ask again later.
+              const status = chunk !== undefined ? ChunkStatus.OK : store.has(key) ? ChunkStatus.NOT_YET : ChunkStatus.NOT_FOUND
+              const header = ChunkHeaderCodec.encode({ id: req.id, index, status })
+              if (chunk !== undefined && hooks?.corruptChunk?.(key, index) === true) {
+                chunk = chunk.slice()
+                chunk[0] ^= 0xff
+              }
+              const out = chunk === undefined
+                ? frame(encodeVarint(header.byteLength), header)
+                : frame(encodeVarint(header.byteLength), header, chunk)
+              traffic.add(peer, 'chunkOut', out.byteLength)
+              if (chunk !== undefined) this.stats.chunksServed++
+              if (!stream.send(out)) await stream.onDrain()
+            }
+          } finally {
+            quotas?.give(peer, 'chunks', req.indices.length)
           }
         }
       }
@@ -533,8 +550,8 @@ class Pull {
     const index = header.index
     if (!source.inFlight.has(index)) throw new MalformedFrameError(`unrequested chunk ${index} from ${source.peer}`)
     this.unask(index, source)
-    if (header.status === ChunkStatus.NOT_YET) {
-      // Its bitfield was stale: it will say again when it has the chunk.
+    if (header.status === ChunkStatus.NOT_YET || header.status === ChunkStatus.REFUSED) {
+      // Its bitfield was stale (or it is busy with our requests): it will say again when it has the chunk.
       if (source.have !== undefined && source.have[index] === 1) {
         source.have[index] = 0
         source.haveCount--

@@ -12,7 +12,7 @@ export const ObjectStatus = {
 } as const
 export type ObjectStatusCode = typeof ObjectStatus[keyof typeof ObjectStatus]
 
-export const ChunkStatus = { OK: 0, NOT_FOUND: 1, NOT_YET: 2, BITFIELD: 3 } as const
+export const ChunkStatus = { OK: 0, NOT_FOUND: 1, NOT_YET: 2, BITFIELD: 3, REFUSED: 4 } as const
 
 export interface PeerAddrs { peer: string, addrs: string[] }
 /** A Ref on the wire; size and locations are placement hints, possibly stale. */
