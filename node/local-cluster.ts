@@ -64,7 +64,7 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
     })
     child.once('exit', code => reject(new Error(`peer exited with ${code} before it was ready:\n${stderr}`)))
   })
-  const timeoutMs = opts.timeoutMs ?? 20_000
+  const timeoutMs = opts.timeoutMs ?? 45_000
   let timer: NodeJS.Timeout | undefined
   try {
     const info = await Promise.race([ready, new Promise<never>((_r, reject) => { timer = setTimeout(() => reject(new Error(`peer not ready within ${timeoutMs} ms:\n${stderr}`)), timeoutMs) })])
