@@ -210,7 +210,8 @@ const decoder = new TextDecoder()
 
 /** Counts the words of a text (split on spaces, tabs and line ends). */
 export function countWords (shard: string | Uint8Array): { counts: Map<string, number>, words: number } {
-  const text = typeof shard === 'string' ? shard : decoder.decode(shard)
+  // TextDecoder refuses views of shared memory (a tab with worker modules keeps objects there).
+  const text = typeof shard === 'string' ? shard : decoder.decode(shard.buffer instanceof ArrayBuffer ? shard : shard.slice())
   const counts = new Map<string, number>()
   let words = 0
   let start = 0
