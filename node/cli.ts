@@ -53,13 +53,14 @@ commands:
              --json                   print JSON
   share <file>         put a file into the mesh, publish it under a name, and serve it until stopped
              --name <name>            the name others fetch it by (required)
-             --listen, --bootstrap, --identity, --store-capacity, --spill-dir, --spill-capacity, --no-spill
-                                      as for peer (a file larger than the store goes to disk as it is read)
+             --listen, --bootstrap, --identity, --store-capacity, --spill-dir, --spill-capacity, --no-spill,
+             --mesh-secret            as for peer (a file larger than the store goes to disk as it is read)
              --json                   print one JSON line {peer, addrs, name, size} when it is published
   fetch <name> <out>   write out the file published under <name>, pulling from every peer that holds chunks
              --bootstrap <multiaddr>  a peer of the mesh to join through (required; repeatable)
              --timeout <seconds>      how long to look for a peer that publishes <name> (default 15)
              --store-capacity <size>  memory for the object on its way (default as for peer; the rest spills)
+             --mesh-secret <secret>   the mesh's secret, when it is private (or set REFMESH_MESH_SECRET)
   demo     start a local mesh of three peers and run the MapReduce example
              --maps <n> --reduces <n> --shard-bytes <size> --seed <n>
              --serve                  then keep the mesh up (until Ctrl-C) and serve the mesh page for
@@ -262,6 +263,13 @@ function checkMultiaddrs (addrs: string[]): void {
   }
 }
 
+/** --mesh-secret, or REFMESH_MESH_SECRET (which keeps it out of ps), as for peer. */
+function secretFlag (value: unknown): string | undefined {
+  const secret = value as string | undefined ?? process.env.REFMESH_MESH_SECRET
+  if (secret !== undefined && secret.length === 0) throw new UsageError('--mesh-secret must not be empty')
+  return secret
+}
+
 function bytesFlag (flag: string, value: unknown): number | undefined {
   if (value === undefined) return undefined
   try {
@@ -324,6 +332,7 @@ export interface ShareCommandOptions {
   storeCapacity?: number
   spillDir?: string | false
   spillCapacity?: number
+  secret?: string
   json: boolean
 }
 
@@ -337,6 +346,7 @@ export function parseShareArgs (argv: string[]): ShareCommandOptions {
     'spill-dir': { type: 'string' },
     'spill-capacity': { type: 'string' },
     'no-spill': { type: 'boolean', default: false },
+    'mesh-secret': { type: 'string' },
     json: { type: 'boolean', default: false }
   }, 1, 'share needs a file: refmesh share <file> --name <name>')
   const name = v.name as string | undefined
@@ -355,6 +365,7 @@ export function parseShareArgs (argv: string[]): ShareCommandOptions {
     storeCapacity: bytesFlag('store-capacity', v['store-capacity']),
     spillDir: v['no-spill'] === true ? false : v['spill-dir'] as string | undefined,
     spillCapacity: bytesFlag('spill-capacity', v['spill-capacity']),
+    secret: secretFlag(v['mesh-secret']),
     json: v.json === true
   }
 }
@@ -377,7 +388,8 @@ export async function runShare (argv: string[]): Promise<void> {
     bootstrap: opts.bootstrap,
     identityFile: opts.identity,
     store: { capacity: opts.storeCapacity, spillCapacity: opts.spillCapacity },
-    spillDir: opts.spillDir
+    spillDir: opts.spillDir,
+    secret: opts.secret
   })
   const interrupted = new AbortController()
   let stopping = false
@@ -435,13 +447,15 @@ export interface FetchCommandOptions {
   bootstrap: string[]
   timeoutMs: number
   storeCapacity?: number
+  secret?: string
 }
 
 export function parseFetchArgs (argv: string[]): FetchCommandOptions {
   const { values: v, positionals } = parseWithPositionals(argv, {
     bootstrap: { type: 'string', multiple: true },
     timeout: { type: 'string' },
-    'store-capacity': { type: 'string' }
+    'store-capacity': { type: 'string' },
+    'mesh-secret': { type: 'string' }
   }, 2, 'fetch needs a name and an output file: refmesh fetch <name> <out> --bootstrap <multiaddr>')
   const bootstrap = v.bootstrap as string[] ?? []
   if (bootstrap.length === 0) throw new UsageError('fetch needs --bootstrap <multiaddr of a peer in the mesh>')
@@ -452,7 +466,7 @@ export function parseFetchArgs (argv: string[]): FetchCommandOptions {
     if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 86_400) throw new UsageError(`--timeout must be a number of seconds from 0 to 86400, not "${String(v.timeout)}"`)
     timeoutMs = seconds * 1000
   }
-  return { name: positionals[0], out: positionals[1], bootstrap, timeoutMs, storeCapacity: bytesFlag('store-capacity', v['store-capacity']) }
+  return { name: positionals[0], out: positionals[1], bootstrap, timeoutMs, storeCapacity: bytesFlag('store-capacity', v['store-capacity']), secret: secretFlag(v['mesh-secret']) }
 }
 
 /**
@@ -472,7 +486,7 @@ export async function runFetch (argv: string[]): Promise<void> {
   let file: Awaited<ReturnType<typeof open>> | undefined
   try {
     try {
-      mesh = await createMesh({ bootstrap: opts.bootstrap, store: { capacity: opts.storeCapacity } })
+      mesh = await createMesh({ bootstrap: opts.bootstrap, store: { capacity: opts.storeCapacity }, secret: opts.secret })
     } catch (err) {
       throw new Error(`fetch: could not join the mesh through ${opts.bootstrap.join(', ')}: ${(err as Error).message}`)
     }

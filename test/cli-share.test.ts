@@ -10,7 +10,7 @@ import { join } from 'node:path'
 import { createInterface } from 'node:readline'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { main } from '../node/cli.ts'
+import { main, parseFetchArgs, parseShareArgs } from '../node/cli.ts'
 
 const run = promisify(execFile)
 const BIN = fileURLToPath(new URL('../node/bin/refmesh.js', import.meta.url))
@@ -122,7 +122,8 @@ test('share and fetch: bad arguments get the usage and exit 2; a missing file, 1
     [['share', 'a', '--name', 'x', '--bootstrap', 'localhost:4001'], /is not a multiaddr/],
     [['fetch', 'name', 'out'], /fetch needs --bootstrap/],
     [['fetch', 'name', '--bootstrap', '/ip4/127.0.0.1/tcp/1/p2p/x'], /fetch needs a name and an output file/],
-    [['fetch', 'name', 'out', '--bootstrap', '/ip4/127.0.0.1/tcp/1', '--timeout', 'soon'], /--timeout must be a number of seconds/]
+    [['fetch', 'name', 'out', '--bootstrap', '/ip4/127.0.0.1/tcp/1', '--timeout', 'soon'], /--timeout must be a number of seconds/],
+    [['fetch', 'name', 'out', '--bootstrap', '/ip4/127.0.0.1/tcp/1', '--mesh-secret', ''], /--mesh-secret must not be empty/]
   ]
   for (const [args, message] of cases) {
     const r = await inProcess(...args)
@@ -130,6 +131,8 @@ test('share and fetch: bad arguments get the usage and exit 2; a missing file, 1
     assert.match(r.stderr, message)
     assert.match(r.stderr, /usage: refmesh/)
   }
+  assert.equal(parseFetchArgs(['n', 'o', '--bootstrap', '/ip4/127.0.0.1/tcp/1', '--mesh-secret', 's3cret']).secret, 's3cret')
+  assert.equal(parseShareArgs(['f', '--name', 'n', '--mesh-secret', 's3cret']).secret, 's3cret')
   const absent = await inProcess('share', join(tmpdir(), 'refmesh-no-such-file'), '--name', 'x')
   assert.equal(absent.code, 1)
   assert.match(absent.stderr, /share: cannot read ".*refmesh-no-such-file": ENOENT/)
