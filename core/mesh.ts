@@ -1121,6 +1121,13 @@ export class Mesh {
             continue
           }
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
+          if (call.options.peer !== undefined) {
+            // Required there: a dropped connection is worth another try, a dead peer is not.
+            if (this.membership.get(executor)?.liveness === 'dead') throw err
+            log('call %s on %s failed (%s); trying it again', call.fn, executor, err.message)
+            await raceSignal(new Promise(resolve => setTimeout(resolve, 500 * 2 ** (2 - Math.min(2, tries)))), signal, `call of ${call.fn}`)
+            continue
+          }
           log('call %s on %s failed (%s); retrying elsewhere', call.fn, executor, err.message)
           exclude.add(executor)
           continue
