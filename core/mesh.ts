@@ -440,9 +440,12 @@ export class Mesh {
     if (own !== undefined) return own.dup() as Ref<T>
     const signal = withTimeout(this.combine(options.signal), options.timeoutMs ?? DEFAULTS.lookupTimeoutMs, `lookup of "${name}"`) as AbortSignal
     const asked = new Set<string>()
+    const started = performance.now()
     try {
       for (;;) {
-        const publishers = this.membership.all().filter(p => p.liveness === 'alive' && !asked.has(p.peer) && p.state?.names.includes(name) === true)
+        // Gossip names the publishers; if it has not within a second (a busy or new mesh), ask every peer.
+        const askAll = performance.now() - started > 1_000
+        const publishers = this.membership.all().filter(p => p.liveness === 'alive' && !asked.has(p.peer) && (askAll || p.state?.names.includes(name) === true))
         for (const p of publishers) {
           asked.add(p.peer)
           const reply = await this.channels.request(p.peer, { nameLookup: { name } }, { signal }).catch((err: Error) => {
