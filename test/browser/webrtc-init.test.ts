@@ -113,6 +113,7 @@ test('tab-to-tab WebRTC dials, both tabs at once and each with no retry, all suc
     for (const tab of c.tabs) await tab.page.evaluate(() => { window.refmesh.mesh!.dialer.stop() })
     const before = await Promise.all(c.tabs.map(async tab => await tab.page.evaluate(() => ({ ...window.refmesh.webrtcInit }))))
     const ms: number[] = []
+    let outbound = 0
     const failures: string[] = []
     for (let round = 0; round < ROUNDS; round++) {
       for (const [tab, other] of [[a, b], [b, a]] as const) {
@@ -131,14 +132,17 @@ test('tab-to-tab WebRTC dials, both tabs at once and each with no retry, all suc
           // libp2p's own ceiling on an address dial is 6 s: a dial that hits the race would fail here.
           const conn = await r.mesh!.libp2p.dial(r.multiaddr(addr), { signal: AbortSignal.timeout(10_000) })
           if (conn.limits !== undefined || !conn.remoteAddr.toString().includes('/webrtc')) return { error: `not a direct WebRTC connection: ${conn.remoteAddr.toString()}` }
-          return { ms: performance.now() - started }
+          // Dialing each other at once, libp2p may hand one side the connection the other just opened.
+          return { ms: performance.now() - started, outbound: conn.direction === 'outbound' }
         } catch (err) {
           return { error: `after ${Math.round(performance.now() - started)} ms: ${(err as Error).message}` }
         }
       }, other.peer)))
       for (const d of dials) {
-        if ('ms' in d && d.ms !== undefined) ms.push(d.ms)
-        else failures.push(d.error ?? 'unknown')
+        if ('ms' in d && d.ms !== undefined) {
+          ms.push(d.ms)
+          if (d.outbound === true) outbound++
+        } else failures.push(d.error ?? 'unknown')
       }
     }
     const after = await Promise.all(c.tabs.map(async tab => await tab.page.evaluate(() => ({ ...window.refmesh.webrtcInit }))))
@@ -146,7 +150,8 @@ test('tab-to-tab WebRTC dials, both tabs at once and each with no retry, all suc
     const late = after.reduce((n, s, i) => n + s.late - before[i].late, 0)
     assert.deepEqual(failures, [])
     assert.equal(ms.length, 2 * ROUNDS)
-    assert.ok(settled >= 2 * ROUNDS, `every dial went through the patched wait (${settled})`)
+    assert.ok(outbound >= ROUNDS, `most dials opened a connection of their own (${outbound})`)
+    assert.ok(settled >= outbound, `every dial that opened a connection went through the patched wait (${settled} of ${outbound})`)
     const sorted = [...ms].sort((x, y) => x - y)
     t.diagnostic(`${ms.length} dials: median ${Math.round(sorted[ms.length >> 1])} ms, slowest ${Math.round(sorted[ms.length - 1])} ms; the race was met ${late} time(s)`)
     assert.ok(sorted[ms.length - 1] < 6_000, `no dial came near libp2p's 6 s address timeout (slowest ${Math.round(sorted[ms.length - 1])} ms)`)
