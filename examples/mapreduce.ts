@@ -453,8 +453,29 @@ export async function runMapReduce (mesh: Mesh, options: MapReduceOptions): Prom
     /** partsOf[i]: the r partition Refs of map i, owned by the peer that ran it */
     const partsOf: Array<Array<Ref<Partition>>> = []
     let totalWords = 0
+    /** Map i again: its mapper died between finishing and our reading its output (whose partitions it owned). */
+    const mapAgain = async (i: number): Promise<MapOutput> => {
+      for (let attempt = 0; ; attempt++) {
+        const shard = hold(mesh.put(generateShard(i, options.shardBytes, options.seed)))
+        const again = hold(map.remote(shard, r))
+        try {
+          return await mesh.get(again, { signal: options.signal, timeoutMs: options.timeoutMs ?? 120_000 })
+        } catch (err) {
+          if (!lostData(err) || attempt >= 2) throw err
+        } finally {
+          drop(again)
+          drop(shard)
+        }
+      }
+    }
     await waitEach(mesh, mapped, m, 'map', options, async ref => {
-      const out = await mesh.get(ref as Ref<MapOutput>, { signal: options.signal })
+      let out: MapOutput
+      try {
+        out = await mesh.get(ref as Ref<MapOutput>, { signal: options.signal })
+      } catch (err) {
+        if (!lostData(err)) throw err
+        out = await mapAgain(mapped.refs.indexOf(ref))
+      }
       for (const p of out.parts) hold(p)
       partsOf[mapped.refs.indexOf(ref)] = out.parts
       totalWords += out.words
