@@ -17,11 +17,15 @@ import { multiaddr } from '@multiformats/multiaddr'
 /** What the page's server tells a tab to join through (node/page-server.ts). */
 export interface MeshInfo {
   bootstrap: string[]
+  /** the mesh is private: joining takes its secret (`join({ secret })`) */
+  private: boolean
 }
 
 export interface PageApi {
   /** the tab's mesh while joined */
   readonly mesh: BrowserMesh | undefined
+  /** What the page's server says about its mesh (`/mesh.json`). */
+  info: () => Promise<MeshInfo>
   /** Joins the mesh the page was served from and offers the MapReduce functions; returns this tab's peer id. */
   join: (options?: BrowserMeshOptions) => Promise<string>
   leave: () => Promise<void>
@@ -65,15 +69,22 @@ export function createPageApi (): PageApi {
     if (mesh === undefined) throw new Error('this tab has not joined the mesh')
     return mesh
   }
+  const info = async (): Promise<MeshInfo> => {
+    const res = await fetch('/mesh.json', { cache: 'no-store' })
+    if (!res.ok) throw new Error(`GET /mesh.json: ${res.status} ${res.statusText}`)
+    return await res.json() as MeshInfo
+  }
   return {
     get mesh () { return mesh },
+    info,
     async join (options = {}) {
       if (mesh !== undefined) return mesh.peerId
-      const res = await fetch('/mesh.json', { cache: 'no-store' })
-      if (!res.ok) throw new Error(`GET /mesh.json: ${res.status} ${res.statusText}`)
-      const info = await res.json() as MeshInfo
+      const { bootstrap, private: isPrivate } = await info()
+      if (isPrivate && (options.secret === undefined || options.secret.length === 0)) throw new Error('this mesh is private: joining takes its secret')
       // The page is served by a peer of a local mesh: its addresses are loopback or private.
-      const joinedMesh = await createBrowserMesh({ bootstrap: info.bootstrap, allowPrivateAddresses: true, ...options })
+      const joinedMesh = await createBrowserMesh({ bootstrap, allowPrivateAddresses: true, ...options }).catch((err: Error) => {
+        throw isPrivate && /mesh secret/.test(err.message) ? new Error(`the mesh's peers did not accept this secret (or this tab theirs): ${err.message}`, { cause: err }) : err
+      })
       try {
         await registerBenchFunctions(joinedMesh)
         registerMapReduce(joinedMesh)

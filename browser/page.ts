@@ -28,6 +28,7 @@ const $ = <T extends HTMLElement>(selector: string): T => {
   return found
 }
 
+const secretInput = $<HTMLInputElement>('#secret')
 const joinButton = $<HTMLButtonElement>('#join')
 const leaveButton = $<HTMLButtonElement>('#leave')
 const status = $<HTMLElement>('#status')
@@ -49,6 +50,7 @@ function show (text: string): void {
 function render (): void {
   const mesh = api.mesh
   joinButton.disabled = mesh !== undefined
+  secretInput.disabled = mesh !== undefined
   leaveButton.disabled = mesh === undefined
   renderRun(api.mapReduce)
   if (mesh === undefined) {
@@ -135,11 +137,23 @@ function renderRun (run: MapReduceRun | undefined): void {
   resultView.replaceChildren(summary, table, placed, check)
 }
 
-joinButton.addEventListener('click', () => {
+function join (): void {
   show('Joining…')
   joinButton.disabled = true
-  api.join().then(render, (err: Error) => { show(`Could not join: ${err.message}`); render() })
-})
+  // The secret stays in this tab: it proves itself to each peer, it never sends the secret.
+  const secret = secretInput.value
+  api.join(secret === '' ? {} : { secret }).then(render, (err: Error) => { show(`Could not join: ${err.message}`); render() })
+}
+
+joinButton.addEventListener('click', join)
+secretInput.addEventListener('keydown', event => { if (event.key === 'Enter' && api.mesh === undefined) join() })
+
+// A private mesh: the page asks for the secret (the server that sent the page does not know it).
+api.info().then(info => {
+  if (!info.private || api.mesh !== undefined) return
+  secretInput.hidden = false
+  show('This mesh is private: enter its secret to join.')
+}, () => {})
 
 leaveButton.addEventListener('click', () => {
   api.leave().then(() => { render(); show('Left the mesh.') }, (err: Error) => { render(); show(`Could not leave cleanly: ${err.message}`) })

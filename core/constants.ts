@@ -19,6 +19,8 @@ export const DEFAULTS = {
   progressEveryMs: 250,
   /** how often a puller asks the owner for the current holders (later receivers become sources) */
   relocateEveryMs: 1_000,
+  /** a peer that served a chunk that failed its hash is left out of pulls this long (the owner excepted) */
+  avoidBadSourceMs: 10 * 60_000,
   attemptsPerChunk: 3,
   storeCapacity: '2GiB',
   /** above this share of its capacity a store drops copies and spills to disk */
@@ -33,6 +35,8 @@ export const DEFAULTS = {
    * (at least; the gossip limit grows with the mesh: 4 messages a second per known peer) */
   quotaCallsInFlight: 4096,
   quotaChunksInFlight: 256,
+  /** bytes one peer may have this store own for it (durable puts), as a share of the store's memory */
+  quotaStoredBytesFraction: 0.5,
   quotaGossipPerSecond: 100,
   /** refusals from quotas within the window before a peer is hung up on */
   quotaStrikesBeforeHangUp: 200,

@@ -105,7 +105,7 @@ export class QuorumError extends RefmeshError {
   }
 }
 
-/** A peer asked more of this one than its quota allows (calls queued, chunks in flight); ask again later. */
+/** A peer asked more of this one than its quota allows (calls queued, chunks in flight, bytes stored for it); ask again later. */
 export class QuotaExceededError extends RefmeshError {
   override name = 'QuotaExceededError'
 }

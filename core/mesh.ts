@@ -157,6 +157,18 @@ export interface RemoteFunction<F extends AnyFunction> {
   options(options: CallOptions): RemoteFunction<F>
 }
 
+/** What one remote peer was caught doing wrong, as this peer saw it. */
+export interface SuspectRecord {
+  /** chunks it served that failed their SHA-256 check (it is left out of pulls for a while) */
+  badChunks: number
+  /** objects it was named a holder of and then denied holding (it is not asked for them again) */
+  falseClaims: number
+  /** replicated calls whose result it returned and the quorum disagreed with */
+  outvoted: number
+  /** requests of its refused by quotas */
+  refused: number
+}
+
 export interface MeshStats {
   peer: string
   /** `keys`: the first 1,000 objects held, for diagnostics */
@@ -174,7 +186,9 @@ export interface MeshStats {
   /** private meshes: peers hung up on because they did not prove the secret */
   auth: { private: boolean, refused: number }
   /** requests refused by per-peer quotas, and peers hung up on for persisting */
-  quotas: { calls: number, chunks: number, gossip: number, hangUps: number }
+  quotas: { calls: number, chunks: number, bytes: number, gossip: number, hangUps: number }
+  /** peers caught misbehaving, by peer (see `Mesh.suspects()`) */
+  suspects: Record<string, SuspectRecord>
   functions: string[]
   /** peers known and alive */
   peers: string[]
@@ -310,6 +324,7 @@ export class Mesh {
     this.quotas = new PeerQuotas({
       callsInFlight: init.quotas?.callsInFlight ?? DEFAULTS.quotaCallsInFlight,
       chunksInFlight: init.quotas?.chunksInFlight ?? DEFAULTS.quotaChunksInFlight,
+      storedBytes: init.quotas?.storedBytes ?? Math.floor(capacity * DEFAULTS.quotaStoredBytesFraction),
       gossipPerSecond: init.quotas?.gossipPerSecond ?? DEFAULTS.quotaGossipPerSecond,
       strikesBeforeHangUp: init.quotas?.strikesBeforeHangUp ?? DEFAULTS.quotaStrikesBeforeHangUp,
       strikeWindowMs: init.quotas?.strikeWindowMs ?? DEFAULTS.quotaStrikeWindowMs
@@ -339,6 +354,7 @@ export class Mesh {
       stallMs: DEFAULTS.stallMs,
       progressEveryMs: DEFAULTS.progressEveryMs,
       relocateEveryMs: DEFAULTS.relocateEveryMs,
+      avoidBadSourceMs: DEFAULTS.avoidBadSourceMs,
       swarm: init.swarm ?? true
     })
   }
@@ -692,6 +708,7 @@ export class Mesh {
         await this.channels.request(owner, { adopt: { id, object } }, { signal })
       } catch (err) {
         this.store.delete(key)
+        if (err instanceof QuotaExceededError) throw err
         throw new OwnerDiedError(`${owner} did not take ownership of ${key}: ${(err as Error).message}`)
       }
       // The owner's copy is the one that counts now; ours may be dropped under pressure.
@@ -706,6 +723,11 @@ export class Mesh {
     const key = objectKey(id)
     if (this.table.get(key) !== undefined || this.store.has(key)) throw new ProtocolError(`object ${key} exists here already`)
     if (object.contained.length > 0) throw new ProtocolError('an adopted object may not hold Refs')
+    const size = object.status === ObjectStatus.INLINE ? object.inline.byteLength : object.manifest?.size ?? 0
+    if (!this.quotas.take(from, 'bytes', size)) {
+      throw new QuotaExceededError(`${from} may not have ${this.peerId} keep ${size} more bytes for it (its quota is ${this.quotas.limit('bytes')} bytes)`)
+    }
+    this.adoptedFor.set(key, { peer: from, bytes: size })
     const signal = this.stopController.signal
     const handle = this.table.createOwned(id, { state: 'pending' })
     this.table.addBorrower(key, from)
@@ -725,6 +747,7 @@ export class Mesh {
         throw new ProtocolError(`adopt of ${key} with status ${object.status}`)
       }
     } catch (err) {
+      if (this.adoptedFor.delete(key)) this.quotas.give(from, 'bytes', size)
       this.table.removeBorrower(key, from)
       this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId), locations: [], contained: [] })
       throw err
@@ -825,6 +848,9 @@ export class Mesh {
     const signal = withTimeout(options.signal, options.timeoutMs ?? 10_000, `connect(${addr})`)
     const conn = await this.libp2p.dial(multiaddr(addr), { signal })
     const peer = conn.remotePeer.toString()
+    // In a private mesh a peer that fails the challenge (a wrong secret, here or there) is known
+    // at once; waiting for its hello would only run out the clock.
+    await this.auth?.admit(peer, signal)
     await this.waitForPeer(peer, { signal })
     return peer
   }
@@ -873,10 +899,26 @@ export class Mesh {
       gossip: { published: this.gossip?.published ?? 0, received: this.gossip?.received ?? 0 },
       auth: { private: this.auth !== undefined, refused: this.auth?.refused ?? 0 },
       quotas: { ...this.quotas.refused },
+      suspects: this.suspects(),
       functions: this.executor.names(),
       peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
       membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))
     }
+  }
+
+  /**
+   * Remote peers caught misbehaving: serving chunks that fail their hash, denying
+   * objects they were said to hold, outvoted results, requests past their quotas.
+   * Each is avoided where it matters (pulls leave it out, quotas hang up on it);
+   * this is the report, for an operator or a volunteer project's bookkeeping.
+   */
+  suspects (): Record<string, SuspectRecord> {
+    const out: Record<string, SuspectRecord> = {}
+    const of = (peer: string): SuspectRecord => (out[peer] ??= { badChunks: 0, falseClaims: 0, outvoted: 0, refused: 0 })
+    for (const [peer, r] of Object.entries(this.transfer.sourceRecords())) Object.assign(of(peer), r)
+    for (const [peer, n] of this.outvoted) of(peer).outvoted = n
+    for (const [peer, n] of this.quotas.refusedByPeer) of(peer).refused = n
+    return out
   }
 
   /** This peer's state, as it gossips it. */
@@ -905,6 +947,8 @@ export class Mesh {
   private readonly runtime: string
   private readonly auth: MeshAuth | undefined
   private readonly quotas: PeerQuotas
+  /** objects this peer owns because a peer handed them over (durable put): their bytes count against its quota */
+  private readonly adoptedFor = new Map<string, { peer: string, bytes: number }>()
   private readonly pubsub: PubSub | undefined
   private readonly heartbeatMs: number
   private lastState: Omit<PeerState, 'seq'> | undefined
@@ -1679,6 +1723,11 @@ export class Mesh {
   /** Owner side: nothing refers to the object any more; drop every copy. */
   private freeOwned (entry: Entry, owned: OwnedObject): void {
     this.store.delete(entry.key)
+    const adopted = this.adoptedFor.get(entry.key)
+    if (adopted !== undefined) {
+      this.adoptedFor.delete(entry.key)
+      this.quotas.give(adopted.peer, 'bytes', adopted.bytes)
+    }
     const actor = this.actorOf.get(entry.key)
     if (actor !== undefined) {
       // The last handle of an actor anywhere is gone: it stops.
@@ -1750,7 +1799,9 @@ export class Mesh {
     if (env.prefetch !== undefined) {
       const object = env.prefetch.object
       if (object === undefined) throw new ProtocolError('prefetch without an object')
-      return this.prefetchObject(object, this.stopController.signal).then(() => ({ ack: {} }))
+      // A copy pulled on request is a call's worth of work here: it counts against the caller's call quota.
+      if (!this.quotas.take(from, 'calls')) throw new QuotaExceededError(`${from} has too many calls and prefetches queued at ${this.peerId}`)
+      return this.prefetchObject(object, this.stopController.signal).then(() => ({ ack: {} })).finally(() => { this.quotas.give(from, 'calls') })
     }
     throw new ProtocolError('unknown or empty request')
   }

@@ -1,6 +1,7 @@
 /**
  * Quotas per remote peer: what one peer may have in flight here (calls, chunk
- * requests) and how fast it may send gossip. Past a quota a request gets a
+ * requests), how many bytes it may have this store keep for it (objects it
+ * handed over with a durable put), and how fast it may send gossip. Past a quota a request gets a
  * typed refusal (QuotaExceededError, or a REFUSED chunk frame); a peer that
  * keeps being refused (`strikesBeforeHangUp` within `strikeWindowMs`) is hung
  * up on. Honest peers stay far below every limit: callers hold calls back by
@@ -9,12 +10,15 @@
 import { logger } from '@libp2p/logger'
 
 const log = logger('refmesh:quota')
+const MAX_PEERS_COUNTED = 4096
 
 export interface QuotaLimits {
   /** calls from one peer queued or running here */
   callsInFlight: number
   /** chunks one peer has asked of this peer and not yet received */
   chunksInFlight: number
+  /** bytes of objects one peer handed to this peer to own (durable puts) and still held here */
+  storedBytes: number
   /** gossip messages per second relayed by one peer */
   gossipPerSecond: number
   /** refusals within `strikeWindowMs` before the peer is hung up on */
@@ -22,16 +26,18 @@ export interface QuotaLimits {
   strikeWindowMs: number
 }
 
-export type QuotaKind = 'calls' | 'chunks'
+export type QuotaKind = 'calls' | 'chunks' | 'bytes'
 
 export class PeerQuotas {
   private readonly limits: QuotaLimits
   private readonly onAbuse: (peer: string) => void
-  private readonly inFlight = new Map<string, { calls: number, chunks: number }>()
+  private readonly inFlight = new Map<string, Record<QuotaKind, number>>()
   private readonly gossip = new Map<string, { second: number, count: number }>()
   private readonly strikes = new Map<string, number[]>()
   /** refusals so far, by kind (stats) */
-  readonly refused = { calls: 0, chunks: 0, gossip: 0, hangUps: 0 }
+  readonly refused = { calls: 0, chunks: 0, bytes: 0, gossip: 0, hangUps: 0 }
+  /** refusals by peer (bounded: the oldest peer's count goes first) */
+  readonly refusedByPeer = new Map<string, number>()
 
   constructor (limits: QuotaLimits, onAbuse: (peer: string) => void) {
     this.limits = limits
@@ -41,8 +47,8 @@ export class PeerQuotas {
   /** Takes one unit of `kind` for `peer`; false (and a strike) when it is at its limit. */
   take (peer: string, kind: QuotaKind, n = 1): boolean {
     let used = this.inFlight.get(peer)
-    if (used === undefined) this.inFlight.set(peer, used = { calls: 0, chunks: 0 })
-    const limit = kind === 'calls' ? this.limits.callsInFlight : this.limits.chunksInFlight
+    if (used === undefined) this.inFlight.set(peer, used = { calls: 0, chunks: 0, bytes: 0 })
+    const limit = this.limit(kind)
     if (used[kind] + n > limit) {
       this.refused[kind]++
       this.strike(peer, kind)
@@ -52,11 +58,15 @@ export class PeerQuotas {
     return true
   }
 
+  limit (kind: QuotaKind): number {
+    return kind === 'calls' ? this.limits.callsInFlight : kind === 'chunks' ? this.limits.chunksInFlight : this.limits.storedBytes
+  }
+
   give (peer: string, kind: QuotaKind, n = 1): void {
     const used = this.inFlight.get(peer)
     if (used === undefined) return
     used[kind] = Math.max(0, used[kind] - n)
-    if (used.calls === 0 && used.chunks === 0) this.inFlight.delete(peer)
+    if (used.calls === 0 && used.chunks === 0 && used.bytes === 0) this.inFlight.delete(peer)
   }
 
   /** Counts a gossip message relayed by `peer`; false when it is over its rate. */
@@ -77,6 +87,9 @@ export class PeerQuotas {
   }
 
   private strike (peer: string, kind: string): void {
+    const count = this.refusedByPeer.get(peer)
+    if (count === undefined && this.refusedByPeer.size >= MAX_PEERS_COUNTED) this.refusedByPeer.delete(this.refusedByPeer.keys().next().value as string)
+    this.refusedByPeer.set(peer, (count ?? 0) + 1)
     const now = performance.now()
     const recent = (this.strikes.get(peer) ?? []).filter(t => now - t < this.limits.strikeWindowMs)
     recent.push(now)

@@ -27,10 +27,21 @@ export const CHUNK_PROTOCOL = '/refmesh/chunk/1.0.0'
 /** Chunk requests are small; a frame larger than this is hostile. */
 const MAX_REQUEST_FRAME = 64 * 1024
 const MAX_HEADER = 1024
+/** peers with a record of misbehaving kept, and objects each was caught denying */
+const MAX_SOURCE_RECORDS = 4096
+const MAX_DENIED_PER_PEER = 1024
 
 export interface TransferHooks {
   /** Test hook: return true to flip a byte of this chunk as it is sent. */
   corruptChunk?: (key: string, index: number) => boolean
+  /** Test hook: return true to deny holding this object (while the owner is told we hold it). */
+  withholdChunks?: (key: string) => boolean
+}
+
+/** What a peer did wrong as a source: chunks that failed their hash, objects it was said to hold and did not serve. */
+export interface SourceRecord {
+  badChunks: number
+  falseClaims: number
 }
 
 export interface TransferInit {
@@ -51,6 +62,8 @@ export interface TransferInit {
   stallMs: number
   /** how often a puller reports its progress to the owner */
   progressEveryMs: number
+  /** how long a peer that served a chunk that failed its hash is left out of pulls (its owner's objects excepted) */
+  avoidBadSourceMs: number
   /** how often a puller asks the owner for the current holders */
   relocateEveryMs: number
   /** pull from partial holders too (false: complete holders only, for comparison) */
@@ -95,6 +108,8 @@ export class Transfer {
    * instead of asking every few tens of milliseconds.
    */
   private readonly watchers = new Map<string, Set<Watcher>>()
+  /** sources that misbehaved, for avoiding them and for stats */
+  private readonly records = new Map<string, SourceRecord & { badUntil: number, denied: Set<string> }>()
   private readonly changed = new Set<string>()
   private flushScheduled = false
 
@@ -115,6 +130,44 @@ export class Transfer {
 
   async stop (): Promise<void> {
     await this.init.libp2p.unhandle(CHUNK_PROTOCOL).catch(() => {})
+  }
+
+  /** Per peer: chunks it served that failed their hash, and objects it was named a holder of and denied holding. */
+  sourceRecords (): Record<string, SourceRecord> {
+    return Object.fromEntries([...this.records].map(([peer, r]) => [peer, { badChunks: r.badChunks, falseClaims: r.falseClaims }]))
+  }
+
+  private record (peer: string): SourceRecord & { badUntil: number, denied: Set<string> } {
+    let r = this.records.get(peer)
+    if (r === undefined) {
+      // Bounded: the oldest record goes first (a Map keeps insertion order).
+      if (this.records.size >= MAX_SOURCE_RECORDS) this.records.delete(this.records.keys().next().value as string)
+      this.records.set(peer, r = { badChunks: 0, falseClaims: 0, badUntil: 0, denied: new Set() })
+    }
+    return r
+  }
+
+  /** `peer` served a chunk that failed its hash: it is left out of pulls for a while. */
+  servedBadChunk (peer: string): void {
+    const r = this.record(peer)
+    r.badChunks++
+    r.badUntil = performance.now() + this.init.avoidBadSourceMs
+  }
+
+  /** `peer` was named a holder of `key` (by the owner or by its own bitfield) and denied it: not asked for it again. */
+  deniedHolding (peer: string, key: string): void {
+    const r = this.record(peer)
+    if (r.denied.has(key)) return
+    r.falseClaims++
+    if (r.denied.size >= MAX_DENIED_PER_PEER) r.denied.delete(r.denied.values().next().value as string)
+    r.denied.add(key)
+  }
+
+  /** Whether a pull of `key` should leave `peer` out. The owner never is: its bytes are the object. */
+  avoids (peer: string, key: string, owner: string): boolean {
+    if (peer === owner) return false
+    const r = this.records.get(peer)
+    return r !== undefined && (r.badUntil > performance.now() || r.denied.has(key))
   }
 
   /** Pulls an object into the local store; concurrent pulls of one object share the work. */
@@ -143,7 +196,7 @@ export class Transfer {
           if (req.bitfield) {
             // Whoever asks what we hold of an object we are pulling is pulling it too.
             if (this.init.swarm) this.active.get(key)?.meet(peer)
-            const obj = store.get(key)
+            const obj = hooks?.withholdChunks?.(key) === true ? undefined : store.get(key)
             const out = this.bitfieldFrame(req.id, obj?.have)
             traffic.add(peer, 'chunkOut', out.byteLength)
             if (req.watch === true && obj !== undefined && !store.isComplete(obj) && !watching.some(w => w.key === key)) {
@@ -167,12 +220,15 @@ export class Transfer {
           }
           try {
             for (const index of req.indices) {
-              let chunk = await store.readChunk(key, index).catch((err: Error) => {
-                log.error('could not read chunk %d of %s: %s', index, key, err.message)
-                return undefined
-              })
+              const withheld = hooks?.withholdChunks?.(key) === true
+              let chunk = withheld
+                ? undefined
+                : await store.readChunk(key, index).catch((err: Error) => {
+                  log.error('could not read chunk %d of %s: %s', index, key, err.message)
+                  return undefined
+                })
               // Held in part (still arriving): not this chunk yet, ask again later.
-              const status = chunk !== undefined ? ChunkStatus.OK : store.has(key) ? ChunkStatus.NOT_YET : ChunkStatus.NOT_FOUND
+              const status = chunk !== undefined ? ChunkStatus.OK : store.has(key) && !withheld ? ChunkStatus.NOT_YET : ChunkStatus.NOT_FOUND
               const header = ChunkHeaderCodec.encode({ id: req.id, index, status })
               if (chunk !== undefined && hooks?.corruptChunk?.(key, index) === true) {
                 chunk = chunk.slice()
@@ -325,6 +381,7 @@ class Pull {
   private addSources (peers: string[]): void {
     for (const peer of new Set(peers)) {
       if (this.sources.some(s => s.peer === peer && !s.dead)) continue
+      if (this.transfer.avoids(peer, this.req.key, this.req.owner)) continue
       this.sources.push({ peer, inFlight: new Set(), dead: false, haveCount: 0, asking: false, watched: false, bitfieldAt: 0, heard: performance.now() })
     }
   }
@@ -543,8 +600,10 @@ class Pull {
       this.pump()
       return
     }
-    if (header.status === ChunkStatus.NOT_FOUND && !source.inFlight.has(header.index)) {
-      // The answer to a bitfield request: it holds nothing of this object.
+    if (header.status === ChunkStatus.NOT_FOUND) {
+      // It was named a holder (by the owner, or by its own bitfield) and holds nothing of
+      // this object: an honest peer whose copy was dropped, or a liar; either way, not again.
+      this.transfer.deniedHolding(source.peer, this.req.key)
       throw new ObjectLostError(`${source.peer} does not hold ${this.req.key}`)
     }
     const index = header.index
@@ -584,6 +643,7 @@ class Pull {
         this.report(false)
       } else {
         this.transfer.stats.badChunks++
+        this.transfer.servedBadChunk(source.peer)
         const attempts = (this.attempts.get(index) ?? 0) + 1
         this.attempts.set(index, attempts)
         log.error('chunk %d of %s from %s failed its hash (attempt %d)', index, this.req.key, source.peer, attempts)
@@ -594,6 +654,12 @@ class Pull {
         let bad = this.badFrom.get(index)
         if (bad === undefined) this.badFrom.set(index, bad = new Set())
         bad.add(source.peer)
+        // A source caught serving bad bytes is dropped while another can serve; the owner is
+        // kept as a last resort (a wrong chunk from it may be corruption on the way).
+        if (source.peer !== this.req.owner && this.sources.some(s => !s.dead && s !== source)) {
+          this.dropSource(source, new ChunkIntegrityError(`${source.peer} served chunk ${index} of ${this.req.key} with a wrong hash`))
+          return
+        }
       }
     } else {
       this.transfer.stats.duplicateChunks++

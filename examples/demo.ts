@@ -4,7 +4,7 @@
  * checks the answer against a count in this process, and shows how many bytes
  * moved between which peers.
  *
- *   refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]]
+ *   refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]] [--mesh-secret S]
  *
  * With --serve (`npm start`) the peers also listen where browsers reach them
  * (WebSockets, WebRTC-direct), the first serves the mesh page (built first if
@@ -38,7 +38,7 @@ export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-const DEMO_USAGE = 'usage: refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]]'
+const DEMO_USAGE = 'usage: refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]] [--mesh-secret S]'
 
 export interface DemoOptions {
   maps: number
@@ -49,6 +49,8 @@ export interface DemoOptions {
   serve: boolean
   /** the page's port with `serve` (0: any free port) */
   pagePort: number
+  /** a private mesh (or REFMESH_MESH_SECRET): the page asks a tab for it before joining */
+  secret?: string
 }
 
 /** Parses the demo's flags; a bad flag is a UsageError that names it. */
@@ -63,7 +65,8 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
         'shard-bytes': { type: 'string', default: '2MiB' },
         seed: { type: 'string', default: '2026' },
         serve: { type: 'boolean', default: false },
-        'page-port': { type: 'string' }
+        'page-port': { type: 'string' },
+        'mesh-secret': { type: 'string' }
       },
       strict: true,
       allowPositionals: false
@@ -90,8 +93,10 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
     shardBytes,
     seed: whole('seed', values.seed, 0, 2 ** 32 - 1),
     serve: values.serve === true,
-    pagePort: whole('page-port', values['page-port'] ?? '0', 0, 65535)
+    pagePort: whole('page-port', values['page-port'] ?? '0', 0, 65535),
+    secret: values['mesh-secret'] ?? process.env.REFMESH_MESH_SECRET
   }
+  if (options.secret !== undefined && options.secret.length === 0) throw new UsageError('demo: --mesh-secret must not be empty')
   if (options.maps * shardBytes > 2 ** 30) throw new UsageError(`demo: --maps x --shard-bytes is ${mib(options.maps * shardBytes)}; keep the corpus under 1 GiB`)
   return options
 }
@@ -230,21 +235,22 @@ export async function runDemo (argv: string[]): Promise<void> {
     // Each is recorded the moment it is up, so a failure or Ctrl-C stops it too.
     const listen = options.serve ? BROWSER_LISTEN.flatMap(addr => ['--listen', addr]) : []
     const spawn = async (bootstrap: string[], args: string[] = []): Promise<PeerProcess> => {
-      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, args: [...listen, ...args] })
+      const env = options.secret === undefined ? undefined : { REFMESH_MESH_SECRET: options.secret }
+      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, args: [...listen, ...args], env })
       starting.push(spawned.catch(() => {}))
       const p = await spawned
       peers.push(p)
       return p
     }
     const first = await orInterrupt(spawn([], options.serve ? ['--page-port', String(options.pagePort)] : []))
-    if (first.page !== undefined) write(`mesh page: ${first.page}/  (open it in a browser and press Join; the mesh stays up after the run)\n`)
+    if (first.page !== undefined) write(`mesh page: ${first.page}/  (open it in a browser${options.secret !== undefined ? ', enter the mesh secret' : ''} and press Join; the mesh stays up after the run)\n`)
     const rest = await orInterrupt(Promise.allSettled([spawn(first.addrs), spawn(first.addrs)]))
     for (const r of rest) if (r.status === 'rejected') throw r.reason
 
     // The driver: an in-process peer that offers nothing; it only calls.
     // TCP for the peers, WebSockets for tabs; not WebRTC-direct, whose native
     // module can abort this process as it exits.
-    driver = await orInterrupt(createMesh({ bootstrap: peers.map(p => p.addrs[0]), listen: DRIVER_LISTEN }))
+    driver = await orInterrupt(createMesh({ bootstrap: peers.map(p => p.addrs[0]), listen: DRIVER_LISTEN, secret: options.secret }))
     const joined = AbortSignal.any([signal, AbortSignal.timeout(JOIN_TIMEOUT_MS)])
     for (const p of peers) {
       await driver.waitForPeer(p.peer, { signal: joined }).catch((err: Error) => {

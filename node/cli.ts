@@ -66,6 +66,7 @@ commands:
              --serve                  then keep the mesh up (until Ctrl-C) and serve the mesh page for
                                       browser tabs to join it (built first if missing or stale; npm start)
              --page-port <port>       the page's port with --serve (default 0: any free port)
+             --mesh-secret <secret>   a private mesh (or set REFMESH_MESH_SECRET): the page asks tabs for it
 `
 
 export interface PeerCommandOptions {
@@ -226,7 +227,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
 async function servePage (mesh: Mesh, port: number, host?: string): Promise<PageServer> {
   const { ensurePageBuilt } = await import('./page-build.ts')
   await ensurePageBuilt()
-  return await startPageServer({ addrs: () => mesh.libp2p.getMultiaddrs().map(String), port, host })
+  return await startPageServer({ addrs: () => mesh.libp2p.getMultiaddrs().map(String), port, host, private: mesh.stats().auth.private })
 }
 
 async function runStatus (argv: string[]): Promise<void> {

@@ -47,6 +47,8 @@ export interface PageServerInit {
   root?: string
   host?: string
   port?: number
+  /** the mesh is private: the page asks for the secret before a tab joins (the server never knows it) */
+  private?: boolean
 }
 
 export interface PageServer {
@@ -57,7 +59,7 @@ export interface PageServer {
 export async function startPageServer (init: PageServerInit): Promise<PageServer> {
   const root = init.root ?? PAGE_DIR
   const server = createServer((req, res) => {
-    handle(req, res, root, init.addrs).catch((err: Error) => {
+    handle(req, res, root, init).catch((err: Error) => {
       log.error('%s %s failed: %e', req.method, req.url, err)
       if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n')
       else res.destroy()
@@ -80,15 +82,15 @@ export async function startPageServer (init: PageServerInit): Promise<PageServer
   }
 }
 
-async function handle (req: IncomingMessage, res: ServerResponse, root: string, addrs: () => string[]): Promise<void> {
+async function handle (req: IncomingMessage, res: ServerResponse, root: string, init: PageServerInit): Promise<void> {
   if (req.method !== 'GET' && req.method !== 'HEAD') {
     send(res, 405, 'text/plain; charset=utf-8', 'method not allowed\n')
     return
   }
   const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)
   if (path === '/mesh.json') {
-    const bootstrap = browserDialable(addrs()).map(String)
-    send(res, 200, TYPES['.json'], JSON.stringify({ bootstrap }))
+    const bootstrap = browserDialable(init.addrs()).map(String)
+    send(res, 200, TYPES['.json'], JSON.stringify({ bootstrap, private: init.private === true }))
     return
   }
   if (path === '/favicon.ico') {

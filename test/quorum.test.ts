@@ -25,6 +25,7 @@ test('a lying peer is outvoted under replicas: 3, quorum: 2, and reported; with 
     // Replicas that answer after the quorum are still heard: the liar is counted every time.
     await waitFor('every vote to be counted', () => t.caller.stats().calls.outvoted[liar.peer] === 5 ? true : undefined, 15_000)
     assert.deepEqual(Object.keys(t.caller.stats().calls.outvoted), [liar.peer], 'only the liar was outvoted')
+    assert.deepEqual(t.caller.suspects()[liar.peer], { badChunks: 0, falseClaims: 0, outvoted: 5, refused: 0 }, 'and it is on the list of suspects')
 
     const strict = add.options({ replicas: 3, quorum: 3, timeoutMs: 30_000 }).remote(1, 1)
     await assert.rejects(t.caller.get(strict), (err: Error & { votes?: Array<{ peer: string }> }) => {

@@ -73,3 +73,44 @@ test('a flooding peer past its call, chunk and gossip quotas is refused, then hu
     for (const m of meshes) await m.stop()
   }
 })
+
+test('durable puts past a peer\'s stored-bytes quota are refused, room comes back when they are freed, and a peer that persists is hung up on', async () => {
+  const MiB = 2 ** 20
+  const target = await createMesh({ quotas: { storedBytes: 4 * MiB, strikesBeforeHangUp: 6 } })
+  const join = { bootstrap: target.libp2p.getMultiaddrs().map(String) }
+  const honest = await createMesh(join)
+  const pusher = await createMesh(join)
+  const meshes: Mesh[] = [pusher, honest, target]
+  try {
+    const t = target.peerId
+    await waitFor('both peers to know the target', () => honest.peers().some(p => p.peer === t) && pusher.peers().some(p => p.peer === t) ? true : undefined, 10_000)
+    const kept = [pusher.put(new Uint8Array(3 * MiB).fill(1), { owner: t, timeoutMs: 20_000 })]
+    assert.deepEqual((await pusher.get(kept[0]!)).subarray(0, 4), new Uint8Array([1, 1, 1, 1]))
+    // 3 MiB held for the pusher: 2 MiB more does not fit its 4 MiB.
+    const over = pusher.put(new Uint8Array(2 * MiB).fill(2), { owner: t, timeoutMs: 20_000 })
+    await assert.rejects(pusher.get(over), (err: Error) => err.name === 'QuotaExceededError' && /quota is 4194304 bytes/.test(err.message))
+    over.release()
+    assert.equal(target.stats().quotas.bytes, 1)
+    assert.equal(target.suspects()[pusher.peerId]?.refused, 1, 'the refusal is on the pusher\'s record')
+    // The quota is per peer: another peer's put of the same size is taken.
+    const honestPut = honest.put(new Uint8Array(2 * MiB).fill(3), { owner: t, timeoutMs: 20_000 })
+    assert.equal((await honest.get(honestPut))[0], 3)
+    // Freed, the bytes count no more.
+    kept[0]!.release()
+    await waitFor('the released object to be freed at the target', () => target.stats().refs.owned <= 1 ? true : undefined, 10_000)
+    const again = pusher.put(new Uint8Array(2 * MiB).fill(4), { owner: t, timeoutMs: 20_000 })
+    assert.equal((await pusher.get(again))[0], 4)
+    // Persisting past the quota: refused each time, then hung up on.
+    const id = peerIdFromString(t)
+    for (let i = 0; i < 6 && pusher.libp2p.getConnections(id).length > 0; i++) {
+      const r = pusher.put(new Uint8Array(3 * MiB).fill(5), { owner: t, timeoutMs: 20_000 })
+      await assert.rejects(pusher.get(r))
+      r.release()
+    }
+    await waitFor('the target to hang up on the pusher', () => target.stats().quotas.hangUps > 0 && pusher.libp2p.getConnections(id).length === 0 ? true : undefined, 10_000)
+    assert.equal((await honest.get(honestPut))[0], 3)
+    honestPut.release()
+  } finally {
+    for (const m of meshes) await m.stop()
+  }
+})

@@ -2,7 +2,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
-import { spawnPeer, stopAll } from '../node/local-cluster.ts'
+import { spawnPeer, stopAll, waitFor } from '../node/local-cluster.ts'
+import { createMesh } from '../node/index.ts'
 import { FIXTURES, startMesh, waitForEmptyStores } from './helpers.ts'
 import { checksum, pattern } from './fixtures/functions.ts'
 
@@ -49,8 +50,9 @@ test('a chunk corrupted in transit is detected, counted, and refetched from anot
     await t.caller.waitForPeer(liar.peer, { signal })
     await t.caller.waitForPeer(reader.peer, { signal })
     const [owner] = t.peers
-    const expected = { length: 8 * MiB, checksum: checksum(pattern(8 * MiB, 9)) }
-    const x = t.caller.fn<Make>('make').options({ peer: owner.peer }).remote(8 * MiB, 9)
+    // Enough chunks that the reader hears from both holders before it is done.
+    const expected = { length: 32 * MiB, checksum: checksum(pattern(32 * MiB, 9)) }
+    const x = t.caller.fn<Make>('make').options({ peer: owner.peer }).remote(32 * MiB, 9)
     // The liar fetches an honest copy first, so it becomes a second holder.
     const first = t.caller.fn<Checksum>('checksum').options({ peer: liar.peer }).remote(x)
     assert.deepEqual(await t.caller.get(first, { timeoutMs: 30_000 }), expected)
@@ -59,14 +61,66 @@ test('a chunk corrupted in transit is detected, counted, and refetched from anot
     const second = t.caller.fn<Checksum>('checksum').options({ peer: reader.peer }).remote(x)
     assert.deepEqual(await t.caller.get(second, { timeoutMs: 30_000 }), expected)
     const rs = await t.stats(reader.peer)
-    assert.ok(rs.transfer.badChunks > 0, 'the reader pulled from the corrupting holder and noticed')
+    assert.ok(rs.transfer.badChunks > 0, `the reader pulled from the corrupting holder and noticed: ${JSON.stringify({ transfer: rs.transfer, suspects: rs.suspects, traffic: rs.trafficByPeer })}`)
     assert.ok(rs.trafficByPeer[liar.peer].chunkIn > 0)
-    assert.equal(rs.transfer.chunksFetched, 8, 'every chunk ended verified exactly once')
+    assert.equal(rs.transfer.chunksFetched, 32, 'every chunk ended verified exactly once')
+    assert.ok((rs.suspects[liar.peer]?.badChunks ?? 0) > 0, 'the reader reports the liar')
+    assert.equal(rs.suspects[owner.peer], undefined, 'and nobody else')
 
-    for (const r of [x, first, second]) r.release()
+    // Caught once, the liar is left out of the reader's next pulls, though it holds the object.
+    const liarBytes = rs.trafficByPeer[liar.peer].chunkIn
+    const z = t.caller.fn<Make>('make').options({ peer: owner.peer }).remote(8 * MiB, 10)
+    const zLiar = t.caller.fn<Checksum>('checksum').options({ peer: liar.peer }).remote(z)
+    const zExpected = { length: 8 * MiB, checksum: checksum(pattern(8 * MiB, 10)) }
+    assert.deepEqual(await t.caller.get(zLiar, { timeoutMs: 30_000 }), zExpected)
+    const zReader = t.caller.fn<Checksum>('checksum').options({ peer: reader.peer }).remote(z)
+    assert.deepEqual(await t.caller.get(zReader, { timeoutMs: 30_000 }), zExpected)
+    const after = await t.stats(reader.peer)
+    assert.equal(after.trafficByPeer[liar.peer].chunkIn, liarBytes, 'not one byte more was asked of the liar')
+    assert.equal(after.transfer.chunksFetched, 40)
+
+    for (const r of [x, first, second, z, zLiar, zReader]) r.release()
     await waitForEmptyStores({ ...t, peers: [...t.peers, liar, reader] })
   } finally {
     await stopAll([liar, reader])
+    await t.close()
+  }
+})
+
+test('a holder that denies an object it is said to hold is not asked for it again', async () => {
+  const t = await startMesh(1)
+  const withholder = await spawnPeer({ module: FIXTURES, entry: fileURLToPath(new URL('./fixtures/withholding-peer.ts', import.meta.url)), bootstrap: [t.peers[0].addrs[0]] })
+  // The reader is a peer of this process with a store too small to keep two copies: the first is dropped for the second.
+  const reader = await createMesh({ bootstrap: [t.peers[0].addrs[0]], store: { capacity: 48 * MiB }, spillDir: false })
+  try {
+    const signal = AbortSignal.timeout(15_000)
+    await reader.waitForPeer(withholder.peer, { signal })
+    await reader.waitForPeer(t.peers[0].peer, { signal })
+    const [owner] = t.peers
+    const x = reader.fn<Make>('make').options({ peer: owner.peer }).remote(32 * MiB, 11)
+    // The withholder pulls a copy, so the owner names it as a holder.
+    const held = reader.fn<Checksum>('checksum').options({ peer: withholder.peer }).remote(x)
+    await reader.get(held, { timeoutMs: 30_000 })
+
+    assert.deepEqual(await reader.get(x, { timeoutMs: 30_000 }), pattern(32 * MiB, 11))
+    const denied = reader.stats().suspects[withholder.peer]
+    assert.equal(denied?.falseClaims, 1, `the withholder denied x once (${JSON.stringify(reader.stats().suspects)})`)
+    // What the withholder answered the reader (its denials), as it counts it.
+    const answered = async (): Promise<number> => (await reader.peerStats(withholder.peer, { timeoutMs: 10_000 })).trafficByPeer[reader.peerId]?.chunkOut ?? 0
+    const asked = await answered()
+    assert.ok(asked > 0, 'the reader asked it')
+
+    // Another object pushes x's copy out of the reader's store; reading x again pulls it again.
+    const y = reader.fn<Make>('make').options({ peer: owner.peer }).remote(32 * MiB, 12)
+    assert.deepEqual(await reader.get(y, { timeoutMs: 30_000 }), pattern(32 * MiB, 12))
+    await waitFor('x to leave the reader\'s store', () => reader.stats().store.keys.includes(x.key) ? undefined : true, 10_000)
+    assert.deepEqual(await reader.get(x, { timeoutMs: 30_000 }), pattern(32 * MiB, 11))
+    assert.equal(await answered(), asked, 'the second pull did not ask the withholder')
+    assert.equal(reader.stats().suspects[withholder.peer]?.falseClaims, 1)
+    for (const r of [x, held, y]) r.release()
+  } finally {
+    await reader.stop()
+    await stopAll([withholder])
     await t.close()
   }
 })

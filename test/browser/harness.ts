@@ -41,6 +41,8 @@ export interface BrowserClusterOptions {
   /** options for each tab's createBrowserMesh (plain data only) */
   tabOptions?: BrowserMeshOptions
   meshTimeoutMs?: number
+  /** a private mesh: the Node peers' secret (tabs join with `tabOptions.secret`) */
+  secret?: string
   /** `debug` patterns for the tabs' loggers, e.g. 'refmesh:*' (default: $REFMESH_BROWSER_DEBUG) */
   debug?: string
 }
@@ -72,6 +74,7 @@ export async function startBrowserCluster (options: BrowserClusterOptions = {}):
   const debug = options.debug ?? process.env.REFMESH_BROWSER_DEBUG
   const lines: string[] = []
   const peers: PeerProcess[] = []
+  const env = options.secret === undefined ? undefined : { REFMESH_MESH_SECRET: options.secret }
   let server: PageServer | undefined
   let browser: Browser | undefined
   const close = async (): Promise<void> => {
@@ -88,15 +91,15 @@ export async function startBrowserCluster (options: BrowserClusterOptions = {}):
   try {
     const [, first] = await Promise.all([
       ensurePageBuilt(),
-      spawnPeer({ module: options.module ?? PEER_MODULE, args: BROWSER_LISTEN_ARGS })
+      spawnPeer({ module: options.module ?? PEER_MODULE, args: BROWSER_LISTEN_ARGS, env })
     ])
     peers.push(first)
     const more = await Promise.allSettled(Array.from({ length: (options.nodes ?? HARNESS_DEFAULTS.nodes) - 1 }, async () =>
-      await spawnPeer({ module: options.module ?? PEER_MODULE, args: BROWSER_LISTEN_ARGS, bootstrap: [first.addrs[0]] })))
+      await spawnPeer({ module: options.module ?? PEER_MODULE, args: BROWSER_LISTEN_ARGS, bootstrap: [first.addrs[0]], env })))
     for (const r of more) if (r.status === 'fulfilled') peers.push(r.value)
     const failed = more.find(r => r.status === 'rejected')
     if (failed !== undefined) throw failed.reason
-    server = await startPageServer({ addrs: () => first.addrs })
+    server = await startPageServer({ addrs: () => first.addrs, private: options.secret !== undefined })
     browser = await chromium.launch({ executablePath: CHROMIUM })
     const context = await browser.newContext()
     if (debug !== undefined && debug !== '') await context.addInitScript(`localStorage.setItem('debug', ${JSON.stringify(debug)})`)
