@@ -249,6 +249,9 @@ async function runStatus (argv: string[]): Promise<void> {
         if ('error' in s) { process.stdout.write(`  ${s.peer}  unreachable: ${s.error}\n`); continue }
         const mb = (n: number): string => (n / 2 ** 20).toFixed(1) + ' MiB'
         process.stdout.write(`  ${s.peer}\n    functions: ${s.functions.join(', ') || '-'}\n    store: ${s.store.objects} objects, ${mb(s.store.bytes)} of ${mb(s.store.capacity)}\n    calls executed: ${s.calls.executed}, running: ${s.calls.running}\n    traffic: chunks in ${mb(s.traffic.chunkIn)}, out ${mb(s.traffic.chunkOut)}\n`)
+        for (const [peer, r] of Object.entries(s.suspects ?? {})) {
+          process.stdout.write(`    suspect ${peer}: ${r.badChunks} bad chunk(s), ${r.falseClaims} false claim(s), outvoted ${r.outvoted} time(s), ${r.refused} request(s) refused\n`)
+        }
       }
     }
   } finally {
