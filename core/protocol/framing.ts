@@ -7,13 +7,15 @@ import { Uint8ArrayList } from 'uint8arraylist'
 import { FrameTooLargeError, MalformedFrameError } from '../errors.ts'
 
 export function encodeVarint (n: number): Uint8Array {
-  const out: number[] = []
-  while (n >= 0x80) {
-    out.push((n % 0x80) | 0x80)
+  let bytes = 1
+  for (let rest = n; rest >= 0x80; rest = Math.floor(rest / 0x80)) bytes++
+  const out = new Uint8Array(bytes)
+  for (let i = 0; i < bytes - 1; i++) {
+    out[i] = (n % 0x80) | 0x80
     n = Math.floor(n / 0x80)
   }
-  out.push(n)
-  return Uint8Array.from(out)
+  out[bytes - 1] = n
+  return out
 }
 
 /** Reads a varint at `offset`; returns [value, bytesRead] or undefined if the buffer ends first. */
