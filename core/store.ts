@@ -23,6 +23,8 @@ import type { Manifest } from './protocol/messages.ts'
 import { raceSignal } from './signals.ts'
 
 const log = logger('refmesh:store')
+/** after a spill fails for want of disk room, how long the store leaves the disk alone */
+const DISK_FULL_BACKOFF_MS = 5_000
 
 /** Where spilled objects go (Node: files; browser: OPFS). Keys are hex. */
 export interface SpillBackend {
@@ -108,6 +110,7 @@ export class ObjectStore {
   private readonly objects = new Map<string, StoredObject>()
   readonly capacity: number
   readonly spillCapacity: number
+  private diskFullAt = -Infinity
   private readonly spillAt: number
   private readonly memoryWaitMs: number
   private readonly backend: SpillBackend | undefined
@@ -231,7 +234,7 @@ export class ObjectStore {
    * than memory. False when the disk has no room either.
    */
   async putOnDisk (key: string, id: Uint8Array, owner: string, manifest: Manifest, data: Uint8Array): Promise<boolean> {
-    if (this.backend === undefined || this.diskBytes + data.byteLength > this.spillCapacity) return false
+    if (!this.diskHasRoom(data.byteLength)) return false
     this.diskBytes += data.byteLength
     try {
       await this.backend.write(key, data)
@@ -276,7 +279,7 @@ export class ObjectStore {
 
   /** Whether the disk can take an object of `bytes` arriving straight to it. */
   diskHasRoom (bytes: number): boolean {
-    return this.backend !== undefined && this.diskBytes + bytes <= this.spillCapacity
+    return this.backend !== undefined && this.diskBytes + bytes <= this.spillCapacity && !this.diskFull()
   }
 
   /** Writes a verified chunk of an object arriving straight to disk. */
@@ -484,7 +487,7 @@ export class ObjectStore {
         excess -= obj.manifest.size
         continue
       }
-      if (this.backend === undefined || this.diskBytes + obj.manifest.size > this.spillCapacity) continue
+      if (!this.diskHasRoom(obj.manifest.size)) continue
       excess -= obj.manifest.size
       this.spill(obj, this.backend)
     }
@@ -522,7 +525,14 @@ export class ObjectStore {
       this.diskBytes -= size
       this.diskObjects--
       log.error('spilling %s failed: %s', obj.key, err.message)
+      // A full disk (the backend says so with OutOfMemoryError): stop trying for a while.
+      if (err instanceof OutOfMemoryError) this.diskFullAt = performance.now()
     })
+  }
+
+  /** Whether a spill failed for want of room recently; the disk is left alone until then. */
+  private diskFull (): boolean {
+    return performance.now() - this.diskFullAt < DISK_FULL_BACKOFF_MS
   }
 
   private describe (): string {

@@ -8,6 +8,19 @@ import type { FileHandle } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { SpillBackend } from '../core/store.ts'
+import { OutOfMemoryError } from '../core/errors.ts'
+
+/** Errors of a disk with no room left: a full store, typed as such. */
+const DISK_FULL = new Set(['ENOSPC', 'EDQUOT', 'EFBIG'])
+
+function diskFull (dir: string, key: string) {
+  return (err: Error & { code?: string }): never => {
+    if (err.code !== undefined && DISK_FULL.has(err.code)) {
+      throw new OutOfMemoryError(`the spill disk is full (${err.code}) writing object ${key} under ${dir}`, { cause: err })
+    }
+    throw err
+  }
+}
 
 /** The spill directory a peer uses when none is given. */
 export function defaultSpillDir (peerId: string): string {
@@ -37,7 +50,7 @@ export class FileSpill implements SpillBackend {
 
   async write (key: string, data: Uint8Array): Promise<void> {
     await this.closePartial(key)
-    await writeFile(this.path(key), data)
+    await writeFile(this.path(key), data).catch(diskFull(this.dir, key))
   }
 
   async writeAt (key: string, offset: number, data: Uint8Array): Promise<void> {
@@ -50,7 +63,7 @@ export class FileSpill implements SpillBackend {
     const fh = await handle
     let written = 0
     while (written < data.byteLength) {
-      const { bytesWritten } = await fh.write(data, written, data.byteLength - written, offset + written)
+      const { bytesWritten } = await fh.write(data, written, data.byteLength - written, offset + written).catch(diskFull(this.dir, key))
       written += bytesWritten
     }
   }
