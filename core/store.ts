@@ -234,10 +234,11 @@ export class ObjectStore {
    * than memory. False when the disk has no room either.
    */
   async putOnDisk (key: string, id: Uint8Array, owner: string, manifest: Manifest, data: Uint8Array): Promise<boolean> {
-    if (!this.diskHasRoom(data.byteLength)) return false
+    const backend = this.backend
+    if (backend === undefined || !this.diskHasRoom(data.byteLength)) return false
     this.diskBytes += data.byteLength
     try {
-      await this.backend.write(key, data)
+      await backend.write(key, data)
     } catch (err) {
       this.diskBytes -= data.byteLength
       throw err
@@ -487,7 +488,7 @@ export class ObjectStore {
         excess -= obj.manifest.size
         continue
       }
-      if (!this.diskHasRoom(obj.manifest.size)) continue
+      if (this.backend === undefined || !this.diskHasRoom(obj.manifest.size)) continue
       excess -= obj.manifest.size
       this.spill(obj, this.backend)
     }
