@@ -1,11 +1,12 @@
 /**
  * Quotas per remote peer: what one peer may have in flight here (calls, chunk
  * requests), how many bytes it may have this store keep for it (objects it
- * handed over with a durable put), and how fast it may send gossip. Past a quota a request gets a
- * typed refusal (QuotaExceededError, or a REFUSED chunk frame); a peer that
- * keeps being refused (`strikesBeforeHangUp` within `strikeWindowMs`) is hung
- * up on. Honest peers stay far below every limit: callers hold calls back by
- * flow control, pullers keep a few chunks in flight per holder.
+ * handed over with a durable put), and how fast it may send gossip. Past a
+ * quota a request gets a typed refusal (QuotaExceededError, or a REFUSED chunk
+ * frame); a peer that keeps being refused (`strikesBeforeHangUp` within
+ * `strikeWindowMs`) is hung up on. Honest peers stay far below every limit:
+ * callers hold calls back by flow control, pullers keep a few chunks in flight
+ * per holder.
  */
 import { logger } from '@libp2p/logger'
 
