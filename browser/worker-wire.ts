@@ -4,54 +4,8 @@
  * and the binary values a message can move or share instead of copying.
  */
 
-/** An error as it crosses to or from a worker. */
-export interface SerializedError {
-  name: string
-  message: string
-  stack: string
-  code?: string | number
-  cause?: SerializedError
-}
-
-function safeString (v: unknown): string {
-  try {
-    return String(v)
-  } catch {
-    return Object.prototype.toString.call(v)
-  }
-}
-
-export function serializeError (err: unknown, depth = 0): SerializedError {
-  // DOMException is an Error here (QuotaExceededError, NotFoundError...).
-  if (err instanceof Error) {
-    const e = err as Error & { code?: unknown }
-    const out: SerializedError = { name: safeString(e.name), message: safeString(e.message), stack: typeof e.stack === 'string' ? e.stack : '' }
-    if (typeof e.code === 'string' || typeof e.code === 'number') out.code = e.code
-    if (e.cause !== undefined && depth < 4) out.cause = serializeError(e.cause, depth + 1)
-    return out
-  }
-  return { name: 'Error', message: safeString(err), stack: '' }
-}
-
-const ERROR_CLASSES: Record<string, ErrorConstructor> = {
-  Error,
-  RangeError,
-  TypeError,
-  SyntaxError,
-  ReferenceError,
-  EvalError,
-  URIError
-}
-
-/** The worker's error, with its name, message and stack (a built-in class when the name is one). */
-export function deserializeError (e: SerializedError): Error {
-  const Ctor = Object.hasOwn(ERROR_CLASSES, e.name) ? ERROR_CLASSES[e.name] : Error
-  const err = e.cause !== undefined ? new Ctor(e.message, { cause: deserializeError(e.cause) }) : new Ctor(e.message)
-  if (err.name !== e.name) Object.defineProperty(err, 'name', { value: e.name, writable: true, configurable: true, enumerable: false })
-  Object.defineProperty(err, 'stack', { value: e.stack !== '' ? e.stack : `${e.name}: ${e.message}`, writable: true, configurable: true, enumerable: false })
-  if (e.code !== undefined) (err as Error & { code?: string | number }).code = e.code
-  return err
-}
+export { deserializeError, serializeError } from '../core/thread-errors.ts'
+export type { SerializedError } from '../core/thread-errors.ts'
 
 /** How deep into arrays, plain objects, Maps and Sets binary values are looked for. */
 const MAX_DEPTH = 4

@@ -4,8 +4,8 @@
  */
 import { parentPort, workerData, isMarkedAsUntransferable } from 'node:worker_threads'
 import { pathToFileURL } from 'node:url'
-import { types } from 'node:util'
-import type { FromWorker, SerializedError, ToWorker } from './worker-pool.ts'
+import type { FromWorker, ToWorker } from './worker-pool.ts'
+import { serializeError } from '../core/thread-errors.ts'
 
 type Fn = (...args: unknown[]) => unknown
 
@@ -15,25 +15,6 @@ const functions = new Map<string, Fn>()
 
 function post (msg: FromWorker, transfer: ArrayBuffer[] = []): void {
   port.postMessage(msg, transfer)
-}
-
-function safeString (v: unknown): string {
-  try {
-    return String(v)
-  } catch {
-    return Object.prototype.toString.call(v)
-  }
-}
-
-function serializeError (err: unknown, depth = 0): SerializedError {
-  if (types.isNativeError(err) || err instanceof Error) {
-    const e = err as Error & { code?: unknown }
-    const out: SerializedError = { name: safeString(e.name), message: safeString(e.message), stack: typeof e.stack === 'string' ? e.stack : '' }
-    if (typeof e.code === 'string' || typeof e.code === 'number') out.code = e.code
-    if (e.cause !== undefined && depth < 4) out.cause = serializeError(e.cause, depth + 1)
-    return out
-  }
-  return { name: 'Error', message: safeString(err), stack: '' }
 }
 
 /**

@@ -18,6 +18,8 @@ import { resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { logger } from '@libp2p/logger'
 import type { ExecutorBackend } from '../core/executor.ts'
+import { deserializeError } from '../core/thread-errors.ts'
+import type { SerializedError } from '../core/thread-errors.ts'
 import { FunctionNotFoundError, RefmeshError } from '../core/errors.ts'
 
 const log = logger('refmesh:workers')
@@ -61,15 +63,6 @@ export interface WorkerPoolInit {
 
 // ---- wire between the pool and its workers (worker-entry.ts) ----
 
-/** An error as it crosses the thread boundary: structured clone would lose custom names. */
-export interface SerializedError {
-  name: string
-  message: string
-  stack: string
-  code?: string | number
-  cause?: SerializedError
-}
-
 export type ToWorker = { type: 'call', id: number, name: string, args: unknown[] }
 
 export type FromWorker =
@@ -102,26 +95,6 @@ interface Slot {
   jobId?: number
   /** the last uncaught error the worker reported */
   crash?: Error
-}
-
-const ERROR_CLASSES: Record<string, ErrorConstructor> = {
-  Error,
-  RangeError,
-  TypeError,
-  SyntaxError,
-  ReferenceError,
-  EvalError,
-  URIError
-}
-
-/** The worker's error, with its name, message and stack (a built-in class when the name is one). */
-export function deserializeError (e: SerializedError): Error {
-  const Ctor = Object.hasOwn(ERROR_CLASSES, e.name) ? ERROR_CLASSES[e.name] : Error
-  const err = e.cause !== undefined ? new Ctor(e.message, { cause: deserializeError(e.cause) }) : new Ctor(e.message)
-  if (err.name !== e.name) Object.defineProperty(err, 'name', { value: e.name, writable: true, configurable: true, enumerable: false })
-  Object.defineProperty(err, 'stack', { value: e.stack !== '' ? e.stack : `${e.name}: ${e.message}`, writable: true, configurable: true, enumerable: false })
-  if (e.code !== undefined) (err as Error & { code?: string | number }).code = e.code
-  return err
 }
 
 function detachAbort (job: Job): void {
