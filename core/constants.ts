@@ -21,6 +21,8 @@ export const DEFAULTS = {
   relocateEveryMs: 1_000,
   /** a peer that served a chunk that failed its hash is left out of pulls this long (the owner excepted) */
   avoidBadSourceMs: 10 * 60_000,
+  /** a peer named a holder of an object that denied holding it is left out of that object's pulls this long */
+  avoidDeniedMs: 60_000,
   attemptsPerChunk: 3,
   storeCapacity: '2GiB',
   /** above this share of its capacity a store drops copies and spills to disk */

@@ -161,7 +161,7 @@ export interface RemoteFunction<F extends AnyFunction> {
 export interface SuspectRecord {
   /** chunks it served that failed their SHA-256 check (it is left out of pulls for a while) */
   badChunks: number
-  /** objects it was named a holder of and then denied holding (it is not asked for them again) */
+  /** objects it was named a holder of and then denied holding (it is not asked for them again for a while) */
   falseClaims: number
   /** replicated calls whose result it returned and the quorum disagreed with */
   outvoted: number
@@ -355,6 +355,7 @@ export class Mesh {
       progressEveryMs: DEFAULTS.progressEveryMs,
       relocateEveryMs: DEFAULTS.relocateEveryMs,
       avoidBadSourceMs: DEFAULTS.avoidBadSourceMs,
+      avoidDeniedMs: DEFAULTS.avoidDeniedMs,
       swarm: init.swarm ?? true
     })
   }

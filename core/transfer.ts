@@ -64,6 +64,8 @@ export interface TransferInit {
   progressEveryMs: number
   /** how long a peer that served a chunk that failed its hash is left out of pulls (its owner's objects excepted) */
   avoidBadSourceMs: number
+  /** how long a peer that denied holding an object it was named a holder of is left out of that object's pulls */
+  avoidDeniedMs: number
   /** how often a puller asks the owner for the current holders */
   relocateEveryMs: number
   /** pull from partial holders too (false: complete holders only, for comparison) */
@@ -109,7 +111,7 @@ export class Transfer {
    */
   private readonly watchers = new Map<string, Set<Watcher>>()
   /** sources that misbehaved, for avoiding them and for stats */
-  private readonly records = new Map<string, SourceRecord & { badUntil: number, denied: Set<string> }>()
+  private readonly records = new Map<string, SourceRecord & { badUntil: number, denied: Map<string, number> }>()
   private readonly changed = new Set<string>()
   private flushScheduled = false
 
@@ -137,12 +139,12 @@ export class Transfer {
     return Object.fromEntries([...this.records].map(([peer, r]) => [peer, { badChunks: r.badChunks, falseClaims: r.falseClaims }]))
   }
 
-  private record (peer: string): SourceRecord & { badUntil: number, denied: Set<string> } {
+  private record (peer: string): SourceRecord & { badUntil: number, denied: Map<string, number> } {
     let r = this.records.get(peer)
     if (r === undefined) {
       // Bounded: the oldest record goes first (a Map keeps insertion order).
       if (this.records.size >= MAX_SOURCE_RECORDS) this.records.delete(this.records.keys().next().value as string)
-      this.records.set(peer, r = { badChunks: 0, falseClaims: 0, badUntil: 0, denied: new Set() })
+      this.records.set(peer, r = { badChunks: 0, falseClaims: 0, badUntil: 0, denied: new Map() })
     }
     return r
   }
@@ -154,20 +156,25 @@ export class Transfer {
     r.badUntil = performance.now() + this.init.avoidBadSourceMs
   }
 
-  /** `peer` was named a holder of `key` (by the owner or by its own bitfield) and denied it: not asked for it again. */
+  /**
+   * `peer` was named a holder of `key` (by the owner or by its own bitfield) and denied it: not asked
+   * for it again for a while (an honest peer that dropped its copy may fetch it again later).
+   */
   deniedHolding (peer: string, key: string): void {
     const r = this.record(peer)
-    if (r.denied.has(key)) return
+    const now = performance.now()
+    if ((r.denied.get(key) ?? 0) > now) return
     r.falseClaims++
-    if (r.denied.size >= MAX_DENIED_PER_PEER) r.denied.delete(r.denied.values().next().value as string)
-    r.denied.add(key)
+    r.denied.delete(key)
+    if (r.denied.size >= MAX_DENIED_PER_PEER) r.denied.delete(r.denied.keys().next().value as string)
+    r.denied.set(key, now + this.init.avoidDeniedMs)
   }
 
   /** Whether a pull of `key` should leave `peer` out. The owner never is: its bytes are the object. */
   avoids (peer: string, key: string, owner: string): boolean {
     if (peer === owner) return false
     const r = this.records.get(peer)
-    return r !== undefined && (r.badUntil > performance.now() || r.denied.has(key))
+    return r !== undefined && (r.badUntil > performance.now() || (r.denied.get(key) ?? 0) > performance.now())
   }
 
   /** Pulls an object into the local store; concurrent pulls of one object share the work. */
