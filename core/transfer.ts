@@ -609,7 +609,7 @@ class Pull {
     }
     if (header.status === ChunkStatus.NOT_FOUND) {
       // It was named a holder (by the owner, or by its own bitfield) and holds nothing of
-      // this object: an honest peer whose copy was dropped, or a liar; either way, not again.
+      // this object: an honest peer whose copy was dropped, or a liar; either way, not for a while.
       this.transfer.deniedHolding(source.peer, this.req.key)
       throw new ObjectLostError(`${source.peer} does not hold ${this.req.key}`)
     }
