@@ -409,9 +409,33 @@ test('a client written from the spec alone joins a private mesh, calls, pulls, s
     const located = await client.request({ locate: { id: randomBytes(16) } })
     assert.equal(located.locateReply.object.status, FREED)
 
+    // Arguments not wrapped as byte strings: a FAILED reply, not a misread call.
+    const unwrapped = await client.request({ call: { resultId: randomBytes(16), fn: 'add', args: cborEncode([2, 3]), maySpillBack: true } })
+    assert.equal(unwrapped.callReply.result.status, 3)
+    assert.equal(unwrapped.callReply.result.error.name, 'MalformedFrameError')
+
+    // A frame over the limit costs that stream only: the peer resets it and keeps the rest.
+    const doomed = await node.dialProtocol(peerIdFromString(peer.peer), CONTROL, { signal: AbortSignal.timeout(10_000) })
+    doomed.send(varint(2 ** 32))
+    await assert.rejects((async () => { for await (const _ of doomed) { /* nothing comes */ } throw new Error('closed, not reset') })(), (err: Error) => err.message !== 'closed, not reset')
+    assert.equal((await client.stats()).peer, peer.peer, 'the control stream still answers')
+
     // A protocol version the peer does not speak is refused at negotiation, never misread.
     for (const protocol of ['/refmesh/control/2.0.0', '/refmesh/chunk/2.0.0']) {
       await assert.rejects(node.dialProtocol(peerIdFromString(peer.peer), protocol, { signal: AbortSignal.timeout(10_000) }), { name: 'UnsupportedProtocolError' })
+    }
+
+    // A peer that speaks only version 2 of the auth protocol fails the private mesh's check and is hung up on.
+    const refusedBefore = (await client.stats()).auth.refused
+    const stranger = await createLibp2p({ transports: [tcp()], connectionEncrypters: [noise()], streamMuxers: [yamux()], services: { identify: identify() } })
+    try {
+      await stranger.handle('/refmesh/auth/2.0.0', async (stream) => { await stream.close() })
+      const hungUp = new Promise<void>(resolve => { stranger.addEventListener('peer:disconnect', () => { resolve() }, { once: true }) })
+      await stranger.dial(multiaddr(peer.addrs[0]), { signal: AbortSignal.timeout(10_000) })
+      await Promise.race([hungUp, new Promise((_resolve, reject) => setTimeout(() => { reject(new Error('a version-2 peer was not hung up on')) }, 15_000))])
+      assert.equal((await client.stats()).auth.refused, refusedBefore + 1)
+    } finally {
+      await stranger.stop()
     }
 
     // Liveness: hellos alone keep us alive for 30 s, twice the bound (without them, checked by
