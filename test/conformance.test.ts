@@ -18,6 +18,7 @@ import { spawn } from 'node:child_process'
 import { createInterface } from 'node:readline'
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto'
 import { fileURLToPath } from 'node:url'
+import { readFileSync } from 'node:fs'
 import { createLibp2p } from 'libp2p'
 import type { Libp2p, Stream } from '@libp2p/interface'
 import { tcp } from '@libp2p/tcp'
@@ -33,6 +34,7 @@ import { pattern, checksum } from './fixtures/functions.ts'
 const CLI = fileURLToPath(new URL('../node/cli.ts', import.meta.url))
 const FIXTURES = fileURLToPath(new URL('./fixtures/functions.ts', import.meta.url))
 const PROTO = fileURLToPath(new URL('../core/protocol/refmesh.proto', import.meta.url))
+const SPEC = fileURLToPath(new URL('../core/PROTOCOL.md', import.meta.url))
 
 // From PROTOCOL.md.
 const CONTROL = '/refmesh/control/1.0.0'
@@ -335,6 +337,41 @@ function args (...items: Array<Uint8Array | { deref: [Uint8Array, string, number
 }
 const plain = (value: unknown): Uint8Array => cborEncode(value)
 
+/** The members of the MeshStats table in PROTOCOL.md; `map` members are not walked into. */
+function documentedStatsMembers (): { members: string[], maps: string[] } {
+  const text = readFileSync(SPEC, 'utf8')
+  const table = text.slice(text.indexOf('### `stats_reply`'), text.indexOf('### Objects'))
+  const members: string[] = []
+  const maps: string[] = []
+  for (const line of table.split('\n')) {
+    const cells = line.split(' | ')
+    if (!line.startsWith('| `') || cells.length < 3) continue
+    let parent = ''
+    for (const [, name] of cells[0].matchAll(/`([^`]+)`/g)) {
+      const full = name.startsWith('.') ? parent + name : name
+      parent = full.includes('.') ? full.slice(0, full.lastIndexOf('.')) : ''
+      ;(cells[1].startsWith('map') ? maps : members).push(full)
+    }
+  }
+  return { members: members.sort(), maps: maps.sort() }
+}
+
+function statsMembers (stats: Record<string, unknown>): { members: string[], maps: string[] } {
+  const { maps } = documentedStatsMembers()
+  const members: string[] = []
+  const found: string[] = []
+  const walk = (o: Record<string, unknown>, prefix: string): void => {
+    for (const [k, v] of Object.entries(o)) {
+      const name = prefix + k
+      if (maps.includes(name)) found.push(name)
+      else if (v !== null && typeof v === 'object' && !Array.isArray(v)) walk(v as Record<string, unknown>, name + '.')
+      else members.push(name)
+    }
+  }
+  walk(stats, '')
+  return { members: members.sort(), maps: found.sort() }
+}
+
 // ------------------------------------------------------------------ the test
 
 async function startPeer (): Promise<{ peer: string, addrs: string[], kill: () => void, exited: () => boolean, stderr: () => string }> {
@@ -443,6 +480,7 @@ test('a client written from the spec alone joins a private mesh, calls, pulls, s
     const until = joined + 2 * DEAD_WHILE_CONNECTED_MS
     while (performance.now() < until) await new Promise(resolve => setTimeout(resolve, Math.min(5_000, until - performance.now())))
     const stats = await client.stats()
+    assert.deepEqual(statsMembers(stats), documentedStatsMembers(), 'the MeshStats JSON has exactly the members PROTOCOL.md lists')
     const me = stats.membership.find((m: any) => m.peer === client.me)
     assert.deepEqual(me, { peer: client.me, liveness: 'alive', connected: true })
     assert.ok(stats.store.keys.includes(resultId.toString('hex')), 'the result we own is still held after the liveness bound')
