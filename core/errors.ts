@@ -120,6 +120,11 @@ export class ActorNotFoundError extends RefmeshError {
   override name = 'ActorNotFoundError'
 }
 
+/** A call made with `returns: n` returned something other than n values; each of its n Refs fails with this. */
+export class ReturnCountError extends RefmeshError {
+  override name = 'ReturnCountError'
+}
+
 const byName: Record<string, new (message: string) => RefmeshError> = {
   FunctionNotFoundError: FunctionNotFoundError as unknown as new (message: string) => RefmeshError,
   ObjectLostError,
@@ -137,6 +142,7 @@ const byName: Record<string, new (message: string) => RefmeshError> = {
   ActorNotFoundError,
   NameNotFoundError,
   QuotaExceededError,
+  ReturnCountError,
   QuorumError: QuorumError as unknown as new (message: string) => RefmeshError
 }
 
