@@ -32,6 +32,8 @@ export interface ChaosResult {
   kills: Array<{ atMs: number, peer: string }>
   /** stores of the peers alive at the end (and the caller), once they emptied */
   stores: Array<{ peer: string, objects: number, bytes: number }>
+  /** calls lineage ran again because every copy of a result was lost (the driver owns every result) */
+  reconstructions: number
 }
 
 export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
@@ -72,7 +74,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       wake()
       await chaos
     }
-    log(`MapReduce done in ${Math.round(result.elapsedMs)} ms after ${kills.length} kill(s)`)
+    const reconstructions = mesh.stats().calls.reconstructions
+    log(`MapReduce done in ${Math.round(result.elapsedMs)} ms after ${kills.length} kill(s); lineage ran ${reconstructions} call(s) again`)
     const expected = wordCountLocal(options.job)
     // Everything this run made is released by runMapReduce; owners free, borrowers let go.
     const stats = async (): Promise<MeshStats[]> => [mesh.stats(), ...await Promise.all(peers.map(async p => await mesh.peerStats(p.peer, { timeoutMs: 10_000 })))]
@@ -83,7 +86,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       const all = await stats()
       throw new Error(`${err.message}: ${all.map(s => `${s.peer.slice(-6)} ${s.store.objects} objects`).join(', ')}`)
     })
-    return { result, expected, kills, stores: final.map(s => ({ peer: s.peer, objects: s.store.objects, bytes: s.store.bytes })) }
+    return { result, expected, kills, reconstructions, stores: final.map(s => ({ peer: s.peer, objects: s.store.objects, bytes: s.store.bytes })) }
   } finally {
     stopChaos = true
     await chaos.catch(() => {})
@@ -102,7 +105,7 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     log: line => { console.log(line) }
   })
   const same = out.result.digest === out.expected.digest && out.result.totalWords === out.expected.totalWords
-  console.log(`kills: ${out.kills.length}; words ${out.result.totalWords}; digest ${out.result.digest} (fault-free ${out.expected.digest}): ${same ? 'equal' : 'DIFFERENT'}`)
+  console.log(`kills: ${out.kills.length}; calls run again by lineage: ${out.reconstructions}; words ${out.result.totalWords}; digest ${out.result.digest} (fault-free ${out.expected.digest}): ${same ? 'equal' : 'DIFFERENT'}`)
   console.log(`surviving stores: ${out.stores.map(s => `${s.peer.slice(-6)} ${s.objects}`).join(', ')}`)
   process.exit(same ? 0 : 1)
 }
