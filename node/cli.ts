@@ -42,6 +42,8 @@ commands:
              --workers <n>            workers in the pool (default: one per core)
              --no-prefetch            fetch a queued call's arguments only when it gets a slot (for comparison)
              --no-swarm               receivers pull only from complete holders, not from each other (for comparison)
+             --inline-threshold <size> results up to this size travel in the reply to their owner; larger
+                                      ones stay on this peer until pulled (default 64KiB)
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
@@ -85,6 +87,7 @@ export interface PeerCommandOptions {
   pagePort?: number
   prefetch: boolean
   swarm: boolean
+  inlineThresholdBytes?: number
   secret?: string
   json: boolean
 }
@@ -124,6 +127,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'page-port': { type: 'string' },
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
+    'inline-threshold': { type: 'string' },
     'mesh-secret': { type: 'string' },
     json: { type: 'boolean', default: false }
   })
@@ -173,6 +177,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort,
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
+    inlineThresholdBytes: bytesOption('inline-threshold'),
     secret,
     json: v.json === true
   }
@@ -199,6 +204,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     workers: opts.workers,
     prefetch: opts.prefetch,
     swarm: opts.swarm,
+    inlineThresholdBytes: opts.inlineThresholdBytes,
     secret: opts.secret
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)

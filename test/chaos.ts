@@ -16,12 +16,16 @@ import { runMapReduce, wordCountLocal } from '../examples/mapreduce.ts'
 import type { MapReduceOptions, MapReduceResult, WordCount } from '../examples/mapreduce.ts'
 
 const MODULE = fileURLToPath(new URL('../examples/mapreduce.ts', import.meta.url))
+/** peers start in ~2 s on an idle machine; a machine shared with other work can take far longer */
+const SPAWN_TIMEOUT_MS = 120_000
 
 export interface ChaosOptions {
   peers: number
   kills: number
   everyMs: number
   job: Pick<MapReduceOptions, 'maps' | 'reduces' | 'shardBytes' | 'seed'>
+  /** more `refmesh peer` options for every peer (e.g. --inline-threshold) */
+  peerArgs?: string[]
   /** progress lines */
   log?: (line: string) => void
 }
@@ -44,9 +48,9 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   let stopChaos = false
   let chaos: Promise<void> = Promise.resolve()
   try {
-    peers.push(...await spawnPeers(options.peers, { module: MODULE }))
+    peers.push(...await spawnPeers(options.peers, { module: MODULE, timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs }))
     caller = await createMesh({ bootstrap: [peers[0].addrs[0]] })
-    await waitForFullMesh(caller, peers, 30_000)
+    await waitForFullMesh(caller, peers, SPAWN_TIMEOUT_MS)
     const mesh = caller
     const started = performance.now()
     const kills: ChaosResult['kills'] = []
@@ -61,7 +65,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         await victim.kill('SIGKILL')
         kills.push({ atMs: Math.round(performance.now() - started), peer: victim.peer })
         log(`${kills[kills.length - 1].atMs} ms: killed ${victim.peer.slice(-6)}`)
-        const fresh = await spawnPeer({ module: MODULE, bootstrap: [peers[0].addrs[0]] })
+        const fresh = await spawnPeer({ module: MODULE, bootstrap: [peers[0].addrs[0]], timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs })
         peers.push(fresh)
         log(`${Math.round(performance.now() - started)} ms: ${fresh.peer.slice(-6)} joined`)
       }
@@ -97,11 +101,15 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const kills = Number(process.env.CHAOS_KILLS ?? 8)
+  // A partition of this corpus is a few KiB, so it travels inline to the driver and a mapper's death
+  // loses none; CHAOS_INLINE_BYTES=1024 keeps them on the mappers, so lineage has to rebuild them.
+  const inline = process.env.CHAOS_INLINE_BYTES
   const out = await runChaos({
     peers: 6,
     kills,
     everyMs: 2_000,
     job: { maps: Number(process.env.CHAOS_MAPS ?? 96), reduces: 8, shardBytes: 1024 * 1024, seed: 11 },
+    peerArgs: inline === undefined ? undefined : ['--inline-threshold', inline],
     log: line => { console.log(line) }
   })
   const same = out.result.digest === out.expected.digest && out.result.totalWords === out.expected.totalWords
