@@ -19,6 +19,8 @@ import { parseBytes } from '../core/constants.ts'
 import { startMetricsServer } from './metrics.ts'
 import { startPageServer } from './page-server.ts'
 import type { PageServer } from './page-server.ts'
+import { SERVE_FLAGS, SERVE_USAGE, ServeFlagError, loadTls, parseServeFlags, publicHostOf } from './serve-flags.ts'
+import type { ServeOptions } from './serve-flags.ts'
 
 export class UsageError extends Error {
   override name = 'UsageError'
@@ -45,7 +47,7 @@ commands:
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
-                                      built first if missing or stale); it listens on --metrics-host
+                                      built first if missing or stale)${SERVE_USAGE}
              --mesh-secret <secret>   a private mesh: only peers that prove this secret talk refmesh with
                                       this one (or set REFMESH_MESH_SECRET, which keeps it out of ps)
              --json                   print one JSON line {peer, addrs} when ready
@@ -87,6 +89,8 @@ export interface PeerCommandOptions {
   swarm: boolean
   secret?: string
   json: boolean
+  /** --page-host, --announce, --tls-cert/--tls-key, --stun/--turn (node/serve-flags.ts) */
+  serve: ServeOptions
 }
 
 function parse (argv: string[], options: ParseArgsOptionsConfig): Record<string, string | boolean | Array<string | boolean> | undefined> {
@@ -125,8 +129,15 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
-    json: { type: 'boolean', default: false }
+    json: { type: 'boolean', default: false },
+    ...SERVE_FLAGS
   })
+  let serve: ServeOptions
+  try {
+    serve = parseServeFlags(v)
+  } catch (err) {
+    throw err instanceof ServeFlagError ? new UsageError(err.message) : err
+  }
   const secret = v['mesh-secret'] as string | undefined ?? process.env.REFMESH_MESH_SECRET
   if (secret !== undefined && secret.length === 0) throw new UsageError('--mesh-secret must not be empty')
   let metricsPort: number | undefined
@@ -155,7 +166,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
   const storeCapacity = bytesOption('store-capacity')
   const spillCapacity = bytesOption('spill-capacity')
   if (v['no-spill'] === true && v['spill-dir'] !== undefined) throw new UsageError('--no-spill and --spill-dir contradict each other')
-  for (const addr of [...(v.listen as string[] ?? []), ...(v.bootstrap as string[] ?? [])]) {
+  for (const addr of [...(v.listen as string[] ?? []), ...(v.bootstrap as string[] ?? []), ...serve.announce]) {
     if (!addr.startsWith('/')) throw new UsageError(`"${addr}" is not a multiaddr (they look like /ip4/127.0.0.1/tcp/4001)`)
   }
   return {
@@ -174,7 +185,8 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
     secret,
-    json: v.json === true
+    json: v.json === true,
+    serve
   }
 }
 
@@ -188,9 +200,13 @@ export async function loadModule (mesh: Mesh, file: string): Promise<void> {
 /** `refmesh peer`; `extra` lets a test peer add mesh options the command line does not offer (test hooks). */
 export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> = {}): Promise<void> {
   const opts = parsePeerArgs(argv)
+  const tls = await loadTls(opts.serve.tls)
   const mesh = await createMesh({
     ...extra,
     listen: opts.listen.length > 0 ? opts.listen : undefined,
+    announce: opts.serve.announce,
+    announceHost: opts.serve.announceHost,
+    tls,
     bootstrap: opts.bootstrap,
     identityFile: opts.identity,
     store: { capacity: opts.storeCapacity, spillCapacity: opts.spillCapacity },
@@ -203,7 +219,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
   const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })
-  const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, opts.metricsHost)
+  const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, { ...opts.serve, pageHost: opts.serve.pageHost ?? opts.metricsHost }, tls)
   const addrs = mesh.libp2p.getMultiaddrs().map(String)
   if (opts.json) {
     process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs, metrics: metrics?.url, page: page?.url }) + '\n')
@@ -211,6 +227,9 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     process.stdout.write(`refmesh peer ${mesh.peerId}\njoin with:\n${addrs.map(a => `  --bootstrap ${a}`).join('\n')}\n`)
     if (metrics !== undefined) process.stdout.write(`metrics: ${metrics.url}/metrics, state: ${metrics.url}/state.json\n`)
     if (page !== undefined) process.stdout.write(`mesh page: ${page.url}/ (open it in a browser and press Join)\n`)
+    if (page?.url.startsWith('http://') === true && !/^http:\/\/(127\.|localhost|\[::1\])/.test(page.url)) {
+      process.stdout.write('  over http, a tab on another machine is no secure context and cannot join: give --tls-cert and --tls-key, or put an https server in front (README)\n')
+    }
   }
   let stopping = false
   const stop = (): void => {
@@ -225,10 +244,18 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
 }
 
 /** The mesh page, handing tabs this peer's browser addresses (it must listen on WebSockets or WebRTC-direct). */
-async function servePage (mesh: Mesh, port: number, host?: string): Promise<PageServer> {
+async function servePage (mesh: Mesh, port: number, serve: ServeOptions, tls: Awaited<ReturnType<typeof loadTls>>): Promise<PageServer> {
   const { ensurePageBuilt } = await import('./page-build.ts')
   await ensurePageBuilt()
-  return await startPageServer({ addrs: () => mesh.libp2p.getMultiaddrs().map(String), port, host, private: mesh.stats().auth.private })
+  return await startPageServer({
+    addrs: () => mesh.libp2p.getMultiaddrs().map(String),
+    port,
+    host: serve.pageHost,
+    publicHost: publicHostOf(serve),
+    tls,
+    iceServers: serve.iceServers,
+    private: mesh.stats().auth.private
+  })
 }
 
 async function runStatus (argv: string[]): Promise<void> {
