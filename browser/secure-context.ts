@@ -29,10 +29,10 @@ export interface SecureContextCheck {
 /** What this page has of what a mesh peer needs. */
 export function checkSecureContext (scope: typeof globalThis = globalThis): SecureContextCheck {
   const missing: SecureContextCheck['missing'] = []
-  if (scope.crypto?.subtle === undefined) missing.push({ feature: 'crypto.subtle', for: 'checking every chunk it receives (SHA-256)' })
-  if (typeof scope.navigator?.storage?.getDirectory !== 'function') missing.push({ feature: 'the origin private file system (OPFS)', for: 'keeping large objects on disk' })
-  if (typeof scope.navigator?.locks?.request !== 'function') missing.push({ feature: 'Web Locks', for: 'keeping one tab per identity' })
-  if (scope.crossOriginIsolated !== true) missing.push({ feature: 'cross-origin isolation', for: 'sharing memory with its workers' })
+  if (scope.crypto?.subtle === undefined) missing.push({ feature: 'crypto.subtle', for: 'to check every chunk it receives' })
+  if (typeof scope.navigator?.storage?.getDirectory !== 'function') missing.push({ feature: 'the origin private file system (OPFS)', for: 'to keep large objects on disk' })
+  if (typeof scope.navigator?.locks?.request !== 'function') missing.push({ feature: 'Web Locks', for: 'to keep one tab per identity' })
+  if (scope.crossOriginIsolated !== true) missing.push({ feature: 'cross-origin isolation', for: 'to share memory with its workers' })
   return { secure: scope.isSecureContext === true, missing }
 }
 
@@ -44,14 +44,15 @@ export function checkSecureContext (scope: typeof globalThis = globalThis): Secu
 export function insecureContextMessage (check: SecureContextCheck, location: { protocol: string, host: string, hostname: string, port: string }): string | undefined {
   const required = check.missing.filter(m => m.feature !== 'cross-origin isolation')
   if (check.secure && required.length === 0) return undefined
-  const what = check.missing.map(m => `${m.feature} (for ${m.for})`).join(', ')
-  if (check.secure) return `This browser lacks what a mesh peer needs: ${what}. A current Chromium, Firefox or Safari has all of it.`
+  const what = check.missing.map(m => `• ${m.feature}, ${m.for};`).join('\n')
+  if (check.secure) return `This browser lacks what a mesh peer needs:\n${what}\nA current Chromium, Firefox or Safari has all of it.`
   const port = location.port === '' ? (location.protocol === 'https:' ? '443' : '80') : location.port
   return [
-    `This tab cannot join the mesh: the page came over plain ${location.protocol.replace(':', '')} from ${location.host}, ` +
-      `which the browser does not treat as a secure connection, so it withholds what a peer needs: ${what}.`,
+    `This tab cannot join the mesh. The page came over plain ${location.protocol.replace(':', '')} from ${location.host}, ` +
+      'which the browser does not count as a secure connection, so it withholds what a peer needs:',
+    what,
     'Ways to fix it:',
-    `• whoever runs the mesh serves the page over HTTPS: refmesh peer --tls-cert cert.pem --tls-key key.pem ... (the certificate must name ${location.hostname}), then open https://${location.hostname}:${port}/;`,
+    `• whoever runs the mesh serves the page over HTTPS: refmesh peer (or refmesh demo --serve) --tls-cert cert.pem --tls-key key.pem, with a certificate that names ${location.hostname}; then open the https:// address it prints;`,
     '• or puts a web server with HTTPS (Caddy, nginx) in front of it, as the README shows;',
     `• or you open the page as localhost, which browsers trust without a certificate: ssh -L ${port}:${location.hostname}:${port} you@${location.hostname}, then http://localhost:${port}/ (the mesh's peers must still be reachable from this machine).`
   ].join('\n')

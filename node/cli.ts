@@ -19,7 +19,7 @@ import { parseBytes } from '../core/constants.ts'
 import { startMetricsServer } from './metrics.ts'
 import { startPageServer } from './page-server.ts'
 import type { PageServer } from './page-server.ts'
-import { SERVE_FLAGS, SERVE_USAGE, ServeFlagError, loadTls, parseServeFlags, publicHostOf } from './serve-flags.ts'
+import { SERVE_FLAGS, SERVE_USAGE, ServeFlagError, insecurePageNote, loadTls, parseServeFlags, publicHostOf } from './serve-flags.ts'
 import type { ServeOptions } from './serve-flags.ts'
 
 export class UsageError extends Error {
@@ -70,6 +70,9 @@ commands:
                                       browser tabs to join it (built first if missing or stale; npm start)
              --page-port <port>       the page's port with --serve (default 0: any free port)
              --mesh-secret <secret>   a private mesh (or set REFMESH_MESH_SECRET): the page asks tabs for it
+             --listen <ip>            the address the peers listen on (default 127.0.0.1; 0.0.0.0: every
+                                      interface); the page listens there too unless --page-host says otherwise
+             --page-host, --announce <host>, --tls-cert, --tls-key, --stun, --turn   as for peer
 `
 
 export interface PeerCommandOptions {
@@ -227,9 +230,8 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     process.stdout.write(`refmesh peer ${mesh.peerId}\njoin with:\n${addrs.map(a => `  --bootstrap ${a}`).join('\n')}\n`)
     if (metrics !== undefined) process.stdout.write(`metrics: ${metrics.url}/metrics, state: ${metrics.url}/state.json\n`)
     if (page !== undefined) process.stdout.write(`mesh page: ${page.url}/ (open it in a browser and press Join)\n`)
-    if (page?.url.startsWith('http://') === true && !/^http:\/\/(127\.|localhost|\[::1\])/.test(page.url)) {
-      process.stdout.write('  over http, a tab on another machine is no secure context and cannot join: give --tls-cert and --tls-key, or put an https server in front (README)\n')
-    }
+    const note = page === undefined ? undefined : insecurePageNote(page.url)
+    if (note !== undefined) process.stdout.write(`${note}\n`)
   }
   let stopping = false
   const stop = (): void => {

@@ -104,3 +104,9 @@ export function publicHostOf (serve: ServeOptions): string | undefined {
   // Every interface: name one another machine can use, not 0.0.0.0.
   return Object.values(networkInterfaces()).flat().find(i => i !== undefined && !i.internal && i.family === 'IPv4')?.address
 }
+
+/** A line for a page served over plain http to other machines, whose tabs then cannot join; undefined otherwise. */
+export function insecurePageNote (url: string): string | undefined {
+  if (!url.startsWith('http://') || /^http:\/\/(127\.|localhost[:/]|\[::1\])/.test(url)) return undefined
+  return '  over http, a tab on another machine is no secure context and cannot join: give --tls-cert and --tls-key, or put an https server in front (see README)'
+}

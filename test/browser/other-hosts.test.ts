@@ -101,7 +101,7 @@ test('a tab on another host joins a public peer over https and wss, and an http 
       }
       assert.equal(await page.isDisabled('#join'), true, 'Join is off: it cannot work here')
       const joinError = await page.evaluate(async () => await window.refmesh.join().then(() => 'joined', (err: Error) => `${err.name}: ${err.message}`))
-      assert.match(joinError, /^InsecureContextError: This tab cannot join the mesh: the page came over plain http from/)
+      assert.match(joinError, /^InsecureContextError: This tab cannot join the mesh\. The page came over plain http from/)
     })
     if (tabLog.some(l => l.startsWith('[pageerror]'))) t.diagnostic(tabLog.join('\n'))
   } catch (err) {
