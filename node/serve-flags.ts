@@ -93,14 +93,20 @@ export async function loadTls (tls: ServeOptions['tls']): Promise<TlsFiles | und
   return { cert, key }
 }
 
-/** The host a page URL should name: an announced host, else the first announced address's, else where it listens. */
+/**
+ * The host a page URL should name: where it listens when that is loopback (a
+ * proxy in front, or this machine only); else an announced host, else where it
+ * listens, or for every interface one of this machine's addresses.
+ */
 export function publicHostOf (serve: ServeOptions): string | undefined {
+  const listen = serve.pageHost
+  if (listen === undefined || listen === 'localhost' || listen === '::1' || listen.startsWith('127.')) return undefined
   if (serve.announceHost !== undefined) return serve.announceHost
   for (const addr of serve.announce) {
     const m = /^\/(?:ip4|ip6|dns|dns4|dns6)\/([^/]+)/.exec(addr)
     if (m !== null) return m[1]
   }
-  if (serve.pageHost !== '0.0.0.0' && serve.pageHost !== '::') return serve.pageHost
+  if (listen !== '0.0.0.0' && listen !== '::') return listen
   // Every interface: name one another machine can use, not 0.0.0.0.
   return Object.values(networkInterfaces()).flat().find(i => i !== undefined && !i.internal && i.family === 'IPv4')?.address
 }

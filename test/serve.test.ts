@@ -12,7 +12,8 @@ import { readFile } from 'node:fs/promises'
 import { createMesh, secureWebSockets, withHost } from '../node/index.ts'
 import { startPageServer } from '../node/page-server.ts'
 import type { MeshJson } from '../node/page-server.ts'
-import { loadTls, parseServeFlags, ServeFlagError } from '../node/serve-flags.ts'
+import { loadTls, parseServeFlags, publicHostOf, ServeFlagError } from '../node/serve-flags.ts'
+import type { ServeOptions } from '../node/serve-flags.ts'
 import { browserDialable } from '../browser/dialer.ts'
 import { checkSecureContext, insecureContextMessage } from '../browser/secure-context.ts'
 import { createTestCertificate } from './multihost.ts'
@@ -101,4 +102,12 @@ test('a peer with a certificate and an announced host: wss at that host; its htt
     await mesh.stop()
     await cert.remove()
   }
+})
+
+test('the page URL names the announced host only when the page listens beyond loopback', () => {
+  const flags = (v: Record<string, unknown>): ServeOptions => parseServeFlags(v)
+  assert.equal(publicHostOf(flags({ announce: ['/dns4/mesh.example.org/tcp/4443/tls/ws'] })), undefined, 'a page on loopback (a proxy in front) keeps its own URL')
+  assert.equal(publicHostOf(flags({ 'page-host': '0.0.0.0', announce: ['mesh.example.org'] })), 'mesh.example.org')
+  assert.equal(publicHostOf(flags({ 'page-host': '0.0.0.0', announce: ['/dns4/mesh.example.org/tcp/4001'] })), 'mesh.example.org')
+  assert.equal(publicHostOf(flags({ 'page-host': '192.168.1.5' })), '192.168.1.5')
 })
