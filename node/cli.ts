@@ -153,6 +153,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort = Number(v['page-port'])
     if (!Number.isInteger(pagePort) || pagePort < 0 || pagePort > 65535) throw new UsageError(`--page-port must be a port number, not "${String(v['page-port'])}"`)
   }
+  if (pagePort === undefined && (serve.pageHost !== undefined || serve.iceServers.length > 0)) throw new UsageError('--page-host, --stun and --turn are for the mesh page, which needs --page-port')
   let workers: number | undefined
   if (v.workers !== undefined) {
     workers = Number(v.workers)
