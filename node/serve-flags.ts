@@ -7,6 +7,7 @@
  */
 import { readFile } from 'node:fs/promises'
 import { networkInterfaces } from 'node:os'
+import { createSecureContext } from 'node:tls'
 import type { ParseArgsOptionsConfig } from 'node:util'
 import type { TlsFiles } from './index.ts'
 import type { IceServer } from './page-server.ts'
@@ -90,6 +91,12 @@ export async function loadTls (tls: ServeOptions['tls']): Promise<TlsFiles | und
     throw new Error(`cannot read the TLS ${what} ${file}: ${err.message}`)
   })
   const [cert, key] = await Promise.all([read(tls.certFile, 'certificate'), read(tls.keyFile, 'key')])
+  // Here, with the files named, rather than as a listen failure of libp2p's with a stack trace.
+  try {
+    createSecureContext({ cert, key })
+  } catch (err) {
+    throw new Error(`cannot use the TLS certificate ${tls.certFile} with the key ${tls.keyFile}: ${(err as Error).message.replace(/^error:[0-9A-F]+:[^:]*::/, '')}`)
+  }
   return { cert, key }
 }
 
