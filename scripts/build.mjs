@@ -1,10 +1,11 @@
 #!/usr/bin/env node
 // Builds what the published package runs (plain JavaScript, not TypeScript:
-// Node does not strip types under node_modules). `npm install` in a clone runs
-// it through `prepare`, `npm pack` and installs from git through `prepack`.
+// Node does not strip types under node_modules). npm runs it as `prepare`: on
+// `npm install` in a clone, on `npm pack` and `npm publish`, and when a project
+// installs refmesh from git (only `prepare` runs there, not `prepack`).
 //
-//   dist/{core,node,browser,examples}: JS + .d.ts (tsc -p tsconfig.build.json)
-//   node scripts/build.mjs --page   also dist/page, the mesh page `refmesh peer --page-port` serves
+//   dist/{core,node,browser,examples}  JS + .d.ts (tsc -p tsconfig.build.json, incremental)
+//   dist/page                          the mesh page `refmesh peer --page-port` serves (Vite)
 //
 // Plain .mjs so it runs on any Node npm runs scripts with; sources stay .ts
 // and run directly under type stripping during development.
@@ -59,9 +60,8 @@ for await (const file of jsFiles(DIST)) {
 }
 console.error(`refmesh build: dist/ compiled in ${Math.round(performance.now() - started)} ms`)
 
-if (process.argv.includes('--page')) {
-  const pageStarted = performance.now()
-  const { build } = await import('vite')
-  await build({ configFile: join(ROOT, 'vite.config.ts'), logLevel: 'warn' })
-  console.error(`refmesh build: dist/page built in ${Math.round(performance.now() - pageStarted)} ms`)
-}
+// The installed package has no Vite and no sources to build the page from, so it ships it.
+const pageStarted = performance.now()
+const { build } = await import('vite')
+await build({ configFile: join(ROOT, 'vite.config.ts'), logLevel: 'warn' })
+console.error(`refmesh build: dist/page built in ${Math.round(performance.now() - pageStarted)} ms`)

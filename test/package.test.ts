@@ -76,8 +76,9 @@ let work: string
 let app: string
 let tarball: { filename: string, size: number, files: Array<{ path: string }> }
 let peer: ChildProcess | undefined
-let peerInfo: { peer: string, addrs: string[] }
+let peerInfo: { peer: string, addrs: string[], page: string }
 let peerErr = ''
+let installWarnings = ''
 
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'refmesh-package-'))
@@ -88,11 +89,12 @@ before(async () => {
   await cp(FIXTURE, app, { recursive: true })
   const version = async (pkg: string): Promise<string> => (JSON.parse(await readFile(join(ROOT, 'node_modules', pkg, 'package.json'), 'utf8')) as { version: string }).version
   await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'refmesh-user', private: true, type: 'module' }))
-  ok('npm install', await run('npm', ['install', '--prefer-offline', '--loglevel=error', join(work, tarball.filename),
+  const installed = ok('npm install', await run('npm', ['install', '--prefer-offline', join(work, tarball.filename),
     `vite@${await version('vite')}`, `typescript@${await version('typescript')}`, `@types/node@${await version('@types/node')}`], app, 300_000))
+  installWarnings = installed.stderr
 
   // (3) the peer that the script and the tab join, started as README says.
-  peer = spawn('npx', ['refmesh', 'peer', '--json', '--module', './functions.mjs'], { cwd: app, env: ENV, stdio: ['pipe', 'pipe', 'pipe'] })
+  peer = spawn('npx', ['refmesh', 'peer', '--json', '--module', './functions.mjs', '--page-port', '0'], { cwd: app, env: ENV, stdio: ['pipe', 'pipe', 'pipe'] })
   peer.stderr?.setEncoding('utf8').on('data', (s: string) => { peerErr += s })
   const line = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => { reject(new Error(`npx refmesh peer printed nothing within 60 s: ${peerErr}`)) }, 60_000)
@@ -121,6 +123,23 @@ test('the tarball holds what users run, nothing of test/, and stays under the st
     assert.ok(paths.includes(needed), `${needed} is in the tarball`)
   }
   assert.ok(tarball.size < MAX_TARBALL_BYTES, `${tarball.size} bytes < ${MAX_TARBALL_BYTES}`)
+})
+
+test('installing and running it on a supported Node warns of no engine mismatch', () => {
+  assert.doesNotMatch(installWarnings, /EBADENGINE/, installWarnings)
+  assert.doesNotMatch(peerErr, /EBADENGINE|npm warn/, peerErr)
+})
+
+test('npx refmesh peer --page-port serves the mesh page shipped in the package', async () => {
+  const res = await fetch(`${peerInfo.page}/`)
+  assert.equal(res.status, 200)
+  assert.equal(res.headers.get('cross-origin-embedder-policy'), 'require-corp')
+  const html = await res.text()
+  const script = /<script type="module"[^>]* src="([^"]+)"/.exec(html)?.[1]
+  assert.ok(script !== undefined, html)
+  assert.equal((await fetch(new URL(script, `${peerInfo.page}/`))).status, 200)
+  const mesh = await (await fetch(`${peerInfo.page}/mesh.json`)).json() as { bootstrap?: string[] }
+  assert.ok(JSON.stringify(mesh).includes(peerInfo.peer), JSON.stringify(mesh))
 })
 
 test('a plain .mjs script: two meshes, a call, 4 MiB by reference, and a call on the npx peer', async () => {
