@@ -33,6 +33,8 @@ async function newest (path: string): Promise<number> {
 export async function pageIsStale (): Promise<boolean> {
   const built = (await stat(join(OUT, 'index.html')).catch(() => undefined))?.mtimeMs
   if (built === undefined) return true
+  // An installed package: its page is what it shipped (core/ is there too, for PROTOCOL.md, and newer).
+  if (await stat(CONFIG).catch(() => undefined) === undefined) return false
   for (const source of SOURCES) if (await newest(join(ROOT, source)) > built) return true
   return false
 }
