@@ -79,6 +79,8 @@ let peer: ChildProcess | undefined
 let peerInfo: { peer: string, addrs: string[], page: string }
 let peerErr = ''
 let installWarnings = ''
+let typeCheck: Promise<Run> | undefined
+let viteBuild: Promise<Run> | undefined
 
 before(async () => {
   work = await mkdtemp(join(tmpdir(), 'refmesh-package-'))
@@ -92,6 +94,9 @@ before(async () => {
   const installed = ok('npm install', await run('npm', ['install', '--prefer-offline', join(work, tarball.filename),
     `vite@${await version('vite')}`, `typescript@${await version('typescript')}`, `@types/node@${await version('@types/node')}`], app, 300_000))
   installWarnings = installed.stderr
+  // The type check and the app's build only read the installed package: they run while the peer starts and the script runs.
+  typeCheck = run(process.execPath, [join(app, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', '.', '--pretty', 'false'], app, 240_000)
+  viteBuild = run(process.execPath, [join(app, 'node_modules/vite/bin/vite.js'), 'build'], app, 240_000)
 
   // (3) the peer that the script and the tab join, started as README says.
   peer = spawn('npx', ['refmesh', 'peer', '--json', '--module', './functions.mjs', '--page-port', '0'], { cwd: app, env: ENV, stdio: ['pipe', 'pipe', 'pipe'] })
@@ -105,6 +110,7 @@ before(async () => {
 })
 
 after(async () => {
+  await Promise.allSettled([typeCheck, viteBuild]) // started in before(); never left running
   if (peer !== undefined && peer.exitCode === null) {
     const exited = new Promise(resolve => peer?.once('exit', resolve))
     peer.stdin?.end() // the CLI stops when its stdin closes
@@ -154,8 +160,9 @@ test('a plain .mjs script: two meshes, a call, 4 MiB by reference, and a call on
 })
 
 test('TypeScript: fn<typeof f>(name).remote(...) takes the right argument types and rejects a wrong one', async () => {
-  // One tsc run over both files (tsc is slow here): typed.ts must be clean, typed-wrong.ts must fail exactly where the string goes.
-  const r = await run(process.execPath, [join(app, 'node_modules/typescript/bin/tsc'), '--noEmit', '-p', '.', '--pretty', 'false'], app, 180_000)
+  // One tsc run over both files (tsc is slow here; started in before()): typed.ts must be clean, typed-wrong.ts must fail exactly where the string goes.
+  assert.ok(typeCheck !== undefined)
+  const r = await typeCheck
   const errors = r.stdout.split('\n').filter(l => l.includes('error TS'))
   assert.deepEqual(errors.filter(e => !e.startsWith('typed-wrong.ts')), [], `typed.ts type-checks against the shipped declarations:\n${r.stdout}${r.stderr}`)
   assert.equal(errors.length, 1, r.stdout + r.stderr)
@@ -164,7 +171,8 @@ test('TypeScript: fn<typeof f>(name).remote(...) takes the right argument types 
 })
 
 test('a Vite app imports refmesh/browser; its Chromium tab joins the npx peer, calls there and pulls 4 MiB', async () => {
-  const built = ok('vite build', await run(process.execPath, [join(app, 'node_modules/vite/bin/vite.js'), 'build'], app, 180_000))
+  assert.ok(viteBuild !== undefined)
+  const built = ok('vite build', await viteBuild)
   // Vite swaps a `node:` import for an empty stub and only warns: refmesh/browser must reach none.
   assert.doesNotMatch(built.stdout + built.stderr, /externalized for browser compatibility|node:/, built.stdout + built.stderr)
   const bundle = await readFile(join(app, 'web-dist', 'index.html'), 'utf8')
