@@ -26,6 +26,13 @@ export interface ChaosOptions {
   job: Pick<MapReduceOptions, 'maps' | 'reduces' | 'shardBytes' | 'seed'>
   /** more `refmesh peer` options for every peer (e.g. --inline-threshold) */
   peerArgs?: string[]
+  /**
+   * Kill on the clock, whatever the replacements' start-up takes: replacements start in
+   * the background, and a kill waits only while no more than this many peers are alive.
+   * Without it each kill waits for the previous victim's replacement to join (on a loaded
+   * machine that takes tens of seconds, so kills come that much further apart).
+   */
+  keepAlive?: number
   /** progress lines */
   log?: (line: string) => void
 }
@@ -47,6 +54,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   let caller: Mesh | undefined
   let stopChaos = false
   let chaos: Promise<void> = Promise.resolve()
+  /** replacements starting in the background (keepAlive) */
+  const joining: Array<Promise<void>> = []
   try {
     peers.push(...await spawnPeers(options.peers, { module: MODULE, timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs }))
     caller = await createMesh({ bootstrap: [peers[0].addrs[0]] })
@@ -55,9 +64,19 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     const started = performance.now()
     const kills: ChaosResult['kills'] = []
     let wake: () => void = () => {}
+    let joined: () => void = () => {}
+    const bootstrap = mesh.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/tcp/') && !a.includes('/ws'))
+    const replace = async (): Promise<void> => {
+      // In the background the first peer may be dead by the time this one starts: join through the driver.
+      const fresh = await spawnPeer({ module: MODULE, bootstrap: options.keepAlive === undefined ? [peers[0].addrs[0]] : bootstrap, timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs })
+      peers.push(fresh)
+      log(`${Math.round(performance.now() - started)} ms: ${fresh.peer.slice(-6)} joined`)
+      joined()
+    }
     chaos = (async () => {
       for (let k = 0; k < options.kills && !stopChaos; k++) {
         await new Promise<void>(resolve => { wake = resolve; setTimeout(resolve, options.everyMs) })
+        while (options.keepAlive !== undefined && peers.length <= options.keepAlive && !stopChaos) await new Promise<void>(resolve => { wake = resolve; joined = resolve })
         if (stopChaos) return
         const victim = peers[Math.floor(Math.random() * peers.length)]
         peers.splice(peers.indexOf(victim), 1)
@@ -65,9 +84,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         await victim.kill('SIGKILL')
         kills.push({ atMs: Math.round(performance.now() - started), peer: victim.peer })
         log(`${kills[kills.length - 1].atMs} ms: killed ${victim.peer.slice(-6)}`)
-        const fresh = await spawnPeer({ module: MODULE, bootstrap: [peers[0].addrs[0]], timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs })
-        peers.push(fresh)
-        log(`${Math.round(performance.now() - started)} ms: ${fresh.peer.slice(-6)} joined`)
+        if (options.keepAlive === undefined) await replace()
+        else joining.push(replace().catch((err: Error) => { log(`a replacement did not start: ${err.message}`) }))
       }
     })()
     let result: MapReduceResult
@@ -77,6 +95,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       stopChaos = true
       wake()
       await chaos
+      await Promise.all(joining)
     }
     const reconstructions = mesh.stats().calls.reconstructions
     log(`MapReduce done in ${Math.round(result.elapsedMs)} ms after ${kills.length} kill(s); lineage ran ${reconstructions} call(s) again`)
@@ -94,6 +113,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   } finally {
     stopChaos = true
     await chaos.catch(() => {})
+    await Promise.all(joining)
     await caller?.stop()
     await stopAll([...peers, ...dead])
   }
@@ -110,6 +130,8 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     everyMs: 2_000,
     job: { maps: Number(process.env.CHAOS_MAPS ?? 96), reduces: 8, shardBytes: 1024 * 1024, seed: 11 },
     peerArgs: inline === undefined ? undefined : ['--inline-threshold', inline],
+    // CHAOS_KEEP_ALIVE=3: kill every 2 s whatever start-up takes, keeping at least 3 peers up.
+    keepAlive: process.env.CHAOS_KEEP_ALIVE === undefined ? undefined : Number(process.env.CHAOS_KEEP_ALIVE),
     log: line => { console.log(line) }
   })
   const same = out.result.digest === out.expected.digest && out.result.totalWords === out.expected.totalWords
