@@ -26,7 +26,7 @@ import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
 import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost } from './actors.ts'
 import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
-import { MeshAuth } from './auth.ts'
+import { AUTH_PROTOCOL, MeshAuth, NotAMemberError } from './auth.ts'
 import { PeerQuotas } from './quota.ts'
 import type { QuotaLimits } from './quota.ts'
 import { Executor } from './executor.ts'
@@ -190,6 +190,8 @@ export interface MeshStats {
   /** peers caught misbehaving, by peer (see `Mesh.suspects()`) */
   suspects: Record<string, SuspectRecord>
   functions: string[]
+  /** names this peer publishes, with the size of each object (when this peer holds it) */
+  names: Array<{ name: string, bytes?: number }>
   /** peers known and alive */
   peers: string[]
   membership: Array<{ peer: string, liveness: Liveness, connected: boolean }>
@@ -852,8 +854,23 @@ export class Mesh {
     // In a private mesh a peer that fails the challenge (a wrong secret, here or there) is known
     // at once; waiting for its hello would only run out the clock.
     await this.auth?.admit(peer, signal)
-    await this.waitForPeer(peer, { signal })
+    try {
+      await this.waitForPeer(peer, { signal })
+    } catch (err) {
+      // A private mesh's peer says Hello only to peers that answer its challenge, which one without the secret cannot.
+      if (this.auth === undefined && await this.speaks(peer, AUTH_PROTOCOL)) throw new NotAMemberError(`${peer} is in a private mesh, and this peer has no mesh secret`)
+      throw err
+    }
     return peer
+  }
+
+  /** Whether `peer` said (through identify) that it handles `protocol`. */
+  private async speaks (peer: string, protocol: string): Promise<boolean> {
+    try {
+      return (await this.libp2p.peerStore.get(peerIdFromString(peer))).protocols.includes(protocol)
+    } catch {
+      return false
+    }
   }
 
   /** Resolves when `peer` has said Hello (or at once if it already has). */
@@ -902,6 +919,7 @@ export class Mesh {
       quotas: { ...this.quotas.refused },
       suspects: this.suspects(),
       functions: this.executor.names(),
+      names: [...this.published].map(([name, ref]) => ({ name, bytes: this.store.get(ref.key)?.manifest.size })),
       peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
       membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))
     }

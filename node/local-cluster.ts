@@ -43,7 +43,8 @@ export interface SpawnPeerOptions {
 }
 
 export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
-  const args = [opts.entry ?? CLI, 'peer', '--json', '--listen', opts.listen ?? '/ip4/127.0.0.1/tcp/0']
+  // The peer stops when its stdin, a pipe from this process, ends: at stop(), or when this process dies, however.
+  const args = [opts.entry ?? CLI, 'peer', '--json', '--stop-on-stdin-end', '--listen', opts.listen ?? '/ip4/127.0.0.1/tcp/0']
   if (opts.module !== undefined) args.push('--module', opts.module)
   for (const m of opts.workerModules ?? []) args.push('--worker-module', m)
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers))
