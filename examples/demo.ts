@@ -20,6 +20,7 @@
  * even when it is killed with SIGKILL.
  */
 import { parseArgs } from 'node:util'
+import type { ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createMesh } from '../node/index.ts'
 import type { Mesh, MeshStats } from '../node/index.ts'
@@ -34,7 +35,8 @@ import type { MapReduceOptions, Stage } from './mapreduce.ts'
 
 const MODULE = fileURLToPath(new URL('./mapreduce.ts', import.meta.url))
 const PEERS = 3
-const JOIN_TIMEOUT_MS = 20_000
+/** how long a peer may take to start and join: a peer starts in about a second, but a busy 2-core machine takes 20 s and more */
+const JOIN_TIMEOUT_MS = 60_000
 /** where the peers of a served mesh listen besides TCP: tabs reach Node peers over WebSockets or WebRTC-direct only */
 const BROWSER_LISTEN = ['/ip4/127.0.0.1/tcp/0/ws', '/ip4/127.0.0.1/udp/0/webrtc-direct']
 const DRIVER_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
@@ -211,7 +213,9 @@ export async function runDemo (argv: string[]): Promise<void> {
     process.stderr.write(`\n${reason}: stopping the peers...\n`)
     interrupt.abort(new Error(`stopped: ${reason}`))
   }
-  const stopListening = onStopRequest(requestStop, { parent: true, onForce: () => { for (const p of peers) p.child.kill('SIGKILL') } })
+  /** every peer process, from its spawn: a second signal kills those still starting too */
+  const children = new Set<ChildProcess>()
+  const stopListening = onStopRequest(requestStop, { parent: true, onForce: () => { for (const child of children) child.kill('SIGKILL') } })
   /** A peer that exits before the demo stops it ends the demo: a signal to it is a signal to the demo. */
   const watch = (p: PeerProcess): void => {
     p.child.once('exit', (code, sig) => {
@@ -245,7 +249,7 @@ export async function runDemo (argv: string[]): Promise<void> {
     const listen = options.serve ? BROWSER_LISTEN.flatMap(addr => ['--listen', addr]) : []
     const spawn = async (bootstrap: string[], args: string[] = []): Promise<PeerProcess> => {
       const env = options.secret === undefined ? undefined : { REFMESH_MESH_SECRET: options.secret }
-      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, args: [...listen, ...args], env })
+      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, args: [...listen, ...args], env, onSpawn: child => children.add(child) })
       starting.push(spawned.catch(() => {}))
       const p = await spawned
       peers.push(p)
@@ -310,6 +314,9 @@ export async function runDemo (argv: string[]): Promise<void> {
   } finally {
     stopping = true
     await driver?.stop().catch((err: Error) => { process.stderr.write(`stopping the driver: ${err.message}\n`) })
+    // Peers still starting get SIGTERM: one still loading its modules dies of it at once,
+    // one further on stops as soon as its start allows.
+    for (const child of children) if (!peers.some(p => p.child === child)) child.kill('SIGTERM')
     await Promise.allSettled(starting)
     await Promise.allSettled(peers.map(async p => await p.stop()))
     stopListening()

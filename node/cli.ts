@@ -20,7 +20,7 @@ import { startMetricsServer } from './metrics.ts'
 import { startPageServer } from './page-server.ts'
 import type { PageServer } from './page-server.ts'
 import { UsageError, checkMultiaddr, describeError, oneLine } from './cli-errors.ts'
-import { serveUntilStopped } from './shutdown.ts'
+import { SHUTDOWN_DEFAULTS, serveUntilStopped, within } from './shutdown.ts'
 
 export { UsageError }
 
@@ -199,14 +199,15 @@ export async function loadModule (mesh: Mesh, file: string): Promise<void> {
 export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> = {}): Promise<void> {
   const opts = parsePeerArgs(argv)
   // Stop requests are heard from the start (a start can take seconds): one that comes
-  // while the peer starts waits for the start to end, then closes what it opened.
+  // while the peer starts gives the start a moment to end, then closes what it opened
+  // (a service manager must not wait out a 15 s bootstrap).
   const closers: Array<() => Promise<unknown>> = []
   const closeAll = async (): Promise<void> => { await Promise.all(closers.splice(0).map(async close => await close())) }
   let starting: Promise<unknown> = Promise.resolve()
   let stopRequested = false
-  serveUntilStopped(async () => {
+  const stopListening = serveUntilStopped(async () => {
     stopRequested = true
-    await starting.catch(() => {})
+    await within(starting.catch(() => {}), SHUTDOWN_DEFAULTS.startGraceMs)
     await closeAll()
   }, { stdin: opts.stopOnStdinEnd })
   const start = async (): Promise<{ mesh: Mesh, metrics?: { url: string }, page?: PageServer }> => {
@@ -237,6 +238,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
   try {
     started = await startup
   } catch (err) {
+    stopListening()
     await closeAll().catch(() => {})
     throw err
   }
@@ -438,10 +440,10 @@ export async function runShare (argv: string[]): Promise<void> {
   let mesh: Mesh | undefined
   let starting: Promise<Mesh> | undefined
   // Heard from the start, as for peer: a stop while the mesh starts waits for it, then stops it.
-  serveUntilStopped(async () => {
+  const stopListening = serveUntilStopped(async () => {
     stopping = true
     interrupted.abort(new Error('interrupted'))
-    const started = mesh ?? await starting?.catch(() => undefined)
+    const started = mesh ?? await within(starting?.catch(() => undefined) ?? Promise.resolve(undefined), SHUTDOWN_DEFAULTS.startGraceMs)
     started?.unpublish(opts.name)
     await started?.stop()
   }, { stdin: opts.stopOnStdinEnd })
@@ -453,7 +455,12 @@ export async function runShare (argv: string[]): Promise<void> {
     spillDir: opts.spillDir,
     secret: opts.secret
   })
-  mesh = await starting
+  try {
+    mesh = await starting
+  } catch (err) {
+    stopListening()
+    throw err
+  }
   if (stopping) return
   const started = performance.now()
   const progress = byteProgress(`reading ${basename(opts.file)}`)
@@ -473,6 +480,7 @@ export async function runShare (argv: string[]): Promise<void> {
     file.destroy()
     // Stopping already: the handler above exits once the mesh has stopped.
     if (interrupted.signal.aborted) return
+    stopListening()
     await mesh.stop()
     throw new Error(`share: reading "${opts.file}" into the mesh failed: ${(err as Error).message}`)
   } finally {

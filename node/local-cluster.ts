@@ -40,6 +40,8 @@ export interface SpawnPeerOptions {
   netns?: string
   /** the address to listen on; loopback by default */
   listen?: string
+  /** called with the process as soon as it is spawned, before it is ready (to kill it however its start ends) */
+  onSpawn?: (child: ChildProcess) => void
 }
 
 export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
@@ -55,6 +57,7 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
   // `ip netns exec` execs the command in place, so the child's pid is the peer's and a kill reaches it.
   const [command, argv] = opts.netns === undefined ? [process.execPath, args] : ['ip', ['netns', 'exec', opts.netns, process.execPath, ...args]]
   const child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...MALLOC_ENV, ...opts.env } })
+  opts.onSpawn?.(child)
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-20_000) })
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))

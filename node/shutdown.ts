@@ -28,8 +28,20 @@ export interface StopRequestInit {
 export const SHUTDOWN_DEFAULTS = {
   parentPollMs: 500,
   /** how long a peer may take to stop before it exits anyway; systemd waits 90 s by default */
-  deadlineMs: 10_000
+  deadlineMs: 10_000,
+  /** how long a stop asked for while the peer starts waits for the start (a bootstrap can take 15 s) */
+  startGraceMs: 2_000
 } as const
+
+/** `promise`'s value, or undefined once `ms` have passed. */
+export async function within<T> (promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: ReturnType<typeof setTimeout> | undefined
+  try {
+    return await Promise.race([promise, new Promise<undefined>(resolve => { timer = setTimeout(() => resolve(undefined), ms) })])
+  } finally {
+    clearTimeout(timer)
+  }
+}
 
 /**
  * Calls `stop(reason)` once, at the first request to stop; a second signal
