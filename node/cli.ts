@@ -553,7 +553,7 @@ export async function runFetch (argv: string[]): Promise<void> {
       throw err
     }
     const publisher = ref.owner
-    const before = mesh.stats().trafficByPeer
+    const { trafficByPeer: before, transfer: { duplicateChunks: duplicatesBefore } } = mesh.stats()
     const progress = byteProgress(`fetching ${opts.name}`)
     let total = -1
     let written = 0
@@ -579,7 +579,7 @@ export async function runFetch (argv: string[]): Promise<void> {
       .filter(p => p.bytes > 0)
       .sort((a, b) => b.bytes - a.bytes)
     process.stdout.write(`fetched "${opts.name}": ${written} bytes (${mib(written)}) to ${opts.out} in ${seconds.toFixed(1)} s\n`)
-    if (from.length > 0) process.stdout.write(chunkSources(from, written, publisher))
+    if (from.length > 0) process.stdout.write(chunkSources(from, publisher, mesh.stats().transfer.duplicateChunks - duplicatesBefore))
   } catch (err) {
     await file?.close().catch(() => {})
     await unlink(partial).catch(() => {})
@@ -593,18 +593,18 @@ export async function runFetch (argv: string[]): Promise<void> {
 }
 
 /**
- * Where a fetch's chunks came from, by peer. Near the end a pull asks for the
- * last chunks from more than one holder, so the bytes received can exceed the
- * file: the table says so rather than let the sum puzzle a reader.
+ * Where a fetch's chunks came from, by peer, counted on the wire (frames
+ * included). Near the end a pull asks for the last chunks from more than one
+ * holder, so some arrive twice: the table counts both copies and says so,
+ * rather than let a sum above the file's size puzzle a reader.
  */
-export function chunkSources (from: Array<{ peer: string, bytes: number }>, size: number, publisher: string): string {
+export function chunkSources (from: Array<{ peer: string, bytes: number }>, publisher: string, duplicateChunks: number): string {
   const received = from.reduce((n, p) => n + p.bytes, 0)
-  const extra = received - size
-  const sum = extra > 0
-    ? `${mib(received)} in all, ${mib(extra)} more than the file: duplicates of the last chunks, asked of a second peer to finish sooner`
-    : `${mib(received)} in all`
   const rows = from.map(p => `  ${p.peer}  ${mib(p.bytes).padStart(10)}${p.peer === publisher ? '  (the publisher)' : ''}\n`)
-  return `chunks received from ${from.length} peer(s) (${sum}):\n${rows.join('')}`
+  const twice = duplicateChunks === 0
+    ? ''
+    : `${duplicateChunks} chunk(s) came twice, and count twice above: the last chunks are asked of a second peer as well, to finish sooner\n`
+  return `chunks received from ${from.length} peer(s), ${mib(received)} on the wire:\n${rows.join('')}${twice}`
 }
 
 /** The part of USAGE about one command, for `refmesh <command> --help`. */

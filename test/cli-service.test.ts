@@ -251,7 +251,7 @@ test('the peer (README\'s systemd command line) and the sharer, stdin from /dev/
   const fetched = await inProcess('fetch', 'service/data.bin', out, '--bootstrap', peerAddr, '--mesh-secret', SECRET)
   assert.equal(fetched.code, 0, fetched.stderr)
   assert.ok(shared.equals(await readFile(out)), 'the fetched file equals the shared one')
-  assert.match(fetched.stdout, new RegExp(`chunks received from \\d peer\\(s\\) \\([\\d.]+ MiB in all[^)]*\\):\\n(  \\w+ +[\\d.]+ MiB.*\\n)*  ${sharerId} +[\\d.]+ MiB  \\(the publisher\\)\\n`))
+  assert.match(fetched.stdout, new RegExp(`chunks received from \\d peer\\(s\\), [\\d.]+ MiB on the wire:\\n(  \\w+ +[\\d.]+ MiB.*\\n)*  ${sharerId} +[\\d.]+ MiB  \\(the publisher\\)\\n`))
 
   const status = await inProcess('status', '--bootstrap', peerAddr, '--mesh-secret', SECRET)
   assert.equal(status.code, 0, status.stderr)

@@ -79,7 +79,7 @@ test('a file shared by name in one process is fetched byte for byte by another; 
       // Not a terminal: plain percentage lines, ending at 100%.
       assert.match(fetched.stderr, /fetching test\/data\.bin: 100% \(12\.0 MiB of 12\.0 MiB\)\n$/)
       assert.match(fetched.stdout, new RegExp(`fetched "test/data.bin": ${bytes.byteLength} bytes`))
-      assert.match(fetched.stdout, new RegExp(`chunks received from 1 peer\\(s\\) \\(12\\.0 MiB in all\\):\n  ${sharer.peer} +12\\.0 MiB  \\(the publisher\\)`))
+      assert.match(fetched.stdout, new RegExp(`chunks received from 1 peer\\(s\\), 12\\.0 MiB on the wire:\n  ${sharer.peer} +12\\.0 MiB  \\(the publisher\\)\n$`))
 
       const missing = await refmesh('fetch', 'no/such/name', join(dir, 'missing.bin'), '--bootstrap', addr, '--timeout', '2')
       assert.equal(missing.code, 1)
