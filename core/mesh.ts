@@ -247,6 +247,8 @@ export class Mesh {
   private readonly actors = new ActorHost(() => this.peerId)
   /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
   private readonly actorOf = new Map<string, ActorDesc>()
+  /** public peers only: peers that challenged this one to prove a mesh secret (they are in a private mesh) */
+  private readonly challengedBy = new Set<string>()
   /** names this peer publishes, each holding a handle of its own */
   private readonly published = new Map<string, Ref>()
   /** per actor instance: settles when this peer's latest call to it has been sent */
@@ -366,6 +368,14 @@ export class Mesh {
     if (this.started) return
     this.started = true
     await this.auth?.start()
+    if (this.auth === undefined) {
+      // A public peer refuses a private mesh's challenge, but notes who sent it: connect()
+      // can then say at once why that peer will never greet this one.
+      await this.libp2p.handle(AUTH_PROTOCOL, (stream, connection) => {
+        this.challengedBy.add(connection.remotePeer.toString())
+        stream.abort(new NotAMemberError('this peer is not in a private mesh'))
+      }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
+    }
     // Gossip relayed by a peer that has not proved the secret never enters a private mesh,
     // and a peer relaying far more than the mesh makes is ignored, then hung up on.
     this.pubsub?.topicValidators?.set(STATE_TOPIC, (from: { toString(): string }) => {
@@ -392,6 +402,7 @@ export class Mesh {
     await this.channels.stop()
     await this.transfer.stop()
     await this.auth?.stop()
+    if (this.auth === undefined) await this.libp2p.unhandle(AUTH_PROTOCOL).catch(() => {})
     await this.executor.close()
   }
 
@@ -854,23 +865,17 @@ export class Mesh {
     // In a private mesh a peer that fails the challenge (a wrong secret, here or there) is known
     // at once; waiting for its hello would only run out the clock.
     await this.auth?.admit(peer, signal)
-    try {
-      await this.waitForPeer(peer, { signal })
-    } catch (err) {
-      // A private mesh's peer says Hello only to peers that answer its challenge, which one without the secret cannot.
-      if (this.auth === undefined && await this.speaks(peer, AUTH_PROTOCOL)) throw new NotAMemberError(`${peer} is in a private mesh, and this peer has no mesh secret`)
-      throw err
-    }
+    // A private mesh's peer says Hello only to peers that answer its challenge, which one without the secret cannot.
+    const challenged = new Promise<never>((_resolve, reject) => {
+      const check = (): void => {
+        if (this.challengedBy.has(peer)) reject(new NotAMemberError(`${peer} is in a private mesh, and this peer has no mesh secret`))
+        else if (signal?.aborted !== true && !this.membership.isAlive(peer)) setTimeout(check, 50)
+      }
+      check()
+    })
+    challenged.catch(() => {})
+    await Promise.race([this.waitForPeer(peer, { signal }), challenged])
     return peer
-  }
-
-  /** Whether `peer` said (through identify) that it handles `protocol`. */
-  private async speaks (peer: string, protocol: string): Promise<boolean> {
-    try {
-      return (await this.libp2p.peerStore.get(peerIdFromString(peer))).protocols.includes(protocol)
-    } catch {
-      return false
-    }
   }
 
   /** Resolves when `peer` has said Hello (or at once if it already has). */

@@ -55,9 +55,11 @@ export function explainJoinFailure (addr: string, err: Error, waitedMs: number, 
   const code = (err as { code?: string }).code
   const at = `--bootstrap ${addr}`
   if (err.name === 'NotAMemberError') {
-    if (/could not negotiate \/refmesh\/auth/.test(message)) return `${at}: that peer's mesh is not private, but this one was given a mesh secret; drop --mesh-secret (or unset REFMESH_MESH_SECRET)`
     if (/no mesh secret/.test(message)) return `${at}: that peer is in a private mesh; give its secret with --mesh-secret or REFMESH_MESH_SECRET`
-    return `${at}: that peer's mesh secret differs from this one's${secret ? '' : ' (this one has none)'}; check --mesh-secret or REFMESH_MESH_SECRET on both`
+    if (/wrong answer/.test(message) || !secret) return `${at}: that peer's mesh secret differs from this one's; check --mesh-secret or REFMESH_MESH_SECRET on both`
+    if (/within \d+ ms/.test(message)) return `${at}: that peer did not answer the mesh-secret challenge within ${seconds(waitedMs)}; check that it is in this private mesh (the same --mesh-secret)`
+    // It refused the challenge (an older peer: could not negotiate it): a public peer.
+    return `${at}: that peer's mesh is not private, but this one was given a mesh secret; drop --mesh-secret (or unset REFMESH_MESH_SECRET)`
   }
   if (code === 'ECONNREFUSED') return `${at}: nothing listens there (connection refused); check the port, and that the peer is running`
   if (code === 'EHOSTUNREACH' || code === 'ENETUNREACH') return `${at}: no route to that host (${code}); check the address, and this machine's network`

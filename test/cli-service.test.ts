@@ -73,7 +73,12 @@ async function inProcess (...args: string[]): Promise<{ code: number, stdout: st
   let stdout = ''
   let stderr = ''
   const [out, err] = [process.stdout.write, process.stderr.write]
-  process.stdout.write = ((chunk: string | Uint8Array) => { stdout += chunk.toString(); return true }) as typeof process.stdout.write
+  // The command writes strings; the test runner reports results on this process's stdout as bytes, and those must get through.
+  process.stdout.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    if (typeof chunk !== 'string') return (out as (...a: unknown[]) => boolean).call(process.stdout, chunk, ...rest)
+    stdout += chunk
+    return true
+  }) as typeof process.stdout.write
   process.stderr.write = ((chunk: string | Uint8Array) => { stderr += chunk.toString(); return true }) as typeof process.stderr.write
   try {
     return { code: await main(args), stdout, stderr }
@@ -157,7 +162,8 @@ test('each mistake a volunteer can make gets one line naming the input and what 
       [['status', '--bootstrap', `/ip4/127.0.0.1/tcp/${httpPort}/p2p/${peerId}`], 1, new RegExp(`--bootstrap /ip4/127\\.0\\.0\\.1/tcp/${httpPort}/p2p/\\w+: something answers there, but not a libp2p peer \\(an HTTP server or another service\\?\\); check the port`)],
       [['peer', '--listen', '/ip4/192.0.2.1/tcp/0'], 1, /--listen \/ip4\/192\.0\.2\.1\/tcp\/0: this machine has no address 192\.0\.2\.1 \(it has [^)]*127\.0\.0\.1[^)]*\); listen on one of those, or on 0\.0\.0\.0 for all/],
       [['status', '--bootstrap', peerAddr, '--mesh-secret', 'not-the-secret'], 1, /: that peer's mesh secret differs from this one's; check --mesh-secret or REFMESH_MESH_SECRET on both/],
-      [['status', '--bootstrap', peerAddr, '--timeout', '3'], 1, /: that peer is in a private mesh; give its secret with --mesh-secret or REFMESH_MESH_SECRET/],
+      // Long enough for the connection and identify on a busy machine: the peer's protocols are what tell.
+      [['status', '--bootstrap', peerAddr, '--timeout', '10'], 1, /: that peer is in a private mesh; give its secret with --mesh-secret or REFMESH_MESH_SECRET/],
       [['demo', '--maps', 'many'], 2, /demo: --maps must be a whole number from 1 to 1000, not "many" \(refmesh demo --help lists the options\)/]
     ]
     for (const [args, status, message] of cases) {
