@@ -21,6 +21,8 @@ import { startPageServer } from './page-server.ts'
 import type { PageServer } from './page-server.ts'
 import { UsageError, checkMultiaddr, describeError, oneLine } from './cli-errors.ts'
 import { SHUTDOWN_DEFAULTS, serveUntilStopped, within } from './shutdown.ts'
+import { SERVE_FLAGS, SERVE_USAGE, ServeFlagError, insecurePageNote, loadTls, parseServeFlags, publicHostOf } from './serve-flags.ts'
+import type { ServeOptions } from './serve-flags.ts'
 
 export { UsageError }
 
@@ -45,7 +47,7 @@ commands:
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
-                                      built first if missing or stale); it listens on --metrics-host
+                                      built first if missing or stale)${SERVE_USAGE}
              --mesh-secret <secret>   a private mesh: only peers that prove this secret talk refmesh with
                                       this one (or set REFMESH_MESH_SECRET, which keeps it out of ps)
              --json                   print one JSON line {peer, addrs} when ready
@@ -75,6 +77,9 @@ commands:
                                       to join it (built first if missing or stale; npm start)
              --page-port <port>       the page's port with --serve (default 0: any free port)
              --mesh-secret <secret>   a private mesh (or set REFMESH_MESH_SECRET): the page asks tabs for it
+             --listen <ip>            the address the peers listen on (default 127.0.0.1; 0.0.0.0: every
+                                      interface); the page listens there too unless --page-host says otherwise
+             --page-host, --announce <host>, --tls-cert, --tls-key, --stun, --turn   as for peer
 `
 
 export interface PeerCommandOptions {
@@ -96,6 +101,8 @@ export interface PeerCommandOptions {
   json: boolean
   /** stop at the end of stdin, not only on SIGINT or SIGTERM */
   stopOnStdinEnd: boolean
+  /** --page-host, --announce, --tls-cert/--tls-key, --stun/--turn (node/serve-flags.ts) */
+  serve: ServeOptions
 }
 
 function parse (argv: string[], options: ParseArgsOptionsConfig): Record<string, string | boolean | Array<string | boolean> | undefined> {
@@ -135,8 +142,15 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'no-swarm': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
     json: { type: 'boolean', default: false },
-    'stop-on-stdin-end': { type: 'boolean', default: false }
+    'stop-on-stdin-end': { type: 'boolean', default: false },
+    ...SERVE_FLAGS
   })
+  let serve: ServeOptions
+  try {
+    serve = parseServeFlags(v)
+  } catch (err) {
+    throw err instanceof ServeFlagError ? new UsageError(err.message) : err
+  }
   const secret = v['mesh-secret'] as string | undefined ?? process.env.REFMESH_MESH_SECRET
   if (secret !== undefined && secret.length === 0) throw new UsageError('--mesh-secret must not be empty')
   let metricsPort: number | undefined
@@ -149,6 +163,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort = Number(v['page-port'])
     if (!Number.isInteger(pagePort) || pagePort < 0 || pagePort > 65535) throw new UsageError(`--page-port must be a port number, not "${String(v['page-port'])}"`)
   }
+  if (pagePort === undefined && (serve.pageHost !== undefined || serve.iceServers.length > 0)) throw new UsageError('--page-host, --stun and --turn are for the mesh page, which needs --page-port')
   let workers: number | undefined
   if (v.workers !== undefined) {
     workers = Number(v.workers)
@@ -167,6 +182,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
   if (v['no-spill'] === true && v['spill-dir'] !== undefined) throw new UsageError('--no-spill and --spill-dir contradict each other')
   for (const addr of v.listen as string[] ?? []) checkMultiaddr('--listen', addr)
   for (const addr of v.bootstrap as string[] ?? []) checkMultiaddr('--bootstrap', addr)
+  for (const addr of serve.announce) checkMultiaddr('--announce', addr)
   return {
     listen: v.listen as string[] ?? [],
     bootstrap: v.bootstrap as string[] ?? [],
@@ -184,7 +200,8 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     swarm: v['no-swarm'] !== true,
     secret,
     json: v.json === true,
-    stopOnStdinEnd: v['stop-on-stdin-end'] === true
+    stopOnStdinEnd: v['stop-on-stdin-end'] === true,
+    serve
   }
 }
 
@@ -211,9 +228,13 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     await closeAll()
   }, { stdin: opts.stopOnStdinEnd })
   const start = async (): Promise<{ mesh: Mesh, metrics?: { url: string }, page?: PageServer }> => {
+    const tls = await loadTls(opts.serve.tls)
     const mesh = await createMesh({
       ...extra,
       listen: opts.listen.length > 0 ? opts.listen : undefined,
+      announce: opts.serve.announce,
+      announceHost: opts.serve.announceHost,
+      tls,
       bootstrap: opts.bootstrap,
       identityFile: opts.identity,
       store: { capacity: opts.storeCapacity, spillCapacity: opts.spillCapacity },
@@ -228,7 +249,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     if (opts.module !== undefined) await loadModule(mesh, opts.module)
     const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })
     if (metrics !== undefined) closers.push(async () => await metrics.close())
-    const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, opts.metricsHost)
+    const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, { ...opts.serve, pageHost: opts.serve.pageHost ?? opts.metricsHost }, tls)
     if (page !== undefined) closers.push(async () => await page.close())
     return { mesh, metrics, page }
   }
@@ -251,14 +272,24 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     process.stdout.write(`refmesh peer ${mesh.peerId}\njoin with:\n${addrs.map(a => `  --bootstrap ${a}`).join('\n')}\n`)
     if (metrics !== undefined) process.stdout.write(`metrics: ${metrics.url}/metrics, state: ${metrics.url}/state.json\n`)
     if (page !== undefined) process.stdout.write(`mesh page: ${page.url}/ (open it in a browser and press Join)\n`)
+    const note = page === undefined ? undefined : insecurePageNote(page.url)
+    if (note !== undefined) process.stdout.write(`${note}\n`)
   }
 }
 
 /** The mesh page, handing tabs this peer's browser addresses (it must listen on WebSockets or WebRTC-direct). */
-async function servePage (mesh: Mesh, port: number, host?: string): Promise<PageServer> {
+async function servePage (mesh: Mesh, port: number, serve: ServeOptions, tls: Awaited<ReturnType<typeof loadTls>>): Promise<PageServer> {
   const { ensurePageBuilt } = await import('./page-build.ts')
   await ensurePageBuilt()
-  return await startPageServer({ addrs: () => mesh.libp2p.getMultiaddrs().map(String), port, host, private: mesh.stats().auth.private })
+  return await startPageServer({
+    addrs: () => mesh.libp2p.getMultiaddrs().map(String),
+    port,
+    host: serve.pageHost,
+    publicHost: publicHostOf(serve),
+    tls,
+    iceServers: serve.iceServers,
+    private: mesh.stats().auth.private
+  })
 }
 
 /**
