@@ -42,6 +42,7 @@ commands:
              --workers <n>            workers in the pool (default: one per core)
              --no-prefetch            fetch a queued call's arguments only when it gets a slot (for comparison)
              --no-swarm               receivers pull only from complete holders, not from each other (for comparison)
+             --no-admission           start every call at once, without waiting for room in memory (for comparison)
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
@@ -85,6 +86,7 @@ export interface PeerCommandOptions {
   pagePort?: number
   prefetch: boolean
   swarm: boolean
+  admission: boolean
   secret?: string
   json: boolean
 }
@@ -124,6 +126,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'page-port': { type: 'string' },
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
+    'no-admission': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
     json: { type: 'boolean', default: false }
   })
@@ -173,6 +176,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort,
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
+    admission: v['no-admission'] !== true,
     secret,
     json: v.json === true
   }
@@ -199,6 +203,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     workers: opts.workers,
     prefetch: opts.prefetch,
     swarm: opts.swarm,
+    admission: opts.admission,
     secret: opts.secret
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
