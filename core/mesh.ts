@@ -84,6 +84,7 @@ export interface MeshInit {
   prefetch?: boolean
   /** receivers of an object pull from each other too (default true); false: only from complete holders (for comparison) */
   swarm?: boolean
+  /** calls start only with room in memory for their results and arguments (default true); false: for comparison */ admission?: boolean
   /** SHA-256 for chunks (default: WebCrypto) */
   sha256?: Hasher
   /** keep received objects in shared memory (for worker backends) */
@@ -301,7 +302,7 @@ export class Mesh {
       allocate: init.store?.allocate,
       onRelief: () => { this.admission.recheck() }
     })
-    this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs, freeing: () => this.store.freeing })
+    this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs, freeing: () => this.store.freeing, enabled: init.admission ?? true })
     this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
     this.swarm = init.swarm ?? true

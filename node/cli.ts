@@ -44,6 +44,7 @@ commands:
              --workers <n>            workers in the pool (default: one per core)
              --no-prefetch            fetch a queued call's arguments only when it gets a slot (for comparison)
              --no-swarm               receivers pull only from complete holders, not from each other (for comparison)
+             --no-admission           start every call at once, without waiting for room in memory (for comparison)
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
@@ -97,6 +98,7 @@ export interface PeerCommandOptions {
   pagePort?: number
   prefetch: boolean
   swarm: boolean
+  admission: boolean
   secret?: string
   json: boolean
   /** stop at the end of stdin, not only on SIGINT or SIGTERM */
@@ -140,6 +142,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'page-port': { type: 'string' },
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
+    'no-admission': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
     json: { type: 'boolean', default: false },
     'stop-on-stdin-end': { type: 'boolean', default: false },
@@ -198,6 +201,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort,
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
+    admission: v['no-admission'] !== true,
     secret,
     json: v.json === true,
     stopOnStdinEnd: v['stop-on-stdin-end'] === true,
@@ -243,6 +247,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
       workers: opts.workers,
       prefetch: opts.prefetch,
       swarm: opts.swarm,
+      admission: opts.admission,
       secret: opts.secret
     })
     closers.push(async () => await mesh.stop())
