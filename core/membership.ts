@@ -8,6 +8,14 @@
  * connection to it is open (or `deadWhileConnectedBeats` even with one, for a
  * peer that hangs without closing its connections) it is dead: it gets no new
  * calls and the mesh forgets what it borrowed or held. The view is bounded.
+ *
+ * That bound is for a peer that went silent (a partition, a stopped process).
+ * The common failure is quicker to tell: a process that died had its
+ * connections closed by its kernel, and nothing listens on its ports any more.
+ * So when a peer's last connection closes, the mesh redials it
+ * (core/redial.ts), and a refused redial is a verdict at once
+ * (`declareDead(peer, 'refused')`); a redial that times out proves nothing and
+ * leaves the peer to the heartbeat bound. `deaths` counts both causes.
  */
 export interface PeerState {
   peer: string
@@ -42,6 +50,9 @@ export interface ChunkFlow { from: string, bytesPerSecond: number }
 
 export type Liveness = 'alive' | 'suspect' | 'dead'
 
+/** How a death was told: its connections closed and a redial was refused, or it was silent past the heartbeat bound. */
+export type DeathCause = 'refused' | 'silent'
+
 export interface PeerRecord {
   peer: string
   functions: Set<string>
@@ -64,7 +75,9 @@ export class Membership {
   private readonly init: MembershipInit
   private readonly peers = new Map<string, PeerRecord>()
   private readonly changeListeners = new Set<() => void>()
-  private readonly deathListeners = new Set<(peer: string) => void>()
+  private readonly deathListeners = new Set<(peer: string, cause: DeathCause) => void>()
+  /** peers declared dead, by how */
+  readonly deaths: Record<DeathCause, number> = { refused: 0, silent: 0 }
 
   constructor (init: MembershipInit) {
     this.init = init
@@ -112,16 +125,29 @@ export class Membership {
       const silent = now - rec.lastHeard
       const deadAfter = (rec.connected ? this.init.deadWhileConnectedBeats : this.init.deadAfterBeats) * beat
       if (silent > deadAfter) {
-        this.peers.delete(rec.peer)
-        rec.liveness = 'dead'
+        this.died(rec, 'silent')
         changed = true
-        for (const l of this.deathListeners) l(rec.peer)
       } else if (silent > this.init.suspectAfterBeats * beat && rec.liveness === 'alive') {
         rec.liveness = 'suspect'
         changed = true
       }
     }
     if (changed) this.changed()
+  }
+
+  /** A verdict from outside the heartbeats (a refused redial): `peer` is dead now. */
+  declareDead (peer: string, cause: DeathCause): void {
+    const rec = this.peers.get(peer)
+    if (rec === undefined) return
+    this.died(rec, cause)
+    this.changed()
+  }
+
+  private died (rec: PeerRecord, cause: DeathCause): void {
+    this.peers.delete(rec.peer)
+    rec.liveness = 'dead'
+    this.deaths[cause]++
+    for (const l of this.deathListeners) l(rec.peer, cause)
   }
 
   get (peer: string): PeerRecord | undefined {
@@ -150,7 +176,7 @@ export class Membership {
     return () => { this.changeListeners.delete(listener) }
   }
 
-  onDeath (listener: (peer: string) => void): () => void {
+  onDeath (listener: (peer: string, cause: DeathCause) => void): () => void {
     this.deathListeners.add(listener)
     return () => { this.deathListeners.delete(listener) }
   }

@@ -34,7 +34,8 @@ import type { AnyFunction, ExecutorBackend } from './executor.ts'
 import { Gossip, STATE_TOPIC } from './gossip.ts'
 import type { PubSub } from './gossip.ts'
 import { Membership } from './membership.ts'
-import type { ChunkFlow, Liveness, PeerState } from './membership.ts'
+import type { ChunkFlow, DeathCause, Liveness, PeerState } from './membership.ts'
+import { redial } from './redial.ts'
 import { OwnershipTable } from './ownership.ts'
 import type { Entry, OwnedObject } from './ownership.ts'
 import { ObjectStatus } from './protocol/messages.ts'
@@ -193,6 +194,8 @@ export interface MeshStats {
   /** peers known and alive */
   peers: string[]
   membership: Array<{ peer: string, liveness: Liveness, connected: boolean }>
+  /** peers declared dead, by how: connections closed and a redial refused, or silent past the heartbeat bound */
+  deaths: Record<DeathCause, number>
 }
 
 interface CallState {
@@ -375,7 +378,7 @@ export class Mesh {
     await this.transfer.start()
     this.libp2p.addEventListener('peer:connect', this.onConnect)
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect)
-    this.membership.onDeath(peer => { this.onPeerDead(peer) })
+    this.membership.onDeath((peer, cause) => { this.onPeerDead(peer, cause) })
     this.gossip?.start()
     for (const conn of this.libp2p.getConnections()) this.sayHello(conn.remotePeer.toString())
   }
@@ -906,8 +909,14 @@ export class Mesh {
       suspects: this.suspects(),
       functions: this.executor.names(),
       peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
-      membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))
+      membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected })),
+      deaths: { ...this.membership.deaths }
     }
+  }
+
+  /** Calls `listener` when a peer is declared dead, and how it was told; returns the unsubscribe. */
+  onPeerDeath (listener: (peer: string, cause: DeathCause) => void): () => void {
+    return this.membership.onDeath(listener)
   }
 
   /**
@@ -1825,10 +1834,14 @@ export class Mesh {
     // or holds is forgotten only once the failure detector declares it dead.
     this.channels.dropPeer(peer)
     this.membership.disconnected(peer)
+    // A peer whose process died refuses the redial: dead now, not after the heartbeat bound.
+    redial({ dial: async (addrs, o) => await this.libp2p.dial(addrs, o), timeoutMs: DEFAULTS.redialTimeoutMs }, peer, this.membership.get(peer)?.addrs ?? [], this.stopController.signal)
+      .then(verdict => { if (verdict === 'refused' && this.libp2p.getConnections(peerIdFromString(peer)).length === 0) this.membership.declareDead(peer, 'refused') })
+      .catch((err: Error) => { log('redial of %s: %s', peer, err.message) })
   }
 
-  private onPeerDead (peer: string): void {
-    log('peer %s is dead', peer)
+  private onPeerDead (peer: string, cause: DeathCause): void {
+    log('peer %s is dead (%s)', peer, cause === 'refused' ? 'its connections closed and a redial was refused' : 'silent past the heartbeat bound')
     this.channels.dropPeer(peer)
     this.quotas.forget(peer)
     this.table.peerGone(peer)
