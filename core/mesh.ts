@@ -24,13 +24,14 @@ import {
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
+import type { Admitted } from './admission.ts'
 import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost } from './actors.ts'
 import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
 import { MeshAuth } from './auth.ts'
 import { PeerQuotas } from './quota.ts'
 import type { QuotaLimits } from './quota.ts'
 import { Executor } from './executor.ts'
-import type { AnyFunction, ExecutorBackend } from './executor.ts'
+import type { AnyFunction, CallContext, ExecutorBackend } from './executor.ts'
 import { Gossip, STATE_TOPIC } from './gossip.ts'
 import type { PubSub } from './gossip.ts'
 import { Membership } from './membership.ts'
@@ -80,6 +81,8 @@ export interface MeshInit {
   pubsub?: PubSub
   /** runs registered modules off the peer's thread (a worker pool) */
   backend?: ExecutorBackend
+  /** which running call a get or wait belongs to, across awaits (node/ supplies one; see core/executor.ts) */
+  callContext?: CallContext
   heartbeatMs?: number
   /** fetch the arguments of queued calls while others run (default true) */
   prefetch?: boolean
@@ -236,7 +239,7 @@ export class Mesh {
   private readonly table: OwnershipTable
   private readonly channels: ControlChannels
   private readonly transfer: Transfer
-  private readonly executor = new Executor()
+  private readonly executor: Executor
   private readonly membership: Membership
   private readonly gossip: Gossip | undefined
   private readonly scheduler = new Scheduler({ defaultCallMs: DEFAULTS.defaultCallMs })
@@ -304,6 +307,7 @@ export class Mesh {
     this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
     this.swarm = init.swarm ?? true
+    this.executor = new Executor(init.callContext)
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
     const heartbeatMs = init.heartbeatMs ?? DEFAULTS.heartbeatMs
     this.heartbeatMs = heartbeatMs
@@ -763,6 +767,11 @@ export class Mesh {
 
   /** The value of a Ref: waits until it is computed, pulls it here if it lives elsewhere. */
   async get<T> (ref: Ref<T>, options: GetOptions = {}): Promise<T> {
+    // A running call blocked here lends its share of this peer (core/executor.ts).
+    return await this.executor.blocked(async () => await this.getValue(ref, options))
+  }
+
+  private async getValue<T> (ref: Ref<T>, options: GetOptions): Promise<T> {
     if (!(ref instanceof Ref)) throw new TypeError('get() takes a Ref')
     ref.trackerOrThrow()
     const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'get')
@@ -783,6 +792,10 @@ export class Mesh {
 
   /** Waits until `count` of `refs` are ready (computed or failed) and returns that many (fewer on a timeout), the rest pending. Never throws for a failed Ref. */
   async wait (refs: Ref[], options: WaitOptions = {}): Promise<{ ready: Ref[], pending: Ref[] }> {
+    return await this.executor.blocked(async () => await this.waitReady(refs, options))
+  }
+
+  private async waitReady (refs: Ref[], options: WaitOptions): Promise<{ ready: Ref[], pending: Ref[] }> {
     const count = Math.min(options.count ?? refs.length, refs.length)
     const ready = new Set<Ref>()
     const controller = new AbortController()
@@ -1339,7 +1352,7 @@ export class Mesh {
     let release = (): void => {}
     let releaseFetch = (): void => {}
     const unpin: Array<() => void> = []
-    let resultStored: ((bytes?: number) => void) | undefined
+    let resultStored: Admitted | undefined
     try {
       if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
       const decoded = decodeArgs(req.args)
@@ -1381,7 +1394,7 @@ export class Mesh {
         release = await this.executor.acquire(req.fn, signal)
         releaseFetch()
       }
-      const value = await this.executor.run(req.fn, args, signal)
+      const value = await this.executor.run(req.fn, args, signal, { lend: resultStored.lend })
       if (signal?.aborted === true) {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
