@@ -150,6 +150,30 @@ export class Membership {
     for (const l of this.deathListeners) l(rec.peer, cause)
   }
 
+  /**
+   * Waits for the verdict on a peer that is not alive now (its connection just
+   * closed, or it is suspect): 'dead' once declared, 'alive' once heard from
+   * again, or after `boundMs` without a verdict (let the caller try it).
+   */
+  async verdict (peer: string, boundMs: number, signal?: AbortSignal): Promise<'dead' | 'alive'> {
+    const now = (): 'dead' | 'alive' | undefined => !this.peers.has(peer) ? 'dead' : this.isAlive(peer) ? 'alive' : undefined
+    const known = now()
+    if (known !== undefined) return known
+    let unsubscribe = (): void => {}
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      return await new Promise<'dead' | 'alive'>((resolve, reject) => {
+        unsubscribe = this.onChange(() => { const v = now(); if (v !== undefined) resolve(v) })
+        timer = setTimeout(() => { resolve(now() ?? 'alive') }, boundMs)
+        if (signal?.aborted === true) reject(signal.reason)
+        signal?.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+      })
+    } finally {
+      unsubscribe()
+      clearTimeout(timer)
+    }
+  }
+
   get (peer: string): PeerRecord | undefined {
     return this.peers.get(peer)
   }
@@ -166,9 +190,15 @@ export class Membership {
     return [...this.peers.values()]
   }
 
-  /** Alive peers offering `fn`. */
+  /**
+   * Alive peers offering `fn`; when none is, the suspect ones still connected: a
+   * busy machine delays gossip past the suspect mark, and a call (a lineage rebuild
+   * right after a quick death verdict) had better go to a slow peer than fail.
+   */
   offering (fn: string): PeerRecord[] {
-    return this.all().filter(p => p.liveness === 'alive' && p.functions.has(fn))
+    const offering = this.all().filter(p => p.liveness !== 'dead' && p.functions.has(fn))
+    const alive = offering.filter(p => p.liveness === 'alive')
+    return alive.length > 0 ? alive : offering.filter(p => p.connected)
   }
 
   onChange (listener: () => void): () => void {

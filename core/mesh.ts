@@ -25,8 +25,8 @@ import {
 import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
 import type { Admitted } from './admission.ts'
-import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost } from './actors.ts'
-import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
+import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost, ActorLife, actorRestarts } from './actors.ts'
+import type { ActorClass, ActorDesc, ActorFactory, ActorHandle, ActorOptions, PeerVerdicts } from './actors.ts'
 import { MeshAuth } from './auth.ts'
 import { PeerQuotas } from './quota.ts'
 import type { QuotaLimits } from './quota.ts'
@@ -223,6 +223,10 @@ interface SendOrder {
   seq: () => number
   /** where the number goes in the argument list */
   seqIndex: number
+  /** actors that restart: points the call at the actor's current instance (core/actors.ts) */
+  bind?: (call: CallState) => Promise<void>
+  /** actors that restart: the executor's connection failed under the call; resolves when it may go again */
+  peerDied?: (executor: string, err: Error, signal?: AbortSignal) => Promise<void>
 }
 
 /** Refs handed to a caller in a result, kept until the caller acknowledges. */
@@ -250,7 +254,11 @@ export class Mesh {
   private spillbacksReceived = 0
   private readonly actors = new ActorHost(() => this.peerId)
   /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
-  private readonly actorOf = new Map<string, ActorDesc>()
+  private readonly actorOf = new Map<string, ActorLife>()
+  private readonly peerDeathHooks: PeerVerdicts = {
+    alive: peer => peer === this.peerId || this.membership.isAlive(peer),
+    verdict: async (peer, signal) => await this.membership.verdict(peer, 3 * this.failureBoundMs(), signal)
+  }
   /** names this peer publishes, each holding a handle of its own */
   private readonly published = new Map<string, Ref>()
   /** per actor instance: settles when this peer's latest call to it has been sent */
@@ -415,15 +423,22 @@ export class Mesh {
   }
 
   /** Creates actors of a registered class, on a peer that offers it (or the one `options` names). */
-  actor<T> (name: string, placement: PlacementOptions = {}): ActorFactory<T> {
+  actor<T> (name: string, options: ActorOptions = {}): ActorFactory<T> {
     return {
-      options: (more) => this.actor<T>(name, { ...placement, ...more }),
+      options: (more) => this.actor<T>(name, { ...options, ...more }),
       create: async (...args) => {
+        const { maxRestarts, maxTaskRetries, ...placement } = options
         const ref = this.remote(ACTOR_CREATE + name, args, { ...placement, retries: 0 }) as Ref<ActorDesc>
         try {
           const desc = await this.get(ref)
-          this.actorOf.set(ref.key, desc)
-          return this.actorHandle<T>(ref, desc)
+          // A restart makes it again from the same arguments, on any other peer offering the class.
+          const kept = args.map(a => a instanceof Ref ? a.dup() : a)
+          const life = new ActorLife(desc, { maxRestarts, maxTaskRetries }, async () => {
+            using again = this.remote(ACTOR_CREATE + name, kept, { spread: placement.spread, retries: 0 }) as Ref<ActorDesc>
+            return await this.get(again)
+          }, () => { for (const a of kept) if (a instanceof Ref) a.release() })
+          this.actorOf.set(ref.key, life)
+          return this.actorHandle<T>(ref, life)
         } catch (err) {
           ref.release()
           throw err
@@ -635,11 +650,13 @@ export class Mesh {
   /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
   async actorFromRef<T> (ref: Ref<ActorDesc>, options: GetOptions = {}): Promise<ActorHandle<T>> {
     const desc = await this.get(ref, options)
-    return this.actorHandle<T>(ref.dup(), desc)
+    // The creator's own handles share its record, so they follow restarts.
+    return this.actorHandle<T>(ref.dup(), this.actorOf.get(ref.key) ?? new ActorLife(desc))
   }
 
-  private actorHandle<T> (ref: Ref<ActorDesc>, desc: ActorDesc): ActorHandle<T> {
-    const base = { ref, peer: desc.peer, release: () => { ref.release() } }
+  private actorHandle<T> (ref: Ref<ActorDesc>, life: ActorLife): ActorHandle<T> {
+    const desc = life.desc
+    const base = { ref, get peer () { return desc.peer }, release: () => { ref.release() } }
     return new Proxy(base, {
       get: (target, prop) => {
         if (prop in target) return target[prop as keyof typeof target]
@@ -655,7 +672,7 @@ export class Mesh {
               this.actorSeq.set(desc.instance, n + 1)
               return n
             }
-            const result = this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3 })
+            const result = this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3, ...actorRestarts(life, this.peerDeathHooks) })
             // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
             this.table.pin(ref.key)
             this.whenReady(result, this.stopController.signal).catch(() => {}).finally(() => { this.table.unpin(ref.key) })
@@ -1153,6 +1170,7 @@ export class Mesh {
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       if (call.order !== undefined) {
         await raceSignal(call.order.after, signal, `call of ${call.fn}`)
+        await call.order.bind?.(call)
         call.args[call.order.seqIndex] = call.order.seq()
         args = encodeArgs(call.args, this.hintsOf, true).bytes
       }
@@ -1191,6 +1209,14 @@ export class Mesh {
             exclude.add(executor)
             if (this.candidates(call.fn).every(c => exclude.has(c.peer))) exclude.clear()
             await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 20 * 2 ** spillbacks))), signal, `call of ${call.fn}`)
+            continue
+          }
+          if (err instanceof PeerDiedError && call.order?.peerDied !== undefined && signal?.aborted !== true) {
+            // An actor's peer died under the call: it runs again on the restarted actor, or fails.
+            await call.order.peerDied(executor, err, signal)
+            await call.order.bind?.(call)
+            call.args[call.order.seqIndex] = call.order.seq()
+            args = encodeArgs(call.args, this.hintsOf, true).bytes
             continue
           }
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
@@ -1758,9 +1784,10 @@ export class Mesh {
     if (actor !== undefined) {
       // The last handle of an actor anywhere is gone: it stops.
       this.actorOf.delete(entry.key)
-      this.actorSeq.delete(actor.instance)
-      this.actorSent.delete(actor.instance)
-      this.remote(ACTOR_STOP, [actor.instance], { peer: actor.peer, retries: 0 }).release()
+      actor.end()
+      this.actorSeq.delete(actor.desc.instance)
+      this.actorSent.delete(actor.desc.instance)
+      this.remote(ACTOR_STOP, [actor.desc.instance], { peer: actor.desc.peer, retries: 0 }).release()
     }
     this.dropLineage(entry.key)
     this.children.delete(entry.key)
