@@ -1178,11 +1178,11 @@ export class Mesh {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor
         // of a slot-bound function, and holds the rest until one finishes.
         for (let woken = false; ; woken = true) {
-          const eligible = this.candidates(call.fn).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
+          const eligible = this.candidates(call.fn, call.options.peer).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
           if (eligible.length === 0 || eligible.some(c => this.scheduler.hasRoom(c))) break
           await this.scheduler.nextFinish(signal, woken)
         }
-        executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), args: argInfo, exclude, options: call.options })
+        executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn, call.options.peer), args: argInfo, exclude, options: call.options })
         const request: CallRequest = {
           resultId: call.result.id,
           fn: call.fn,
@@ -1334,8 +1334,8 @@ export class Mesh {
   }
 
   /** Live peers offering `fn` (this one included), as the scheduler sees them. */
-  private candidates (fn: string): CandidateView[] {
-    const views: CandidateView[] = this.membership.offering(fn).map(p => ({
+  private candidates (fn: string, required?: string): CandidateView[] {
+    const views: CandidateView[] = this.membership.offering(fn, required).map(p => ({
       peer: p.peer,
       slots: p.state?.slots ?? 1,
       load: (p.state?.queued ?? 0) + (p.state?.running ?? 0),
