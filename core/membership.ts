@@ -194,13 +194,14 @@ export class Membership {
    * Alive peers offering `fn`; when none is, the suspect ones still connected: a
    * busy machine delays gossip past the suspect mark, and a call (a lineage rebuild
    * right after a quick death verdict) had better go to a slow peer than fail.
-   * So had a call required on a suspect peer that is still connected.
+   * So had a call required on a suspect peer (its connection may have dropped
+   * while it was busy): it is dialled, and fails only once the peer is dead.
    */
   offering (fn: string, required?: string): PeerRecord[] {
     const offering = this.all().filter(p => p.liveness !== 'dead' && p.functions.has(fn))
     const alive = offering.filter(p => p.liveness === 'alive')
-    // A call required on a peer busy past the suspect mark (a long CPU-bound call holds its gossip back) waits for it.
-    if (required !== undefined && !alive.some(p => p.peer === required)) alive.push(...offering.filter(p => p.peer === required && p.connected))
+    // A call required on a peer busy past the suspect mark (a long CPU-bound call holds its gossip back) goes to it.
+    if (required !== undefined && !alive.some(p => p.peer === required)) alive.push(...offering.filter(p => p.peer === required))
     return alive.length > 0 ? alive : offering.filter(p => p.connected)
   }
 
