@@ -47,6 +47,7 @@ async function reconstruct (): Promise<{ originalMs: number, recoveryMs: number,
 }
 
 const rec = await reconstruct()
+console.log(`reconstruct: kill to value ${Math.round(rec.recoveryMs)} ms, original ${Math.round(rec.originalMs)} ms (${(rec.recoveryMs / rec.originalMs).toFixed(2)})`)
 const calm = await runChaos({ peers: 6, kills: 0, everyMs: 0, job: JOB })
 const chaos = await runChaos({ peers: 6, kills: 1, everyMs: Math.round(calm.result.elapsedMs / 2), job: JOB })
 if (chaos.result.digest !== chaos.expected.digest) throw new Error('the run with a kill counted differently')
