@@ -4,6 +4,7 @@
  * signal WebRTC to each other, Noise, Yamux, identify, gossipsub) and identity
  * to the runtime-agnostic core.
  */
+import { AsyncCallContext } from './call-context.ts'
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
@@ -196,6 +197,7 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     pubsub: libp2p.services.pubsub as unknown as PubSub,
     backend,
     sharedMemory: backend !== undefined,
+    callContext: options.callContext ?? new AsyncCallContext(),
     sha256: (data) => createHash('sha256').update(data).digest()
   })
   try {
