@@ -48,6 +48,12 @@ commands:
                                       built first if missing or stale); it listens on --metrics-host
              --mesh-secret <secret>   a private mesh: only peers that prove this secret talk refmesh with
                                       this one (or set REFMESH_MESH_SECRET, which keeps it out of ps)
+             --nat                    NAT traversal, for a peer on a home network or a public peer that
+                                      helps them: AutoNAT, relay reservations when no listen address is
+                                      public, WebRTC hole punching to peers behind other NATs
+             --stun <url>             a STUN server for hole punching, e.g. stun:203.0.113.5:3478
+                                      (repeatable; implies --nat)
+             --stun-port <port>       answer STUN requests on this UDP port (a public peer; implies --nat)
              --json                   print one JSON line {peer, addrs} when ready
   status   print the mesh as one peer sees it
              --bootstrap <multiaddr>  the peer to ask (required)
@@ -86,6 +92,8 @@ export interface PeerCommandOptions {
   prefetch: boolean
   swarm: boolean
   secret?: string
+  /** NAT traversal (--nat, --stun, --stun-port); undefined: off */
+  nat?: { stun: string[], stunPort?: number }
   json: boolean
 }
 
@@ -125,10 +133,23 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
+    nat: { type: 'boolean', default: false },
+    stun: { type: 'string', multiple: true },
+    'stun-port': { type: 'string' },
     json: { type: 'boolean', default: false }
   })
   const secret = v['mesh-secret'] as string | undefined ?? process.env.REFMESH_MESH_SECRET
   if (secret !== undefined && secret.length === 0) throw new UsageError('--mesh-secret must not be empty')
+  const stun = v.stun as string[] ?? []
+  for (const url of stun) {
+    if (!/^stuns?:[^\s]+$/.test(url)) throw new UsageError(`--stun takes a STUN URL like stun:203.0.113.5:3478, not "${url}"`)
+  }
+  let stunPort: number | undefined
+  if (v['stun-port'] !== undefined) {
+    stunPort = Number(v['stun-port'])
+    if (!Number.isInteger(stunPort) || stunPort < 1 || stunPort > 65535) throw new UsageError(`--stun-port must be a port number, not "${String(v['stun-port'])}"`)
+  }
+  const nat = v.nat === true || stun.length > 0 || stunPort !== undefined ? { stun, stunPort } : undefined
   let metricsPort: number | undefined
   if (v['metrics-port'] !== undefined) {
     metricsPort = Number(v['metrics-port'])
@@ -174,6 +195,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
     secret,
+    nat,
     json: v.json === true
   }
 }
@@ -199,7 +221,8 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     workers: opts.workers,
     prefetch: opts.prefetch,
     swarm: opts.swarm,
-    secret: opts.secret
+    secret: opts.secret,
+    nat: opts.nat
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
   const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })

@@ -7,7 +7,9 @@
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
-import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { autoNAT } from '@libp2p/autonat'
+import { dcutr } from '@libp2p/dcutr'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import './yamux-window.ts'
@@ -26,6 +28,12 @@ import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
 import { FileSpill, defaultSpillDir } from './spill.ts'
 import { allocateUninitialized, collectGarbage } from './memory.ts'
+import { DirectUpgrader } from './nat.ts'
+import type { DirectUpgraderInit } from './nat.ts'
+import { startStunServer } from './stun-server.ts'
+import type { StunServer } from './stun-server.ts'
+import type { DirectUpgradeStats } from './nat.ts'
+import { isPrivateIp } from '@libp2p/utils'
 
 export * from '../core/index.ts'
 
@@ -47,6 +55,18 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   workers?: number
   /** where this peer spills objects (emptied at start and stop); default a directory per peer under the OS temp dir; false: never spill */
   spillDir?: string | false
+  /** NAT traversal for peers on home networks (see node/nat.ts); default off */
+  nat?: boolean | NatOptions
+}
+
+export interface NatOptions {
+  /** STUN servers WebRTC hole punching learns this peer's public address from, e.g. 'stun:203.0.113.5:3478' */
+  stun?: string[]
+  /** answer STUN requests on this UDP port (a public peer helping peers behind NATs) */
+  stunPort?: number
+  /** reserve relay slots and listen for relayed connections; default: when no listen address is public */
+  reserve?: boolean
+  upgrader?: Partial<DirectUpgraderInit>
 }
 
 export const NODE_DEFAULTS = {
@@ -81,14 +101,53 @@ async function webRTCDirectFor (listen: string[]): Promise<Array<ReturnType<type
   return [webRTCDirect()]
 }
 
+/** A listen address on a public IP (not loopback, private, or the unspecified 0.0.0.0 / ::). */
+function isPublicListenAddr (addr: string): boolean {
+  const m = /^\/ip[46]\/([^/]+)\//.exec(addr)
+  if (m === null) return false
+  return isPrivateIp(m[1]) !== true && m[1] !== '0.0.0.0' && m[1] !== '::'
+}
+
+/**
+ * The libp2p parts of NAT traversal (node/nat.ts says what each does): AutoNAT and
+ * DCUtR everywhere, STUN servers for WebRTC's ICE, and relay reservations plus WebRTC
+ * listening on peers whose listen addresses are all private (behind a NAT, as far as
+ * this peer can tell before any other peer has dialled it back).
+ */
+async function natParts (options: NodeMeshOptions, listen: string[]): Promise<{ listen: string[], transports: any[], services: Record<string, any>, reserve: boolean, nat?: NatOptions }> {
+  if (options.nat === undefined || options.nat === false) return { listen, transports: [], services: {}, reserve: false }
+  const nat: NatOptions = options.nat === true ? {} : options.nat
+  const reserve = nat.reserve ?? !listen.some(isPublicListenAddr)
+  const { webRTC } = await import('@libp2p/webrtc')
+  return {
+    listen: reserve ? [...listen, '/p2p-circuit', '/webrtc'] : listen,
+    transports: [
+      circuitRelayTransport(),
+      webRTC({ rtcConfiguration: { iceServers: (nat.stun ?? []).map(urls => ({ urls })) } })
+    ],
+    services: { autoNAT: autoNAT(), dcutr: dcutr() },
+    reserve,
+    nat
+  }
+}
+
+const natUpgraders = new WeakMap<Mesh, DirectUpgrader>()
+
+/** How this peer's relayed connections became direct ones (undefined without `nat`). */
+export function natStats (mesh: Mesh): DirectUpgradeStats | undefined {
+  const s = natUpgraders.get(mesh)?.stats
+  return s === undefined ? undefined : { ...s, msToDirect: [...s.msToDirect] }
+}
+
 /** Starts a peer and joins the mesh through `bootstrap`. With no options: a working single-peer mesh. */
 export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> {
   const privateKey = options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : undefined)
-  const listen = options.listen ?? [...NODE_DEFAULTS.listen]
+  const nat = await natParts(options, options.listen ?? [...NODE_DEFAULTS.listen])
+  const listen = nat.listen
   const libp2p = await createLibp2p({
     privateKey,
     addresses: { listen },
-    transports: [tcp(), webSockets(), ...await webRTCDirectFor(listen)],
+    transports: [tcp(), webSockets(), ...await webRTCDirectFor(listen), ...nat.transports],
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
     connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },
@@ -97,6 +156,7 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     services: {
       identify: identify(),
       pubsub: gossipsub(PUBSUB_OPTIONS),
+      ...nat.services,
       ...(options.relay === false ? {} : { relay: circuitRelayServer({ reservations: { maxReservations: NODE_DEFAULTS.relayReservations } }) })
     }
   })
@@ -137,7 +197,12 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     sharedMemory: backend !== undefined,
     sha256: (data) => createHash('sha256').update(data).digest()
   })
+  const upgrader = nat.nat === undefined ? undefined : new DirectUpgrader(libp2p, nat.nat.upgrader)
+  let stun: StunServer | undefined
   try {
+    upgrader?.start()
+    if (upgrader !== undefined) natUpgraders.set(mesh, upgrader)
+    if (nat.nat?.stunPort !== undefined) stun = await startStunServer(nat.nat.stunPort)
     await mesh.start()
     const bootstrap = options.bootstrap ?? []
     if (bootstrap.length > 0) {
@@ -149,6 +214,8 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
       }
     }
   } catch (err) {
+    upgrader?.stop()
+    await stun?.close()
     await mesh.stop().catch(() => {})
     await libp2p.stop()
     await spill?.close()
@@ -156,6 +223,8 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
   }
   const stop = mesh.stop.bind(mesh)
   mesh.stop = async () => {
+    upgrader?.stop()
+    await stun?.close()
     await stop()
     await libp2p.stop()
     await spill?.close()
