@@ -8,7 +8,6 @@ import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
 import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
-import { autoNAT } from '@libp2p/autonat'
 import { dcutr } from '@libp2p/dcutr'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
@@ -28,12 +27,11 @@ import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
 import { FileSpill, defaultSpillDir } from './spill.ts'
 import { allocateUninitialized, collectGarbage } from './memory.ts'
-import { DirectUpgrader } from './nat.ts'
+import { DirectUpgrader, autoNATDialingBackAfresh, isPublicAddr } from './nat.ts'
 import type { DirectUpgraderInit } from './nat.ts'
 import { startStunServer } from './stun-server.ts'
 import type { StunServer } from './stun-server.ts'
 import type { DirectUpgradeStats } from './nat.ts'
-import { isPrivateIp } from '@libp2p/utils'
 
 export * from '../core/index.ts'
 
@@ -101,13 +99,6 @@ async function webRTCDirectFor (listen: string[]): Promise<Array<ReturnType<type
   return [webRTCDirect()]
 }
 
-/** A listen address on a public IP (not loopback, private, or the unspecified 0.0.0.0 / ::). */
-function isPublicListenAddr (addr: string): boolean {
-  const m = /^\/ip[46]\/([^/]+)\//.exec(addr)
-  if (m === null) return false
-  return isPrivateIp(m[1]) !== true && m[1] !== '0.0.0.0' && m[1] !== '::'
-}
-
 /**
  * The libp2p parts of NAT traversal (node/nat.ts says what each does): AutoNAT and
  * DCUtR everywhere, STUN servers for WebRTC's ICE, and relay reservations plus WebRTC
@@ -117,7 +108,7 @@ function isPublicListenAddr (addr: string): boolean {
 async function natParts (options: NodeMeshOptions, listen: string[]): Promise<{ listen: string[], transports: any[], services: Record<string, any>, reserve: boolean, nat?: NatOptions }> {
   if (options.nat === undefined || options.nat === false) return { listen, transports: [], services: {}, reserve: false }
   const nat: NatOptions = options.nat === true ? {} : options.nat
-  const reserve = nat.reserve ?? !listen.some(isPublicListenAddr)
+  const reserve = nat.reserve ?? !listen.some(isPublicAddr)
   const { webRTC } = await import('@libp2p/webrtc')
   return {
     listen: reserve ? [...listen, '/p2p-circuit', '/webrtc'] : listen,
@@ -125,7 +116,7 @@ async function natParts (options: NodeMeshOptions, listen: string[]): Promise<{ 
       circuitRelayTransport(),
       webRTC({ rtcConfiguration: { iceServers: (nat.stun ?? []).map(urls => ({ urls })) } })
     ],
-    services: { autoNAT: autoNAT(), dcutr: dcutr() },
+    services: { autoNAT: autoNATDialingBackAfresh(), dcutr: dcutr() },
     reserve,
     nat
   }
@@ -146,7 +137,11 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
   const listen = nat.listen
   const libp2p = await createLibp2p({
     privateKey,
-    addresses: { listen },
+    // Behind a NAT, the addresses others observe for this peer's TCP dials are ephemeral
+    // mappings nobody can dial back (Node cannot dial from its listening port), so it keeps
+    // none: asking AutoNAT to verify them only makes the verifier, which dials back over
+    // the connection it already has, close that connection.
+    addresses: nat.reserve ? { listen, maxObservedAddresses: 0 } : { listen },
     transports: [tcp(), webSockets(), ...await webRTCDirectFor(listen), ...nat.transports],
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
@@ -197,7 +192,7 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     sharedMemory: backend !== undefined,
     sha256: (data) => createHash('sha256').update(data).digest()
   })
-  const upgrader = nat.nat === undefined ? undefined : new DirectUpgrader(libp2p, nat.nat.upgrader)
+  const upgrader = nat.nat === undefined ? undefined : new DirectUpgrader(libp2p, mesh, nat.nat.upgrader)
   let stun: StunServer | undefined
   try {
     upgrader?.start()

@@ -25,35 +25,84 @@
  *   that maps ports at random, ICE fails and the peers stay relayed (the mesh routes
  *   large objects around the relay: see core/transfer.ts).
  */
+import { autoNAT } from '@libp2p/autonat'
+import type { AutoNATComponents } from '@libp2p/autonat'
 import { logger } from '@libp2p/logger'
+import { isPrivateIp } from '@libp2p/utils'
 import type { Connection, Libp2p, PeerId } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
 
 const log = logger('refmesh:nat')
 
 export interface DirectUpgraderInit {
-  /** tries per relayed connection */
+  /** tries per meeting */
   attempts: number
   /** how long one WebRTC dial (signalling and ICE) may take */
   dialTimeoutMs: number
   /** wait between tries */
   retryDelayMs: number
+  /** how often the mesh's peers are looked over for ones to reach directly */
+  scanEveryMs: number
+  /** after a meeting's tries all failed (a NAT that maps ports at random), when to try that peer again */
+  retryPeerAfterMs: number
 }
 
 export const DIRECT_UPGRADER_DEFAULTS: DirectUpgraderInit = {
   attempts: 3,
   dialTimeoutMs: 15_000,
-  retryDelayMs: 1_000
+  retryDelayMs: 1_000,
+  scanEveryMs: 1_000,
+  retryPeerAfterMs: 5 * 60_000
 }
 
 export interface DirectUpgradeStats {
-  /** relayed connections this peer tried to upgrade */
+  /** meetings with peers reachable only through a relay that this peer tried to make direct */
   attempts: number
   /** of which a direct connection came up */
   succeeded: number
+  /** of which every try failed: the peer stays relayed */
   failed: number
-  /** ms from the relayed connection's opening to the direct one's, per success (the last 100) */
+  /** ms from meeting (first hearing of the peer's relayed address) to the direct connection, per success (the last 100) */
   msToDirect: number[]
+}
+
+/**
+ * @libp2p/autonat 3.0.28, with its dial-back made on a fresh connection. Asked to
+ * dial a peer back on one address, the service calls `openConnection`, which returns
+ * the connection the request itself came on (libp2p reuses an open connection unless
+ * told to `force` a new one); the service then reports the address reachable, whatever
+ * it is, and closes that connection, cutting the requester off (a peer behind a NAT
+ * lost its relay reservation to it). Forcing a new connection for a single-address
+ * dial, as only the dial-back makes, tests the address for real and closes only the test
+ * connection. test/nat.test.ts shows peers staying connected through verification.
+ */
+export function autoNATDialingBackAfresh (): (components: AutoNATComponents) => unknown {
+  const create = autoNAT()
+  return (components) => {
+    const manager = components.connectionManager
+    const forcing = new Proxy(manager, {
+      get (target, key, receiver) {
+        if (key !== 'openConnection') return Reflect.get(target, key, receiver)
+        const open: typeof manager.openConnection = async (addr, options) => {
+          return await target.openConnection(addr, Array.isArray(addr) ? options : { ...options, force: true })
+        }
+        return open
+      }
+    })
+    return create(new Proxy(components, {
+      get (target, key, receiver) {
+        return key === 'connectionManager' ? forcing : Reflect.get(target, key, receiver)
+      }
+    }))
+  }
+}
+
+/** An address on a public IP (not loopback, private, or the unspecified 0.0.0.0 / ::). */
+export function isPublicAddr (addr: string): boolean {
+  const m = /^\/ip[46]\/([^/]+)\//.exec(addr)
+  if (m === null) return false
+  return isPrivateIp(m[1]) !== true && m[1] !== '0.0.0.0' && m[1] !== '::'
 }
 
 /** Is this connection one that bytes should not flow over: relayed, with limits. */
@@ -61,73 +110,116 @@ export function isLimited (conn: Connection): boolean {
   return conn.limits != null
 }
 
+/** What the upgrader needs of the mesh: the peers it knows, and where they listen. */
+export interface KnownPeers {
+  peerId: string
+  peers: () => Array<{ peer: string, addrs: string[], liveness: string }>
+}
+
+/**
+ * Makes relayed peers direct. Peers meet through gossip (a peer's gossiped state
+ * lists its addresses, `<relay>/p2p-circuit/webrtc` among them once it holds a
+ * reservation) or through a relayed connection; of two peers behind NATs, the one
+ * with the smaller id dials the other's WebRTC address (the other waits, so the
+ * two do not race), and the other dials too if nothing came up after a while.
+ */
 export class DirectUpgrader {
   private readonly libp2p: Libp2p
+  private readonly known: KnownPeers
   private readonly init: DirectUpgraderInit
   private readonly upgrading = new Set<string>()
+  /** when this peer first heard of each peer it could not reach directly */
+  private readonly met = new Map<string, number>()
+  /** peers whose meeting failed, and when to try again */
+  private readonly gaveUp = new Map<string, number>()
   private readonly controller = new AbortController()
+  private timer: ReturnType<typeof setInterval> | undefined
   readonly stats: DirectUpgradeStats = { attempts: 0, succeeded: 0, failed: 0, msToDirect: [] }
 
-  constructor (libp2p: Libp2p, init: Partial<DirectUpgraderInit> = {}) {
+  constructor (libp2p: Libp2p, known: KnownPeers, init: Partial<DirectUpgraderInit> = {}) {
     this.libp2p = libp2p
+    this.known = known
     this.init = { ...DIRECT_UPGRADER_DEFAULTS, ...init }
   }
 
   start (): void {
     this.libp2p.addEventListener('peer:identify', this.onIdentify)
+    this.timer = setInterval(() => { this.scan() }, this.init.scanEveryMs)
   }
 
   stop (): void {
     this.controller.abort()
+    clearInterval(this.timer)
     this.libp2p.removeEventListener('peer:identify', this.onIdentify)
   }
 
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId, connection: Connection, listenAddrs: Multiaddr[] }>): void => {
     const { peerId, connection, listenAddrs } = evt.detail
-    // The side that dialled the relayed connection dials the direct one, so the two
-    // do not race each other with two WebRTC connections.
-    if (!isLimited(connection) || connection.direction !== 'outbound') return
-    const targets = listenAddrs.filter(a => a.toString().includes('/p2p-circuit/webrtc'))
-    if (targets.length === 0) return
-    void this.upgrade(peerId, targets, performance.now())
+    if (!isLimited(connection)) return
+    this.consider(peerId.toString(), listenAddrs.map(String))
   }
 
-  private hasDirect (peer: PeerId): boolean {
-    return this.libp2p.getConnections(peer).some(c => !isLimited(c) && c.status === 'open')
+  private scan (): void {
+    for (const p of this.known.peers()) {
+      if (p.liveness !== 'dead' && p.peer !== this.known.peerId) this.consider(p.peer, p.addrs)
+    }
   }
 
-  private async upgrade (peer: PeerId, targets: Multiaddr[], since: number): Promise<void> {
-    const key = peer.toString()
-    if (this.upgrading.has(key) || this.hasDirect(peer)) return
-    this.upgrading.add(key)
+  private consider (peer: string, addrs: string[]): void {
+    const targets = addrs.filter(a => a.includes('/p2p-circuit/webrtc'))
+    // A peer with a public address of its own is dialled there as usual.
+    if (targets.length === 0 || addrs.some(a => !a.includes('/p2p-circuit') && isPublicAddr(a))) return
+    if (this.upgrading.has(peer) || this.hasDirect(peer)) return
+    const now = performance.now()
+    if ((this.gaveUp.get(peer) ?? 0) > now) return
+    const met = this.met.get(peer) ?? now
+    this.met.set(peer, met)
+    // The smaller id dials; the other one only if nothing came up in one dial's time.
+    if (this.known.peerId > peer && now - met < this.init.dialTimeoutMs) return
+    void this.upgrade(peer, targets, met)
+  }
+
+  private hasDirect (peer: string): boolean {
+    return this.libp2p.getConnections().some(c => c.remotePeer.toString() === peer && !isLimited(c) && c.status === 'open')
+  }
+
+  private succeeded (peer: string, since: number, via: string): void {
+    const ms = Math.round(performance.now() - since)
+    this.stats.succeeded++
+    this.stats.msToDirect.push(ms)
+    if (this.stats.msToDirect.length > 100) this.stats.msToDirect.shift()
+    this.met.delete(peer)
+    log('direct connection to %s %d ms after meeting, over %s', peer, ms, via)
+  }
+
+  private async upgrade (peer: string, targets: string[], since: number): Promise<void> {
+    this.upgrading.add(peer)
     this.stats.attempts++
     try {
+      const addrs = targets.flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })
       for (let i = 0; i < this.init.attempts && !this.controller.signal.aborted; i++) {
         const signal = AbortSignal.any([this.controller.signal, AbortSignal.timeout(this.init.dialTimeoutMs)])
         try {
-          const conn = await this.libp2p.dial(targets, { signal })
+          const conn = await this.libp2p.dial(addrs, { signal })
           if (!isLimited(conn)) {
-            const ms = performance.now() - since
-            this.stats.succeeded++
-            this.stats.msToDirect.push(Math.round(ms))
-            if (this.stats.msToDirect.length > 100) this.stats.msToDirect.shift()
-            log('direct connection to %p after %d ms over %a', peer, Math.round(ms), conn.remoteAddr)
+            this.succeeded(peer, since, conn.remoteAddr.toString())
             return
           }
         } catch (err) {
-          log('direct dial %d to %p failed: %s', i + 1, peer, (err as Error).message)
+          log('direct dial %d to %s failed: %s', i + 1, peer, (err as Error).message)
         }
         if (this.hasDirect(peer)) {
-          this.stats.succeeded++
-          this.stats.msToDirect.push(Math.round(performance.now() - since))
+          this.succeeded(peer, since, 'its own dial')
           return
         }
         await new Promise(resolve => setTimeout(resolve, this.init.retryDelayMs))
       }
       this.stats.failed++
-      log('no direct connection to %p: it stays relayed', peer)
+      this.met.delete(peer)
+      this.gaveUp.set(peer, performance.now() + this.init.retryPeerAfterMs)
+      log('no direct connection to %s: it stays relayed', peer)
     } finally {
-      this.upgrading.delete(key)
+      this.upgrading.delete(peer)
     }
   }
 }

@@ -156,12 +156,12 @@ export async function createNatTopology (init: NatTopologyInit): Promise<NatTopo
         "add chain ip nat post { type nat hook postrouting priority 100 ; }",
         `add rule ip nat post oifname "wan0" masquerade${h.nat === 'random' ? ' random' : ''}`,
         'add table ip filter',
-        "add chain ip filter fwd { type filter hook forward priority 0 ; policy drop ; }",
-        'add rule ip filter fwd iifname "lan0" accept',
-        'add rule ip filter fwd ct state established,related accept',
-        "add chain ip filter in { type filter hook input priority 0 ; policy drop ; }",
-        'add rule ip filter in iifname "lo" accept',
-        'add rule ip filter in ct state established,related accept'
+        "add chain ip filter forwarding { type filter hook forward priority 0 ; policy drop ; }",
+        'add rule ip filter forwarding iifname "lan0" accept',
+        'add rule ip filter forwarding ct state established,related accept',
+        "add chain ip filter inbound { type filter hook input priority 0 ; policy drop ; }",
+        'add rule ip filter inbound iifname "lo" accept',
+        'add rule ip filter inbound ct state established,related accept'
       ]
       for (const rule of rules) await inNs(router, 'nft', ...splitRule(rule))
       homes.push({ name: h.name, ns, router, addr: `${lan}.2`, publicAddr, nat: h.nat })
