@@ -192,7 +192,7 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     sharedMemory: backend !== undefined,
     sha256: (data) => createHash('sha256').update(data).digest()
   })
-  const upgrader = nat.nat === undefined ? undefined : new DirectUpgrader(libp2p, mesh, nat.nat.upgrader)
+  const upgrader = nat.nat === undefined ? undefined : new DirectUpgrader(libp2p, { peerId: mesh.peerId, isPublic: !nat.reserve, peers: () => mesh.peers() }, nat.nat.upgrader)
   let stun: StunServer | undefined
   try {
     upgrader?.start()

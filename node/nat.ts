@@ -113,15 +113,17 @@ export function isLimited (conn: Connection): boolean {
 /** What the upgrader needs of the mesh: the peers it knows, and where they listen. */
 export interface KnownPeers {
   peerId: string
+  /** this peer listens on a public address (peers behind NATs do not consider it, so it dials them) */
+  isPublic: boolean
   peers: () => Array<{ peer: string, addrs: string[], liveness: string }>
 }
 
 /**
  * Makes relayed peers direct. Peers meet through gossip (a peer's gossiped state
  * lists its addresses, `<relay>/p2p-circuit/webrtc` among them once it holds a
- * reservation) or through a relayed connection; of two peers behind NATs, the one
- * with the smaller id dials the other's WebRTC address (the other waits, so the
- * two do not race), and the other dials too if nothing came up after a while.
+ * reservation) or through a relayed connection. A public peer dials a NATed one's
+ * WebRTC address; of two peers behind NATs, the one with the smaller id dials (the
+ * other waits: two WebRTC dials between the same pair at once break each other).
  */
 export class DirectUpgrader {
   private readonly libp2p: Libp2p
@@ -174,8 +176,7 @@ export class DirectUpgrader {
     if ((this.gaveUp.get(peer) ?? 0) > now) return
     const met = this.met.get(peer) ?? now
     this.met.set(peer, met)
-    // The smaller id dials; the other one only if nothing came up in one dial's time.
-    if (this.known.peerId > peer && now - met < this.init.dialTimeoutMs) return
+    if (!this.known.isPublic && this.known.peerId > peer) return
     void this.upgrade(peer, targets, met)
   }
 

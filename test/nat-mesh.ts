@@ -99,7 +99,7 @@ export async function startNatMesh (homes: HomeInit[]): Promise<NatMesh> {
   }
   try {
     const pHost = topology.publicHost('P')
-    const p = await spawnPeer({ netns: pHost.ns, listen: `/ip4/${pHost.addr}/tcp/${P_PORT}`, args: ['--stun-port', String(STUN_PORT)], env: debugEnv() })
+    const p = await spawnPeer({ netns: pHost.ns, listen: `/ip4/${pHost.addr}/tcp/${P_PORT}`, args: ['--stun-port', String(STUN_PORT)], env: debugEnv(), timeoutMs: 90_000 })
     started.push(p)
     const bootstrap = `/ip4/${pHost.addr}/tcp/${P_PORT}/p2p/${p.peer}`
     const stun = `stun:${pHost.addr}:${STUN_PORT}`
@@ -108,7 +108,7 @@ export async function startNatMesh (homes: HomeInit[]): Promise<NatMesh> {
     const peers = new Map<string, PeerProcess>()
     const startHome = async (name: string): Promise<PeerProcess> => {
       const home = topology.home(name)
-      const peer = await spawnPeer({ netns: home.ns, listen: `/ip4/${home.addr}/tcp/${P_PORT}`, module: FUNCTIONS, bootstrap: [bootstrap], args: ['--stun', stun], env: debugEnv() })
+      const peer = await spawnPeer({ netns: home.ns, listen: `/ip4/${home.addr}/tcp/${P_PORT}`, module: FUNCTIONS, bootstrap: [bootstrap], args: ['--stun', stun], env: debugEnv(), timeoutMs: 90_000 })
       started.push(peer)
       peers.set(name, peer)
       // The driver hears of it through gossip (a hello does not reach it: they are not connected).
