@@ -367,7 +367,7 @@ interface Source {
   watched: boolean
   /** when its bitfield last arrived */
   bitfieldAt: number
-  /** it was dropped because this peer reaches it only through a relay */
+  /** it was dropped because this peer reaches it only through a relay (or not at all) */
   relayedOnly?: boolean
   /** chunks come over a limited connection */
   limited?: boolean
@@ -609,12 +609,18 @@ class Pull {
 
   /** A chunk stream on a direct connection; a holder reached only through a relay is refused. */
   private async openStream (source: Source): Promise<Stream> {
-    const conn = await this.init.libp2p.dial(peerIdFromString(source.peer), { signal: this.req.signal })
+    const peer = peerIdFromString(source.peer)
+    // Without a direct connection, the dial may come back relayed, fail, or outlast the
+    // stall timeout (a WebRTC dial whose ICE cannot cross the NATs): whichever way the
+    // source is dropped, another peer may still reach it.
+    source.relayedOnly = !this.init.libp2p.getConnections(peer).some(c => c.limits == null && c.status === 'open')
+    const conn = await this.init.libp2p.dial(peer, { signal: this.req.signal })
     if (conn.limits != null) {
       source.relayedOnly = true
       throw new RelayedOnlyError(`${source.peer} is reachable only through a relay (${conn.remoteAddr.toString()})`)
     }
     source.limited = false
+    source.relayedOnly = false
     return await conn.newStream(CHUNK_PROTOCOL, { signal: this.req.signal })
   }
 
