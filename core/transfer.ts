@@ -563,7 +563,10 @@ class Pull {
    */
   private detourAround (): boolean {
     if (this.detoured) return false
-    const relayed = [...new Set(this.sources.filter(s => s.relayedOnly === true).map(s => s.peer))]
+    // Holders dropped while only a relay led to them, or that have no direct connection
+    // now (a WebRTC connection that broke under load, say).
+    const direct = (peer: string): boolean => this.init.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open')
+    const relayed = [...new Set(this.sources.filter(s => s.relayedOnly === true || !direct(s.peer)).map(s => s.peer))]
     if (relayed.length === 0 || this.init.detour === undefined) return false
     this.detoured = true
     log('pull %s: %s reached only through a relay; taking it through another peer', this.req.key, relayed.join(','))
