@@ -16,6 +16,7 @@ import './tcp-writev.ts'
 import { identify } from '@libp2p/identify'
 import { gossipsub } from '@libp2p/gossipsub'
 import type { PrivateKey } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import { Mesh } from '../core/mesh.ts'
 import type { MeshInit } from '../core/mesh.ts'
 import { PUBSUB_OPTIONS } from '../core/gossip.ts'
@@ -40,6 +41,25 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   bootstrap?: string[]
   /** where to listen; default: ephemeral TCP, WebSockets and WebRTC-direct ports on loopback (TCP first) */
   listen?: string[]
+  /**
+   * the addresses other peers should dial instead of the listening ones (libp2p's
+   * `addresses.announce`): a public IP or DNS name behind port forwarding, e.g.
+   * `/dns4/mesh.example.org/tcp/4001`. A WebRTC-direct one gets its certhash added.
+   */
+  announce?: string[]
+  /**
+   * a public IP address or DNS name other peers reach this one at (port
+   * forwarding with the same port numbers): every address this peer listens on
+   * is announced with this host instead of its own. With ephemeral ports, where
+   * `announce` cannot name the ports in advance.
+   */
+  announceHost?: string
+  /**
+   * a certificate and key (PEM) for WebSockets: with them, WebSockets addresses
+   * in `listen` and `announce` serve wss (`/ws` becomes `/tls/ws`), which a page
+   * served over https may dial
+   */
+  tls?: TlsFiles
   /** relay WebRTC signalling between browser tabs (circuit relay v2 server); default true */
   relay?: boolean
   /** file holding this peer's key; created on first use. Without it the identity is new each run. */
@@ -58,13 +78,31 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
 }
 
 export interface NatOptions {
-  /** STUN servers WebRTC hole punching learns this peer's public address from, e.g. 'stun:203.0.113.5:3478' */
-  stun?: string[]
+  /** ICE servers for WebRTC hole punching: STUN servers tell this peer its public address, e.g. { urls: 'stun:203.0.113.5:3478' } */
+  iceServers?: Array<{ urls: string | string[], username?: string, credential?: string }>
   /** answer STUN requests on this UDP port (a public peer helping peers behind NATs) */
   stunPort?: number
   /** reserve relay slots and listen for relayed connections; default: when no listen address is public */
   reserve?: boolean
   upgrader?: Partial<DirectUpgraderInit>
+}
+
+/** a PEM certificate (chain) and its private key, as node:tls takes them */
+export interface TlsFiles {
+  cert: string | Buffer
+  key: string | Buffer
+}
+
+/** `/ws` becomes `/tls/ws` (wss); other addresses, and ones already secure, stay as they are. */
+export function secureWebSockets (addr: string): string {
+  if (/\/(tls|wss)(\/|$)/.test(addr)) return addr
+  return addr.replace(/\/ws(?=\/p2p\/|$)/, '/tls/ws')
+}
+
+/** `addr` with its host (the first ip4/ip6/dns part) replaced by `host`: an IP address or a DNS name */
+export function withHost (addr: string, host: string): string {
+  const proto = /^\d{1,3}(\.\d{1,3}){3}$/.test(host) ? 'ip4' : host.includes(':') ? 'ip6' : 'dns'
+  return addr.replace(/^\/(ip4|ip6|dns|dns4|dns6)\/[^/]+/, `/${proto}/${host}`)
 }
 
 export const NODE_DEFAULTS = {
@@ -105,16 +143,16 @@ async function webRTCDirectFor (listen: string[]): Promise<Array<ReturnType<type
  * listening on peers whose listen addresses are all private (behind a NAT, as far as
  * this peer can tell before any other peer has dialled it back).
  */
-async function natParts (options: NodeMeshOptions, listen: string[]): Promise<{ listen: string[], transports: any[], services: Record<string, any>, reserve: boolean, nat?: NatOptions }> {
+async function natParts (options: NodeMeshOptions, listen: string[], announcesPublic: boolean): Promise<{ listen: string[], transports: any[], services: Record<string, any>, reserve: boolean, nat?: NatOptions }> {
   if (options.nat === undefined || options.nat === false) return { listen, transports: [], services: {}, reserve: false }
   const nat: NatOptions = options.nat === true ? {} : options.nat
-  const reserve = nat.reserve ?? !listen.some(isPublicAddr)
+  const reserve = nat.reserve ?? !(announcesPublic || listen.some(isPublicAddr))
   const { webRTC } = await import('@libp2p/webrtc')
   return {
     listen: reserve ? [...listen, '/p2p-circuit', '/webrtc'] : listen,
     transports: [
       circuitRelayTransport(),
-      webRTC({ rtcConfiguration: { iceServers: (nat.stun ?? []).map(urls => ({ urls })) } })
+      webRTC({ rtcConfiguration: { iceServers: nat.iceServers ?? [] } })
     ],
     services: { autoNAT: autoNATDialingBackAfresh(), dcutr: dcutr() },
     reserve,
@@ -133,16 +171,27 @@ export function natStats (mesh: Mesh): DirectUpgradeStats | undefined {
 /** Starts a peer and joins the mesh through `bootstrap`. With no options: a working single-peer mesh. */
 export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> {
   const privateKey = options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : undefined)
-  const nat = await natParts(options, options.listen ?? [...NODE_DEFAULTS.listen])
+  const secure = (addrs: string[]): string[] => options.tls === undefined ? addrs : addrs.map(secureWebSockets)
+  const announce = secure(options.announce ?? [])
+  const nat = await natParts(options, secure(options.listen ?? [...NODE_DEFAULTS.listen]), announce.some(isPublicAddr) || options.announceHost !== undefined)
   const listen = nat.listen
   const libp2p = await createLibp2p({
     privateKey,
-    // Behind a NAT, the addresses others observe for this peer's TCP dials are ephemeral
-    // mappings nobody can dial back (Node cannot dial from its listening port), so it keeps
-    // none: asking AutoNAT to verify them only makes the verifier, which dials back over
-    // the connection it already has, close that connection.
-    addresses: nat.reserve ? { listen, maxObservedAddresses: 0 } : { listen },
-    transports: [tcp(), webSockets(), ...await webRTCDirectFor(listen), ...nat.transports],
+    addresses: {
+      listen,
+      announce,
+      // Behind a NAT, the addresses others observe for this peer's TCP dials are ephemeral
+      // mappings nobody can dial back (Node cannot dial from its listening port), so it keeps
+      // none: asking AutoNAT to verify them only makes the verifier, which dials back over
+      // the connection it already has, close that connection.
+      ...nat.reserve ? { maxObservedAddresses: 0 } : {},
+      // Loopback and private addresses all become the public host; a relayed
+      // address names its relay's host, which stays.
+      ...options.announceHost === undefined
+        ? {}
+        : { announceFilter: addrs => [...new Map(addrs.map(a => a.toString().includes('/p2p-circuit') ? a : multiaddr(withHost(a.toString(), options.announceHost!))).map(a => [a.toString(), a])).values()] }
+    },
+    transports: [tcp(), webSockets(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }), ...await webRTCDirectFor(listen), ...nat.transports],
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
     connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },

@@ -108,7 +108,7 @@ export async function startNatMesh (homes: HomeInit[]): Promise<NatMesh> {
     const peers = new Map<string, PeerProcess>()
     const startHome = async (name: string): Promise<PeerProcess> => {
       const home = topology.home(name)
-      const peer = await spawnPeer({ netns: home.ns, listen: `/ip4/${home.addr}/tcp/${P_PORT}`, module: FUNCTIONS, bootstrap: [bootstrap], args: ['--stun', stun], env: debugEnv(), timeoutMs: 90_000 })
+      const peer = await spawnPeer({ netns: home.ns, listen: `/ip4/${home.addr}/tcp/${P_PORT}`, module: FUNCTIONS, bootstrap: [bootstrap], args: ['--nat', '--stun', stun], env: debugEnv(), timeoutMs: 90_000 })
       started.push(peer)
       peers.set(name, peer)
       // The driver hears of it through gossip (a hello does not reach it: they are not connected).
