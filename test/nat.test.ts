@@ -72,11 +72,12 @@ test('peers behind NATs: hole punched, large objects direct or around the relay'
     // public caller reaches it directly), and its large result reaches H2 through a
     // peer both reach directly, never over the relay.
     await m.driver.call('make', [8 * MiB, 9], { peer: id('h4'), keep: 'result4' })
+    const before = await m.driver.call<Consumed['transfer']>('transferStats', [], { peer: id('h2') })
     const viaDetour = await m.driver.call<Consumed>('consume', [{ $ref: 'result4' }], { peer: id('h2'), timeoutMs: 120_000 })
     assert.equal(viaDetour.length, 8 * MiB)
     assert.equal(viaDetour.checksum, checksum(pattern(8 * MiB, 9)))
-    assert.equal(viaDetour.transfer.detours, 1, 'one object taken around the relay')
-    assert.equal(viaDetour.transfer.detourBytes, 8 * MiB)
+    assert.ok(viaDetour.transfer.detours - before.detours >= 1, 'the object was taken around the relay')
+    assert.ok(viaDetour.transfer.detourBytes - before.detourBytes >= 8 * MiB)
     assert.equal(viaDetour.transfer.bytesRelayed, 0)
     const h2ToH4 = (await m.links('h2')).filter(l => l.peer === id('h4') && l.status === 'open')
     assert.ok(h2ToH4.every(l => l.limited), `h2 has no direct connection to h4: ${JSON.stringify(h2ToH4)}`)
