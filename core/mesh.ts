@@ -48,6 +48,7 @@ import { raceSignal, withTimeout } from './signals.ts'
 import { ObjectStore } from './store.ts'
 import type { SpillBackend, StoredObject } from './store.ts'
 import { TrafficCounter } from './traffic.ts'
+import { detour } from './detour.ts'
 import { Transfer } from './transfer.ts'
 import type { TransferHooks } from './transfer.ts'
 import { DEFAULTS, parseBytes } from './constants.ts'
@@ -368,6 +369,13 @@ export class Mesh {
       attemptsPerChunk: DEFAULTS.attemptsPerChunk,
       defaultBandwidth: DEFAULTS.bandwidthBytesPerSecond,
       sha256: this.sha256,
+      // Holders behind a relay: through a peer both reach directly (core/detour.ts).
+      detour: async (object, holders, signal) => await detour({
+        self: this.peerId,
+        membership: this.membership,
+        reachesDirectly: peer => this.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open'),
+        prefetch: async (peer, desc, sig) => { await this.channels.request(peer, { prefetch: { object: desc } }, { signal: sig }) }
+      }, object, holders, signal),
       hooks: init.hooks,
       bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
       watchedBitfieldRefreshMs: DEFAULTS.watchedBitfieldRefreshMs,
