@@ -125,6 +125,15 @@ export class ReturnCountError extends RefmeshError {
   override name = 'ReturnCountError'
 }
 
+/**
+ * An actor's peer died and the actor is not coming back for this call: it may
+ * not restart (`maxRestarts` used up, or no other peer offers its class), or the
+ * call used up its `maxTaskRetries`.
+ */
+export class ActorDiedError extends RefmeshError {
+  override name = 'ActorDiedError'
+}
+
 const byName: Record<string, new (message: string) => RefmeshError> = {
   FunctionNotFoundError: FunctionNotFoundError as unknown as new (message: string) => RefmeshError,
   ObjectLostError,
@@ -140,6 +149,7 @@ const byName: Record<string, new (message: string) => RefmeshError> = {
   EncodeError,
   ProtocolError,
   ActorNotFoundError,
+  ActorDiedError,
   NameNotFoundError,
   QuotaExceededError,
   ReturnCountError,
