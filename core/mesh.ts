@@ -1831,7 +1831,9 @@ export class Mesh {
         reply = await this.channels.request(desc.owner, { locate: { id: desc.id, wait: true, fetch: true, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
       } catch (err) {
         if (!(err instanceof PeerDiedError) || signal?.aborted === true) throw err
-        if (performance.now() > deadline) throw new OwnerDiedError(`the owner ${desc.owner} of ${key} cannot be reached: ${err.message}`)
+        // An owner the failure detector still holds alive is only slow to answer (a loaded
+        // peer under churn): keep asking. The detector's verdict, or the caller's signal, ends it.
+        if (performance.now() > deadline && !this.membership.isAlive(desc.owner)) throw new OwnerDiedError(`the owner ${desc.owner} of ${key} cannot be reached: ${err.message}`)
         await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt++))), signal, `get of ${key}`)
         continue
       }
