@@ -1862,6 +1862,9 @@ export class Mesh {
     // Contained Refs are pinned while this object lives, so their entries exist.
     const contained = owned.contained.flatMap(k => { const e = this.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
+    // A peer that asks to pull an object does not hold a whole copy, whatever it held before
+    // (it dropped it, or freed it thinking this owner dead): it is no holder to point anyone at.
+    if (req.fetch && from !== this.peerId && this.receiving.get(key)?.has(from) !== true) owned.locations.delete(from)
     if (!owned.inline && !this.hasCompleteCopy(key, owned)) {
       // Every holder died: a call result is computed again (then described), a put() is gone.
       if (this.lineage.has(key)) {
