@@ -1,5 +1,5 @@
 /**
- * A volunteer mesh across NATs, for test/nat.test.ts and test/bench/nat.ts: a
+ * A volunteer mesh across NATs, for test/volunteers.test.ts and test/bench/nat.ts: a
  * public bootstrap peer P (relay, STUN responder, and with a certificate the mesh
  * page over https) and a caller D on the internet, and `refmesh peer`s on home
  * networks behind NAT routers (test/nat-topology.ts); homes for browser tabs get no peer.

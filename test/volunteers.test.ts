@@ -121,6 +121,7 @@ test('volunteers across NATs: a tab over https, hole-punched peers, large object
     assert.match(info.bootstrap[0], new RegExp(`^/ip4/${pAddr.replace(/\./g, '\\.')}/tcp/${WSS_PORT}/tls/ws/p2p/`), `wss first, at P's address: ${info.bootstrap.join(' ')}`)
     assert.deepEqual(info.iceServers?.flatMap(s => [s.urls].flat()), [m.stun], `the STUN server of --stun reaches the tab: ${JSON.stringify(info.iceServers)}`)
     await page.click('#join')
+    await page.waitForFunction(() => window.refmesh.mesh !== undefined, undefined, { timeout: 30_000 })
     const tab = await page.evaluate(() => window.refmesh.mesh!.peerId)
     for (const home of ['h1', 'h2']) {
       await page.waitForFunction((peer) => window.refmesh.mesh?.peers().some(p => p.peer === peer && p.liveness === 'alive' && p.functions.includes('mapreduce.map')) === true, id(home), { timeout: 60_000 })
