@@ -22,7 +22,7 @@ import { logger } from '@libp2p/logger'
 import { ActorNotFoundError } from './errors.ts'
 import type { Ref } from './ref.ts'
 import type { PlacementOptions } from './scheduler.ts'
-import type { RemoteArgs } from './mesh.ts'
+import type { CallOptions, GetOptions, RemoteArgs, SendOrder } from './types.ts'
 
 const log = logger('refmesh:actors')
 
@@ -178,5 +178,105 @@ export class ActorHost {
       try { dispose.call(hosted.instance) } catch (err) { log.error('disposing %s failed: %s', instance, (err as Error).message) }
     }
     return true
+  }
+}
+
+/**
+ * The caller side: handles to actors (create, method calls in order, stop when
+ * the last handle anywhere is freed). Method calls go through the caller side
+ * of calls (calls.ts), given here as `remote`.
+ */
+export interface ActorClientsInit {
+  self: () => string
+  stopSignal: AbortSignal
+  remote: (fn: string, args: unknown[], options: CallOptions, order?: SendOrder) => Ref
+  get: <T>(ref: Ref<T>, options?: GetOptions) => Promise<T>
+  whenReady: (ref: Ref, signal: AbortSignal) => Promise<void>
+  pins: { pin: (key: string) => void, unpin: (key: string) => void }
+}
+
+export class ActorClients {
+  private readonly self: () => string
+  private readonly stopSignal: AbortSignal
+  private readonly remote: ActorClientsInit['remote']
+  private readonly get: ActorClientsInit['get']
+  private readonly whenReady: ActorClientsInit['whenReady']
+  private readonly pins: ActorClientsInit['pins']
+  /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
+  private readonly handles = new Map<string, ActorDesc>()
+  /** per actor instance: settles when this peer's latest call to it has been sent */
+  private readonly sent = new Map<string, Promise<void>>()
+  /** the next sequence number of this peer's calls to each actor instance */
+  private readonly seqs = new Map<string, number>()
+
+  constructor (init: ActorClientsInit) {
+    this.self = init.self
+    this.stopSignal = init.stopSignal
+    this.remote = init.remote
+    this.get = init.get
+    this.whenReady = init.whenReady
+    this.pins = init.pins
+  }
+
+  /** Creates actors of a registered class, on a peer that offers it (or the one `options` names). */
+  factory<T> (name: string, placement: PlacementOptions = {}): ActorFactory<T> {
+    return {
+      options: (more) => this.factory<T>(name, { ...placement, ...more }),
+      create: async (...args) => {
+        const ref = this.remote(ACTOR_CREATE + name, args, { ...placement, retries: 0 }) as Ref<ActorDesc>
+        try {
+          const desc = await this.get(ref)
+          this.handles.set(ref.key, desc)
+          return this.handle<T>(ref, desc)
+        } catch (err) {
+          ref.release()
+          throw err
+        }
+      }
+    }
+  }
+
+  /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
+  async fromRef<T> (ref: Ref<ActorDesc>, options: GetOptions = {}): Promise<ActorHandle<T>> {
+    const desc = await this.get(ref, options)
+    return this.handle<T>(ref.dup(), desc)
+  }
+
+  private handle<T> (ref: Ref<ActorDesc>, desc: ActorDesc): ActorHandle<T> {
+    const base = { ref, peer: desc.peer, release: () => { ref.release() } }
+    return new Proxy(base, {
+      get: (target, prop) => {
+        if (prop in target) return target[prop as keyof typeof target]
+        // Not a thenable: `await create()` must resolve to the handle itself.
+        if (typeof prop !== 'string' || prop === 'then') return undefined
+        return {
+          remote: (...args: unknown[]) => {
+            const after = this.sent.get(desc.instance) ?? Promise.resolve()
+            let sent!: () => void
+            this.sent.set(desc.instance, new Promise<void>(resolve => { sent = resolve }))
+            const seq = (): number => {
+              const n = this.seqs.get(desc.instance) ?? 0
+              this.seqs.set(desc.instance, n + 1)
+              return n
+            }
+            const result = this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.self(), -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3 })
+            // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
+            this.pins.pin(ref.key)
+            this.whenReady(result, this.stopSignal).catch(() => {}).finally(() => { this.pins.unpin(ref.key) })
+            return result
+          }
+        }
+      }
+    }) as unknown as ActorHandle<T>
+  }
+
+  /** An owned object was freed: when it is an actor's handle object, the last handle anywhere is gone and the actor stops. */
+  freed (key: string): void {
+    const actor = this.handles.get(key)
+    if (actor === undefined) return
+    this.handles.delete(key)
+    this.seqs.delete(actor.instance)
+    this.sent.delete(actor.instance)
+    this.remote(ACTOR_STOP, [actor.instance], { peer: actor.peer, retries: 0 }).release()
   }
 }
