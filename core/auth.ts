@@ -101,12 +101,7 @@ export class MeshAuth {
   }
 
   private async mac (nonce: Uint8Array, challenger: string, responder: string): Promise<Uint8Array> {
-    const enc = new TextEncoder()
-    const parts = [TAG, nonce, enc.encode(challenger), enc.encode(responder)]
-    const data = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
-    let at = 0
-    for (const p of parts) { data.set(p, at); at += p.byteLength }
-    return new Uint8Array(await crypto.subtle.sign('HMAC', this.key as CryptoKey, data))
+    return new Uint8Array(await crypto.subtle.sign('HMAC', this.key as CryptoKey, authMessage(nonce, challenger, responder)))
   }
 
   /** Challenges `peer` once per connection. */
@@ -176,4 +171,19 @@ async function readExactly (stream: Stream, n: number, signal: AbortSignal): Pro
     throw new NotAMemberError(`the auth stream ended after ${at} of ${n} bytes`)
   })()
   return await raceSignal(read, signal, 'mesh auth')
+}
+
+/**
+ * The bytes a responder signs (HMAC-SHA256 with the mesh secret as key): the ASCII tag
+ * `refmesh-auth-v1`, the 32-byte nonce, then both peer ids as UTF-8 base58 text, with no
+ * separators or length prefixes (the tag and nonce have fixed lengths; see PROTOCOL.md).
+ * Exported for the test vectors.
+ */
+export function authMessage (nonce: Uint8Array, challenger: string, responder: string): Uint8Array<ArrayBuffer> {
+  const enc = new TextEncoder()
+  const parts = [TAG, nonce, enc.encode(challenger), enc.encode(responder)]
+  const data = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0))
+  let at = 0
+  for (const p of parts) { data.set(p, at); at += p.byteLength }
+  return data
 }
