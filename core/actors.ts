@@ -196,12 +196,7 @@ export interface ActorClientsInit {
 }
 
 export class ActorClients {
-  private readonly self: () => string
-  private readonly stopSignal: AbortSignal
-  private readonly remote: ActorClientsInit['remote']
-  private readonly get: ActorClientsInit['get']
-  private readonly whenReady: ActorClientsInit['whenReady']
-  private readonly pins: ActorClientsInit['pins']
+  private readonly init: ActorClientsInit
   /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
   private readonly handles = new Map<string, ActorDesc>()
   /** per actor instance: settles when this peer's latest call to it has been sent */
@@ -210,12 +205,7 @@ export class ActorClients {
   private readonly seqs = new Map<string, number>()
 
   constructor (init: ActorClientsInit) {
-    this.self = init.self
-    this.stopSignal = init.stopSignal
-    this.remote = init.remote
-    this.get = init.get
-    this.whenReady = init.whenReady
-    this.pins = init.pins
+    this.init = init
   }
 
   /** Creates actors of a registered class, on a peer that offers it (or the one `options` names). */
@@ -223,9 +213,9 @@ export class ActorClients {
     return {
       options: (more) => this.factory<T>(name, { ...placement, ...more }),
       create: async (...args) => {
-        const ref = this.remote(ACTOR_CREATE + name, args, { ...placement, retries: 0 }) as Ref<ActorDesc>
+        const ref = this.init.remote(ACTOR_CREATE + name, args, { ...placement, retries: 0 }) as Ref<ActorDesc>
         try {
-          const desc = await this.get(ref)
+          const desc = await this.init.get(ref)
           this.handles.set(ref.key, desc)
           return this.handle<T>(ref, desc)
         } catch (err) {
@@ -238,7 +228,7 @@ export class ActorClients {
 
   /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
   async fromRef<T> (ref: Ref<ActorDesc>, options: GetOptions = {}): Promise<ActorHandle<T>> {
-    const desc = await this.get(ref, options)
+    const desc = await this.init.get(ref, options)
     return this.handle<T>(ref.dup(), desc)
   }
 
@@ -259,10 +249,10 @@ export class ActorClients {
               this.seqs.set(desc.instance, n + 1)
               return n
             }
-            const result = this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.self(), -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3 })
+            const result = this.init.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.init.self(), -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3 })
             // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
-            this.pins.pin(ref.key)
-            this.whenReady(result, this.stopSignal).catch(() => {}).finally(() => { this.pins.unpin(ref.key) })
+            this.init.pins.pin(ref.key)
+            this.init.whenReady(result, this.init.stopSignal).catch(() => {}).finally(() => { this.init.pins.unpin(ref.key) })
             return result
           }
         }
@@ -277,6 +267,6 @@ export class ActorClients {
     this.handles.delete(key)
     this.seqs.delete(actor.instance)
     this.sent.delete(actor.instance)
-    this.remote(ACTOR_STOP, [actor.instance], { peer: actor.peer, retries: 0 }).release()
+    this.init.remote(ACTOR_STOP, [actor.instance], { peer: actor.peer, retries: 0 }).release()
   }
 }

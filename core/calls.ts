@@ -55,14 +55,8 @@ export interface CallsInit {
 }
 
 export class Calls {
+  private readonly init: CallsInit
   private readonly ctx: PeerContext
-  private readonly scheduler: Scheduler
-  private readonly executor: CallsInit['executor']
-  private readonly lineage: CallsInit['lineage']
-  private readonly objects: CallsInit['objects']
-  private readonly serveLocal: CallsInit['serveLocal']
-  private readonly releaseHandoff: CallsInit['releaseHandoff']
-  private readonly replicated: CallsInit['replicated']
   /** calls this peer made */
   submitted = 0
   /** calls executors handed back to this peer */
@@ -70,24 +64,18 @@ export class Calls {
 
   constructor (init: CallsInit) {
     this.ctx = init.ctx
-    this.scheduler = init.scheduler
-    this.executor = init.executor
-    this.lineage = init.lineage
-    this.objects = init.objects
-    this.serveLocal = init.serveLocal
-    this.releaseHandoff = init.releaseHandoff
-    this.replicated = init.replicated
+    this.init = init
   }
 
   remote (fn: string, args: unknown[], options: CallOptions, order?: SendOrder): Ref {
-    if ((options.replicas ?? 1) > 1) return this.replicated(fn, args, options)
+    if ((options.replicas ?? 1) > 1) return this.init.replicated(fn, args, options)
     const temporaries: Ref[] = []
     // Large plain arguments become objects of their own, so calls stay small and
     // the executor pulls the bytes as chunks.
     const prepared = args.map(arg => {
       if (arg instanceof Ref || arg instanceof SharedRef) return arg
       if (ArrayBuffer.isView(arg) && arg.byteLength > this.ctx.inlineThreshold) {
-        const tmp = this.objects.put(arg)
+        const tmp = this.init.objects.put(arg)
         temporaries.push(tmp)
         return tmp
       }
@@ -98,7 +86,7 @@ export class Calls {
     const result = this.ctx.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } })
     const call: CallState = { fn, args: prepared, options, result: { key: result.key, id: result.id }, pinned, temporaries, order }
     this.submitted++
-    this.lineage.record(result.key, { fn, options, args: encoded.bytes })
+    this.init.lineage.record(result.key, { fn, options, args: encoded.bytes })
     void this.dispatch(call, encoded.bytes)
     return result
   }
@@ -125,7 +113,7 @@ export class Calls {
       // Arguments still being computed at submit time had no location hints yet: encode them again now.
       if (pendingAtSubmit) {
         args = encodeArgs(call.args, this.hintsOf, true).bytes
-        this.lineage.updateArgs(key, args)
+        this.init.lineage.updateArgs(key, args)
       }
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       if (call.order !== undefined) {
@@ -138,10 +126,10 @@ export class Calls {
         // of a slot-bound function, and holds the rest until one finishes.
         for (let woken = false; ; woken = true) {
           const eligible = this.candidates(call.fn).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
-          if (eligible.length === 0 || eligible.some(c => this.scheduler.hasRoom(c))) break
-          await this.scheduler.nextFinish(signal, woken)
+          if (eligible.length === 0 || eligible.some(c => this.init.scheduler.hasRoom(c))) break
+          await this.init.scheduler.nextFinish(signal, woken)
         }
-        executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), args: argInfo, exclude, options: call.options })
+        executor = this.init.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), args: argInfo, exclude, options: call.options })
         const request: CallRequest = {
           resultId: call.result.id,
           fn: call.fn,
@@ -152,10 +140,10 @@ export class Calls {
           maySpillBack: call.options.peer === undefined && spillbacks < DEFAULTS.maxSpillbacks
         }
         const started = performance.now()
-        this.scheduler.started(executor)
+        this.init.scheduler.started(executor)
         try {
           const replying = executor === this.ctx.peerId
-            ? raceSignal(this.serveLocal(this.ctx.peerId, request), signal, `call of ${call.fn}`)
+            ? raceSignal(this.init.serveLocal(this.ctx.peerId, request), signal, `call of ${call.fn}`)
             : this.ctx.channels.request(executor, { call: request }, { signal: call.options.timeoutMs ? signal : undefined }).then(env => env.callReply)
           // The next call to the same actor may go now: the stream keeps them in this order.
           call.order?.sent()
@@ -182,7 +170,7 @@ export class Calls {
           exclude.add(executor)
           continue
         } finally {
-          this.scheduler.finished(executor)
+          this.init.scheduler.finished(executor)
         }
         if (reply.spillback !== undefined) {
           // Handed back: learn the executor's state now and place the call elsewhere.
@@ -197,7 +185,7 @@ export class Calls {
           }
           continue
         }
-        this.scheduler.observe(call.fn, performance.now() - started)
+        this.init.scheduler.observe(call.fn, performance.now() - started)
       }
       await this.onReply(call.result.id, key, reply.result, executor)
     } catch (err) {
@@ -259,15 +247,15 @@ export class Calls {
       bandwidth: p.state?.bandwidth ?? DEFAULTS.bandwidthBytesPerSecond,
       limit: p.state?.pooledFunctions.includes(fn) === true ? (p.state.slots * DEFAULTS.maxQueuePerSlot) : Infinity
     }))
-    if (this.executor.offers(fn)) {
+    if (this.init.executor.offers(fn)) {
       // Our own queue is counted exactly by the scheduler's in-flight count.
       views.push({
         peer: this.ctx.peerId,
-        slots: this.executor.slots,
+        slots: this.init.executor.slots,
         load: 0,
         admitBytes: this.ctx.admitBytes(),
         bandwidth: this.ctx.transfer.bandwidth(),
-        limit: this.executor.usesSlots(fn) ? this.executor.slots * DEFAULTS.maxQueuePerSlot : Infinity
+        limit: this.init.executor.usesSlots(fn) ? this.init.executor.slots * DEFAULTS.maxQueuePerSlot : Infinity
       })
     }
     return views
@@ -303,7 +291,7 @@ export class Calls {
 
   private ackResult (executor: string, key: string, resultId: Uint8Array): void {
     if (executor === this.ctx.peerId) {
-      this.releaseHandoff(this.ctx.peerId, key)
+      this.init.releaseHandoff(this.ctx.peerId, key)
       return
     }
     this.ctx.channels.send(executor, { resultAck: { resultId } }).catch((err: Error) => { log('result ack to %s failed: %s', executor, err.message) })

@@ -28,18 +28,14 @@ export interface NamesInit {
 }
 
 export class Names {
+  private readonly init: NamesInit
   private readonly ctx: PeerContext
-  private readonly handoffs: NamesInit['handoffs']
-  private readonly changed: () => void
-  private readonly running: () => boolean
   /** names this peer publishes, each holding a handle of its own */
   private readonly published = new Map<string, Ref>()
 
   constructor (init: NamesInit) {
     this.ctx = init.ctx
-    this.handoffs = init.handoffs
-    this.changed = init.changed
-    this.running = init.running
+    this.init = init
   }
 
   /** The names this peer publishes (the first `DEFAULTS.namesGossiped` are gossiped). */
@@ -57,7 +53,7 @@ export class Names {
     if (!(ref instanceof Ref)) throw new TypeError('publish() takes a Ref')
     if (this.published.has(name)) throw new RangeError(`this peer already publishes "${name}"; unpublish it first`)
     this.published.set(name, ref.dup())
-    this.changed()
+    this.init.changed()
   }
 
   unpublish (name: string): boolean {
@@ -65,7 +61,7 @@ export class Names {
     if (ref === undefined) return false
     this.published.delete(name)
     ref.release()
-    this.changed()
+    this.init.changed()
     return true
   }
 
@@ -106,7 +102,7 @@ export class Names {
         await raceSignal(new Promise(resolve => setTimeout(resolve, 200)), signal, `lookup of "${name}"`)
       }
     } catch (err) {
-      if (signal.aborted && options.signal?.aborted !== true && this.running()) throw new NameNotFoundError(`no peer publishes "${name}" (asked ${asked.size})`)
+      if (signal.aborted && options.signal?.aborted !== true && this.init.running()) throw new NameNotFoundError(`no peer publishes "${name}" (asked ${asked.size})`)
       throw err
     }
   }
@@ -117,7 +113,7 @@ export class Names {
     const handoff = newObjectId()
     if (ref === undefined) return { nameReply: { handoff } }
     this.ctx.table.pin(ref.key)
-    this.handoffs.hold(objectKey(handoff), from, [ref.key])
+    this.init.handoffs.hold(objectKey(handoff), from, [ref.key])
     return { nameReply: { object: { id: ref.id, owner: ref.owner, ...this.ctx.table.hints(ref.key) }, handoff } }
   }
 }

@@ -41,15 +41,9 @@ export interface PeersInit {
 }
 
 export class Peers {
+  private readonly init: PeersInit
   private readonly ctx: PeerContext
   private readonly libp2p: Libp2p
-  private readonly executor: PeersInit['executor']
-  private readonly traffic: TrafficCounter
-  private readonly runtime: string
-  private readonly admit: PeersInit['admit']
-  private readonly names: () => string[]
-  private readonly gossipNow: () => void
-  private readonly running: () => boolean
   /** the state last gossiped */
   private lastState: Omit<PeerState, 'seq'> | undefined
   private flowSample = { at: 0, chunkIn: new Map<string, number>() }
@@ -57,13 +51,7 @@ export class Peers {
   constructor (init: PeersInit) {
     this.ctx = init.ctx
     this.libp2p = init.libp2p
-    this.executor = init.executor
-    this.traffic = init.traffic
-    this.runtime = init.runtime
-    this.admit = init.admit
-    this.names = init.names
-    this.gossipNow = init.gossipNow
-    this.running = init.running
+    this.init = init
   }
 
   /** The failure detector declared `peer` dead. */
@@ -83,7 +71,7 @@ export class Peers {
     const peer = conn.remotePeer.toString()
     // In a private mesh a peer that fails the challenge (a wrong secret, here or there) is known
     // at once; waiting for its hello would only run out the clock.
-    await this.admit?.(peer, signal)
+    await this.init.admit?.(peer, signal)
     await this.waitForPeer(peer, { signal })
     return peer
   }
@@ -112,21 +100,21 @@ export class Peers {
     const store = this.ctx.store.stats()
     return {
       peer: this.ctx.peerId,
-      functions: this.executor.names(),
+      functions: this.init.executor.names(),
       addrs: this.libp2p.getMultiaddrs().map(a => a.toString()),
-      slots: this.executor.slots,
-      queued: this.executor.queued,
-      running: this.executor.running,
+      slots: this.init.executor.slots,
+      queued: this.init.executor.queued,
+      running: this.init.executor.running,
       storeUsed: store.bytes,
       storeCapacity: store.capacity,
       spilledBytes: store.spilledBytes,
       admitBytes: this.ctx.admitBytes(),
       bandwidth: this.ctx.transfer.bandwidth(),
-      pooledFunctions: this.executor.pooledNames(),
-      runtime: this.runtime,
+      pooledFunctions: this.init.executor.pooledNames(),
+      runtime: this.init.runtime,
       links: this.libp2p.getConnections().map(c => ({ peer: c.remotePeer.toString(), transport: transportOf(c.remoteAddr.toString(), c.limits !== undefined) })),
       flows: this.chunkFlows(),
-      names: this.names().slice(0, DEFAULTS.namesGossiped)
+      names: this.init.names().slice(0, DEFAULTS.namesGossiped)
     }
   }
 
@@ -136,7 +124,7 @@ export class Peers {
     const seconds = (now - this.flowSample.at) / 1000
     const flows: ChunkFlow[] = []
     const chunkIn = new Map<string, number>()
-    for (const [peer, t] of Object.entries(this.traffic.snapshot())) {
+    for (const [peer, t] of Object.entries(this.init.traffic.snapshot())) {
       chunkIn.set(peer, t.chunkIn)
       const before = this.flowSample.chunkIn.get(peer)
       if (before !== undefined && t.chunkIn > before && seconds > 0) flows.push({ from: peer, bytesPerSecond: (t.chunkIn - before) / seconds })
@@ -169,7 +157,7 @@ export class Peers {
   private hello (): EnvelopeBody {
     return {
       hello: {
-        functions: this.executor.names(),
+        functions: this.init.executor.names(),
         addrs: this.libp2p.getMultiaddrs().map(a => a.toString()),
         peers: this.ctx.membership.all().filter(p => p.liveness !== 'dead').slice(0, DEFAULTS.helloPeers).map(p => ({ peer: p.peer, addrs: p.addrs }))
       }
@@ -183,9 +171,9 @@ export class Peers {
   }
 
   announce (): void {
-    if (!this.running()) return
+    if (!this.init.running()) return
     for (const conn of this.libp2p.getConnections()) this.sayHello(conn.remotePeer.toString())
-    this.gossipNow()
+    this.init.gossipNow()
   }
 
   onHello (from: string, functions: string[], addrs: string[], peers: Array<{ peer: string, addrs: string[] }>): void {

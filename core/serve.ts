@@ -45,13 +45,8 @@ export interface ServeInit {
 }
 
 export class Serve {
+  private readonly init: ServeInit
   private readonly ctx: PeerContext
-  private readonly executor: Executor
-  private readonly admission: MemoryAdmission
-  private readonly prefetch: boolean
-  private readonly objects: ServeInit['objects']
-  private readonly handoffs: ServeInit['handoffs']
-  private readonly spillbackState: ServeInit['spillbackState']
   /** bytes of dereferenced arguments found in this peer's store, and fetched from others */
   readonly argBytes = { localBytes: 0, fetchedBytes: 0 }
   /** calls handed back to their callers */
@@ -59,12 +54,7 @@ export class Serve {
 
   constructor (init: ServeInit) {
     this.ctx = init.ctx
-    this.executor = init.executor
-    this.admission = init.admission
-    this.prefetch = init.prefetch
-    this.objects = init.objects
-    this.handoffs = init.handoffs
-    this.spillbackState = init.spillbackState
+    this.init = init
   }
 
   private readonly hintsOf = (ref: Ref): { size: number, locations: string[] } | undefined => this.ctx.table.hints(ref.key)
@@ -97,22 +87,22 @@ export class Serve {
     const unpin: Array<() => void> = []
     let resultStored: ((bytes?: number) => void) | undefined
     try {
-      if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
+      if (!this.init.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
       const decoded = decodeArgs(req.args)
-      const missing = decoded.reduce((n, a) => 'deref' in a && !this.objects.holds(a.deref) ? n + (a.deref.size ?? 0) : n, 0)
+      const missing = decoded.reduce((n, a) => 'deref' in a && !this.init.objects.holds(a.deref) ? n + (a.deref.size ?? 0) : n, 0)
       // Arguments not in memory here (fetched, or restored from disk) will take room.
       const incoming = decoded.reduce((n, a) => 'deref' in a && this.ctx.store.get(objectKey(a.deref.id))?.data === undefined ? n + (a.deref.size ?? 0) : n, 0)
-      const full = this.executor.usesSlots(req.fn) && this.executor.admitted >= this.executor.slots * DEFAULTS.maxQueuePerSlot
-      if (req.maySpillBack && (missing > this.ctx.admitBytes() || full || this.underPressure() || this.admission.check(req.fn, incoming) === 'full')) {
+      const full = this.init.executor.usesSlots(req.fn) && this.init.executor.admitted >= this.init.executor.slots * DEFAULTS.maxQueuePerSlot
+      if (req.maySpillBack && (missing > this.ctx.admitBytes() || full || this.underPressure() || this.init.admission.check(req.fn, incoming) === 'full')) {
         this.spilledBack++
-        log('handing back %s from %s: %d argument bytes missing, %d admitted', req.fn, from, missing, this.executor.admitted)
-        return { spillback: { ...this.spillbackState(), seq: 0 } }
+        log('handing back %s from %s: %d argument bytes missing, %d admitted', req.fn, from, missing, this.init.executor.admitted)
+        return { spillback: { ...this.init.spillbackState(), seq: 0 } }
       }
-      admitted = this.executor.usesSlots(req.fn)
-      if (admitted) this.executor.admitted++
+      admitted = this.init.executor.usesSlots(req.fn)
+      if (admitted) this.init.executor.admitted++
       const signal = withTimeout(this.ctx.stopSignal, req.timeoutMs, `arguments of ${req.fn}`)
       // Room for what the call will make, before its arguments come in and it starts making it.
-      resultStored = await this.admission.start(req.fn, incoming, signal)
+      resultStored = await this.init.admission.start(req.fn, incoming, signal)
       const pending: Array<Promise<void>> = []
       const makeRef = (desc: RefDesc): Ref => {
         const ref = this.ctx.table.refFromDesc(desc, pending)
@@ -121,23 +111,23 @@ export class Serve {
       }
       // With prefetch, arguments are fetched (in order, a slot's worth ahead)
       // while earlier calls hold the slots; without, only once a slot is ours.
-      if (!this.prefetch) release = await this.executor.acquire(req.fn, signal)
-      else releaseFetch = await this.executor.acquireFetch(req.fn, signal)
+      if (!this.init.prefetch) release = await this.init.executor.acquire(req.fn, signal)
+      else releaseFetch = await this.init.executor.acquireFetch(req.fn, signal)
       const args = await Promise.all(decoded.map(async arg => {
         if ('value' in arg) return decodeValue(Encoding.CBOR, arg.value, makeRef)
-        const local = this.objects.holds(arg.deref)
-        const { encoding, bytes, release } = await this.objects.fetchValue(arg.deref, signal)
+        const local = this.init.objects.holds(arg.deref)
+        const { encoding, bytes, release } = await this.init.objects.fetchValue(arg.deref, signal)
         // The argument stays in memory while the call runs.
         unpin.push(release)
         this.argBytes[local ? 'localBytes' : 'fetchedBytes'] += bytes.byteLength
         return decodeValue(encoding, bytes, makeRef)
       }))
       if (pending.length > 0) await raceSignal(Promise.all(pending), signal, `arguments of ${req.fn}`)
-      if (this.prefetch) {
-        release = await this.executor.acquire(req.fn, signal)
+      if (this.init.prefetch) {
+        release = await this.init.executor.acquire(req.fn, signal)
         releaseFetch()
       }
-      const value = await this.executor.run(req.fn, args, signal)
+      const value = await this.init.executor.run(req.fn, args, signal)
       if (signal?.aborted === true) {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
@@ -153,7 +143,7 @@ export class Serve {
       release()
       for (const u of unpin) u()
       resultStored?.()
-      if (admitted) this.executor.admitted--
+      if (admitted) this.init.executor.admitted--
       for (const r of scope) r.release()
     }
   }
@@ -173,7 +163,7 @@ export class Serve {
         throw err
       }
     }
-    if (contained.length > 0) this.handoffs.hold(resultKey, caller, contained)
+    if (contained.length > 0) this.init.handoffs.hold(resultKey, caller, contained)
     const containedDescs: RefDesc[] = encoded.contained.map(r => ({ id: r.id, owner: r.owner, ...this.ctx.table.hints(r.key) }))
     // Refs in the return value move to the caller: this peer's handles go.
     for (const r of encoded.contained) r.release()
@@ -181,7 +171,7 @@ export class Serve {
       return { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: containedDescs }
     }
     const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.ctx.chunkSize, this.ctx.sha256)
-    await this.objects.storeBytes(resultKey, resultId, caller, manifest, encoded.bytes, `the result of call ${resultKey}`, signal)
+    await this.init.objects.storeBytes(resultKey, resultId, caller, manifest, encoded.bytes, `the result of call ${resultKey}`, signal)
     return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.ctx.peerId], contained: containedDescs }
   }
 }
