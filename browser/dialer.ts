@@ -47,11 +47,18 @@ export interface DialOptions {
   signal?: AbortSignal
 }
 
-/** Addresses a tab can dial, best first: WebSockets, WebRTC-direct, then WebRTC through a relay. */
-export function browserDialable (addrs: string[]): Multiaddr[] {
+/**
+ * Addresses a tab can dial, best first: WebSockets, WebRTC-direct, then WebRTC
+ * through a relay. A page served over https (`secureOrigin`, by default this
+ * page's own) puts plain ws:// after WebRTC-direct: it is mixed content there,
+ * which browsers warn about or refuse, while WebRTC-direct needs no certificate.
+ */
+export function browserDialable (addrs: string[], options: { secureOrigin?: boolean } = {}): Multiaddr[] {
+  const secureOrigin = options.secureOrigin ?? globalThis.location?.protocol === 'https:'
   // The rank of a transport a tab can dial, by the protocol names of an address (or the relay part of one).
   const direct = (names: string[]): number => {
-    if (names.includes('ws') || names.includes('wss')) return 0
+    if (names.includes('wss') || (names.includes('ws') && names.includes('tls'))) return 0
+    if (names.includes('ws')) return secureOrigin ? 2 : 0
     if (names.includes('webrtc-direct')) return 1
     return -1
   }
@@ -62,7 +69,7 @@ export function browserDialable (addrs: string[]): Multiaddr[] {
     // The relay itself must be one a tab can reach.
     if (!names.includes('webrtc')) return -1
     const relay = direct(names.slice(0, circuit))
-    return relay < 0 ? -1 : 2 + relay
+    return relay < 0 ? -1 : 3 + relay
   }
   return addrs
     .flatMap(a => { try { return [multiaddr(a)] } catch { return [] } })

@@ -39,9 +39,11 @@ import { LinkLog } from './links.ts'
 import type { LinkInfo } from './links.ts'
 import { OpfsSpill, SpillInUseError } from './opfs-spill.ts'
 import { WebWorkerPool } from './worker-backend.ts'
+import { assertSecureContext } from './secure-context.ts'
 
 export * from '../core/index.ts'
 export type { LinkInfo, LinkTransport } from './links.ts'
+export { InsecureContextError, checkSecureContext } from './secure-context.ts'
 
 const log = logger('refmesh:browser')
 
@@ -50,7 +52,11 @@ export interface BrowserMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub' |
   bootstrap?: string[]
   /** default: a slot on every relay reached (`/p2p-circuit`) and WebRTC through it (`/webrtc`) */
   listen?: string[]
-  /** for WebRTC between tabs; default no STUN/TURN servers (enough on one machine or LAN) */
+  /**
+   * for WebRTC between tabs; default no STUN/TURN servers (enough on one machine
+   * or LAN). Tabs behind NATs need STUN, and TURN where no direct path exists;
+   * the mesh page takes them from its server's /mesh.json (`--stun`, `--turn`).
+   */
   rtcConfiguration?: RTCConfiguration
   /**
    * Dial loopback and private addresses and plain ws://. A browser libp2p node
@@ -139,6 +145,8 @@ export class BrowserMesh extends Mesh {
 
 /** Starts a peer in this tab and joins the mesh through `bootstrap`. */
 export async function createBrowserMesh (options: BrowserMeshOptions = {}): Promise<BrowserMesh> {
+  // Here, not as a TypeError from deep inside: an http page from another host has none of it.
+  assertSecureContext()
   const lease = options.privateKey !== undefined || options.identity === false
     ? { privateKey: options.privateKey, release: () => {} }
     : await leaseIdentity(options.identity)

@@ -14,11 +14,13 @@ import registerMapReduce from '../examples/mapreduce.ts'
 import { Ref, shared } from '../core/ref.ts'
 import { multiaddr } from '@multiformats/multiaddr'
 
-/** What the page's server tells a tab to join through (node/page-server.ts). */
+/** What the page's server tells a tab to join through (node/page-server.ts's MeshJson). */
 export interface MeshInfo {
   bootstrap: string[]
   /** the mesh is private: joining takes its secret (`join({ secret })`) */
   private: boolean
+  /** STUN/TURN servers for WebRTC between tabs, set by the serving peer's --stun and --turn */
+  iceServers?: RTCIceServer[]
 }
 
 export interface PageApi {
@@ -79,10 +81,11 @@ export function createPageApi (): PageApi {
     info,
     async join (options = {}) {
       if (mesh !== undefined) return mesh.peerId
-      const { bootstrap, private: isPrivate } = await info()
+      const { bootstrap, private: isPrivate, iceServers } = await info()
       if (isPrivate && (options.secret === undefined || options.secret.length === 0)) throw new Error('this mesh is private: joining takes its secret')
       // The page is served by a peer of a local mesh: its addresses are loopback or private.
-      const joinedMesh = await createBrowserMesh({ bootstrap, allowPrivateAddresses: true, ...options }).catch((err: Error) => {
+      const rtc = iceServers === undefined ? {} : { rtcConfiguration: { iceServers } }
+      const joinedMesh = await createBrowserMesh({ bootstrap, allowPrivateAddresses: true, ...rtc, ...options }).catch((err: Error) => {
         throw isPrivate && /mesh secret/.test(err.message) ? new Error(`the mesh's peers did not accept this secret (or this tab theirs): ${err.message}`, { cause: err }) : err
       })
       try {

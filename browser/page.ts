@@ -7,6 +7,7 @@
 import { createPageApi } from './page-api.ts'
 import type { MapReduceRun, PageApi } from './page-api.ts'
 import { createMeshPicture } from './mesh-view.ts'
+import { checkSecureContext, insecureContextMessage } from './secure-context.ts'
 
 declare global {
   interface Window {
@@ -39,6 +40,9 @@ const runButton = $<HTMLButtonElement>('#mr-run')
 const stopButton = $<HTMLButtonElement>('#mr-stop')
 const resultView = $<HTMLElement>('#mr-result')
 
+// Said at once, in words, rather than as a TypeError after pressing Join.
+const insecure = insecureContextMessage(checkSecureContext(), location)
+
 const picture = createMeshPicture()
 const placeholder = pictureBox.firstElementChild
 const short = (peer: string): string => `…${peer.slice(-6)}`
@@ -49,7 +53,7 @@ function show (text: string): void {
 
 function render (): void {
   const mesh = api.mesh
-  joinButton.disabled = mesh !== undefined
+  joinButton.disabled = mesh !== undefined || insecure !== undefined
   secretInput.disabled = mesh !== undefined
   leaveButton.disabled = mesh === undefined
   renderRun(api.mapReduce)
@@ -143,6 +147,14 @@ function join (): void {
   // The secret stays in this tab: it proves itself to each peer, it never sends the secret.
   const secret = secretInput.value
   api.join(secret === '' ? {} : { secret }).then(render, (err: Error) => { show(`Could not join: ${err.message}`); render() })
+}
+
+if (insecure !== undefined) {
+  const box = $<HTMLElement>('#insecure')
+  box.textContent = insecure
+  box.hidden = false
+  joinButton.disabled = true
+  show('This tab cannot join from this address (see above).')
 }
 
 joinButton.addEventListener('click', join)

@@ -5,12 +5,15 @@
  * moved between which peers.
  *
  *   refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]] [--mesh-secret S]
+ *                [--listen IP] [--page-host IP] [--announce HOST] [--tls-cert FILE --tls-key FILE] [--stun URL] [--turn URL ...]
  *
  * With --serve (`npm start`) the peers also listen where browsers reach them
  * (WebSockets, WebRTC-direct), the first serves the mesh page (built first if
  * missing or stale), and the mesh stays up after the run until Ctrl-C, so tabs
  * can join it, watch it and run the word count themselves. Without it the demo
- * exits after its check.
+ * exits after its check. --listen (an IP address of this machine, or 0.0.0.0)
+ * and --page-host open it to other machines, whose tabs need https
+ * (--tls-cert/--tls-key; node/serve-flags.ts has the rest).
  */
 import { parseArgs } from 'node:util'
 import { fileURLToPath } from 'node:url'
@@ -22,12 +25,18 @@ import { ensurePageBuilt } from '../node/page-build.ts'
 import type { PeerProcess } from '../node/local-cluster.ts'
 import { runMapReduce, wordCountLocal } from './mapreduce.ts'
 import type { MapReduceOptions, Stage } from './mapreduce.ts'
+import { SERVE_FLAGS, ServeFlagError, insecurePageNote, parseServeFlags } from '../node/serve-flags.ts'
+import type { ServeOptions } from '../node/serve-flags.ts'
 
 const MODULE = fileURLToPath(new URL('./mapreduce.ts', import.meta.url))
 const PEERS = 3
-const JOIN_TIMEOUT_MS = 20_000
+/**
+ * A peer process is up in 1-2 s on a quiet machine; two starting at once on a
+ * 2-core machine at load 25 took 18-22 s (measured), past the 20 s this was.
+ */
+const JOIN_TIMEOUT_MS = 45_000
 /** where the peers of a served mesh listen besides TCP: tabs reach Node peers over WebSockets or WebRTC-direct only */
-const BROWSER_LISTEN = ['/ip4/127.0.0.1/tcp/0/ws', '/ip4/127.0.0.1/udp/0/webrtc-direct']
+const browserListen = (ip: string): string[] => [`/ip4/${ip}/tcp/0/ws`, `/ip4/${ip}/udp/0/webrtc-direct`]
 const DRIVER_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
 
 /**
@@ -38,7 +47,8 @@ export class UsageError extends Error {
   override name = 'UsageError'
 }
 
-const DEMO_USAGE = 'usage: refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]] [--mesh-secret S]'
+const DEMO_USAGE = 'usage: refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]] [--mesh-secret S]\n' +
+  '                   [--listen IP] [--page-host IP] [--announce HOST] [--tls-cert FILE --tls-key FILE] [--stun URL] [--turn URL --turn-username U --turn-credential P]'
 
 export interface DemoOptions {
   maps: number
@@ -51,6 +61,10 @@ export interface DemoOptions {
   pagePort: number
   /** a private mesh (or REFMESH_MESH_SECRET): the page asks a tab for it before joining */
   secret?: string
+  /** the IPv4 address the peers listen on (default 127.0.0.1; 0.0.0.0: every interface) */
+  listenIp: string
+  /** --page-host, --announce (a host only), --tls-cert/--tls-key, --stun/--turn, as for refmesh peer */
+  reach: ServeOptions
 }
 
 /** Parses the demo's flags; a bad flag is a UsageError that names it. */
@@ -66,7 +80,9 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
         seed: { type: 'string', default: '2026' },
         serve: { type: 'boolean', default: false },
         'page-port': { type: 'string' },
-        'mesh-secret': { type: 'string' }
+        'mesh-secret': { type: 'string' },
+        listen: { type: 'string' },
+        ...SERVE_FLAGS
       },
       strict: true,
       allowPositionals: false
@@ -87,6 +103,16 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
   }
   if (shardBytes < 1024 || shardBytes > 64 * 2 ** 20) throw new UsageError(`demo: --shard-bytes must be from 1KiB to 64MiB, not "${values['shard-bytes']}"`)
   if (values['page-port'] !== undefined && values.serve !== true) throw new UsageError('demo: --page-port serves the page, which needs --serve')
+  let serve: ServeOptions
+  try {
+    serve = parseServeFlags(values)
+  } catch (err) {
+    throw err instanceof ServeFlagError ? new UsageError(`demo: ${err.message}`) : err
+  }
+  if (serve.announce.length > 0) throw new UsageError('demo: --announce takes a host name or IP address here (the demo\'s peers take ports as they start); for fixed ports run refmesh peer')
+  const listenIp = values.listen ?? '127.0.0.1'
+  if (!/^\d{1,3}(\.\d{1,3}){3}$/.test(listenIp)) throw new UsageError(`demo: --listen takes an IPv4 address of this machine (or 0.0.0.0), not "${listenIp}"`)
+  if ((serve.pageHost !== undefined || serve.tls !== undefined || serve.iceServers.length > 0) && values.serve !== true) throw new UsageError('demo: --page-host, --tls-cert, --stun and --turn are for the page, which needs --serve')
   const options = {
     maps: whole('maps', values.maps, 1, 1000),
     reduces: whole('reduces', values.reduces, 1, 256),
@@ -94,7 +120,10 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
     seed: whole('seed', values.seed, 0, 2 ** 32 - 1),
     serve: values.serve === true,
     pagePort: whole('page-port', values['page-port'] ?? '0', 0, 65535),
-    secret: values['mesh-secret'] ?? process.env.REFMESH_MESH_SECRET
+    secret: values['mesh-secret'] ?? process.env.REFMESH_MESH_SECRET,
+    listenIp,
+    // The page is where the peers are, unless told otherwise.
+    reach: { ...serve, pageHost: serve.pageHost ?? listenIp }
   }
   if (options.secret !== undefined && options.secret.length === 0) throw new UsageError('demo: --mesh-secret must not be empty')
   if (options.maps * shardBytes > 2 ** 30) throw new UsageError(`demo: --maps x --shard-bytes is ${mib(options.maps * shardBytes)}; keep the corpus under 1 GiB`)
@@ -233,17 +262,30 @@ export async function runDemo (argv: string[]): Promise<void> {
     write(`starting ${PEERS} peer processes (refmesh peer --module examples/mapreduce.ts)...\n`)
     // Peers 2 and 3 join through peer 1, and meet each other by peer exchange.
     // Each is recorded the moment it is up, so a failure or Ctrl-C stops it too.
-    const listen = options.serve ? BROWSER_LISTEN.flatMap(addr => ['--listen', addr]) : []
+    const { reach: serve } = options
+    const listen = options.serve ? browserListen(options.listenIp).flatMap(addr => ['--listen', addr]) : []
+    // Every peer: tabs reach each of them, over wss when there is a certificate.
+    const reachFlags = [
+      ...serve.announceHost === undefined ? [] : ['--announce', serve.announceHost],
+      ...serve.tls === undefined ? [] : ['--tls-cert', serve.tls.certFile, '--tls-key', serve.tls.keyFile]
+    ]
+    // The first peer: the page.
+    const page = [
+      '--page-port', String(options.pagePort), '--page-host', serve.pageHost ?? '127.0.0.1',
+      ...serve.iceServers.flatMap(iceServerFlags)
+    ]
     const spawn = async (bootstrap: string[], args: string[] = []): Promise<PeerProcess> => {
       const env = options.secret === undefined ? undefined : { REFMESH_MESH_SECRET: options.secret }
-      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, args: [...listen, ...args], env })
+      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, listen: `/ip4/${options.listenIp}/tcp/0`, args: [...listen, ...reachFlags, ...args], env })
       starting.push(spawned.catch(() => {}))
       const p = await spawned
       peers.push(p)
       return p
     }
-    const first = await orInterrupt(spawn([], options.serve ? ['--page-port', String(options.pagePort)] : []))
+    const first = await orInterrupt(spawn([], options.serve ? page : []))
     if (first.page !== undefined) write(`mesh page: ${first.page}/  (open it in a browser${options.secret !== undefined ? ', enter the mesh secret' : ''} and press Join; the mesh stays up after the run)\n`)
+    const note = first.page === undefined ? undefined : insecurePageNote(first.page)
+    if (note !== undefined) write(`${note}\n`)
     const rest = await orInterrupt(Promise.allSettled([spawn(first.addrs), spawn(first.addrs)]))
     for (const r of rest) if (r.status === 'rejected') throw r.reason
 
@@ -312,6 +354,13 @@ export async function runDemo (argv: string[]): Promise<void> {
     process.stderr.write('interrupted; every peer is stopped.\n')
     process.exit(130)
   }
+}
+
+/** --stun and --turn again, for the peer that serves the page */
+function iceServerFlags (server: ServeOptions['iceServers'][number]): string[] {
+  const urls = typeof server.urls === 'string' ? [server.urls] : server.urls
+  if (server.username === undefined) return urls.flatMap(u => ['--stun', u])
+  return [...urls.flatMap(u => ['--turn', u]), '--turn-username', server.username, '--turn-credential', server.credential ?? '']
 }
 
 /** Waits until each peer process knows the other two (reducers fetch partitions straight from mappers). */

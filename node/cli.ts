@@ -19,6 +19,8 @@ import { parseBytes } from '../core/constants.ts'
 import { startMetricsServer } from './metrics.ts'
 import { startPageServer } from './page-server.ts'
 import type { PageServer } from './page-server.ts'
+import { SERVE_FLAGS, SERVE_USAGE, ServeFlagError, insecurePageNote, loadTls, parseServeFlags, publicHostOf } from './serve-flags.ts'
+import type { ServeOptions } from './serve-flags.ts'
 
 export class UsageError extends Error {
   override name = 'UsageError'
@@ -45,7 +47,7 @@ commands:
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
-                                      built first if missing or stale); it listens on --metrics-host
+                                      built first if missing or stale)${SERVE_USAGE}
              --mesh-secret <secret>   a private mesh: only peers that prove this secret talk refmesh with
                                       this one (or set REFMESH_MESH_SECRET, which keeps it out of ps)
              --json                   print one JSON line {peer, addrs} when ready
@@ -68,6 +70,9 @@ commands:
                                       browser tabs to join it (built first if missing or stale; npm start)
              --page-port <port>       the page's port with --serve (default 0: any free port)
              --mesh-secret <secret>   a private mesh (or set REFMESH_MESH_SECRET): the page asks tabs for it
+             --listen <ip>            the address the peers listen on (default 127.0.0.1; 0.0.0.0: every
+                                      interface); the page listens there too unless --page-host says otherwise
+             --page-host, --announce <host>, --tls-cert, --tls-key, --stun, --turn   as for peer
 `
 
 export interface PeerCommandOptions {
@@ -87,6 +92,8 @@ export interface PeerCommandOptions {
   swarm: boolean
   secret?: string
   json: boolean
+  /** --page-host, --announce, --tls-cert/--tls-key, --stun/--turn (node/serve-flags.ts) */
+  serve: ServeOptions
 }
 
 function parse (argv: string[], options: ParseArgsOptionsConfig): Record<string, string | boolean | Array<string | boolean> | undefined> {
@@ -125,8 +132,15 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
-    json: { type: 'boolean', default: false }
+    json: { type: 'boolean', default: false },
+    ...SERVE_FLAGS
   })
+  let serve: ServeOptions
+  try {
+    serve = parseServeFlags(v)
+  } catch (err) {
+    throw err instanceof ServeFlagError ? new UsageError(err.message) : err
+  }
   const secret = v['mesh-secret'] as string | undefined ?? process.env.REFMESH_MESH_SECRET
   if (secret !== undefined && secret.length === 0) throw new UsageError('--mesh-secret must not be empty')
   let metricsPort: number | undefined
@@ -139,6 +153,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort = Number(v['page-port'])
     if (!Number.isInteger(pagePort) || pagePort < 0 || pagePort > 65535) throw new UsageError(`--page-port must be a port number, not "${String(v['page-port'])}"`)
   }
+  if (pagePort === undefined && (serve.pageHost !== undefined || serve.iceServers.length > 0)) throw new UsageError('--page-host, --stun and --turn are for the mesh page, which needs --page-port')
   let workers: number | undefined
   if (v.workers !== undefined) {
     workers = Number(v.workers)
@@ -155,7 +170,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
   const storeCapacity = bytesOption('store-capacity')
   const spillCapacity = bytesOption('spill-capacity')
   if (v['no-spill'] === true && v['spill-dir'] !== undefined) throw new UsageError('--no-spill and --spill-dir contradict each other')
-  for (const addr of [...(v.listen as string[] ?? []), ...(v.bootstrap as string[] ?? [])]) {
+  for (const addr of [...(v.listen as string[] ?? []), ...(v.bootstrap as string[] ?? []), ...serve.announce]) {
     if (!addr.startsWith('/')) throw new UsageError(`"${addr}" is not a multiaddr (they look like /ip4/127.0.0.1/tcp/4001)`)
   }
   return {
@@ -174,7 +189,8 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
     secret,
-    json: v.json === true
+    json: v.json === true,
+    serve
   }
 }
 
@@ -188,9 +204,13 @@ export async function loadModule (mesh: Mesh, file: string): Promise<void> {
 /** `refmesh peer`; `extra` lets a test peer add mesh options the command line does not offer (test hooks). */
 export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> = {}): Promise<void> {
   const opts = parsePeerArgs(argv)
+  const tls = await loadTls(opts.serve.tls)
   const mesh = await createMesh({
     ...extra,
     listen: opts.listen.length > 0 ? opts.listen : undefined,
+    announce: opts.serve.announce,
+    announceHost: opts.serve.announceHost,
+    tls,
     bootstrap: opts.bootstrap,
     identityFile: opts.identity,
     store: { capacity: opts.storeCapacity, spillCapacity: opts.spillCapacity },
@@ -203,7 +223,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
   })
   if (opts.module !== undefined) await loadModule(mesh, opts.module)
   const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })
-  const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, opts.metricsHost)
+  const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, { ...opts.serve, pageHost: opts.serve.pageHost ?? opts.metricsHost }, tls)
   const addrs = mesh.libp2p.getMultiaddrs().map(String)
   if (opts.json) {
     process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs, metrics: metrics?.url, page: page?.url }) + '\n')
@@ -211,6 +231,8 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     process.stdout.write(`refmesh peer ${mesh.peerId}\njoin with:\n${addrs.map(a => `  --bootstrap ${a}`).join('\n')}\n`)
     if (metrics !== undefined) process.stdout.write(`metrics: ${metrics.url}/metrics, state: ${metrics.url}/state.json\n`)
     if (page !== undefined) process.stdout.write(`mesh page: ${page.url}/ (open it in a browser and press Join)\n`)
+    const note = page === undefined ? undefined : insecurePageNote(page.url)
+    if (note !== undefined) process.stdout.write(`${note}\n`)
   }
   let stopping = false
   const stop = (): void => {
@@ -225,10 +247,18 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
 }
 
 /** The mesh page, handing tabs this peer's browser addresses (it must listen on WebSockets or WebRTC-direct). */
-async function servePage (mesh: Mesh, port: number, host?: string): Promise<PageServer> {
+async function servePage (mesh: Mesh, port: number, serve: ServeOptions, tls: Awaited<ReturnType<typeof loadTls>>): Promise<PageServer> {
   const { ensurePageBuilt } = await import('./page-build.ts')
   await ensurePageBuilt()
-  return await startPageServer({ addrs: () => mesh.libp2p.getMultiaddrs().map(String), port, host, private: mesh.stats().auth.private })
+  return await startPageServer({
+    addrs: () => mesh.libp2p.getMultiaddrs().map(String),
+    port,
+    host: serve.pageHost,
+    publicHost: publicHostOf(serve),
+    tls,
+    iceServers: serve.iceServers,
+    private: mesh.stats().auth.private
+  })
 }
 
 async function runStatus (argv: string[]): Promise<void> {

@@ -15,6 +15,7 @@ import './tcp-writev.ts'
 import { identify } from '@libp2p/identify'
 import { gossipsub } from '@libp2p/gossipsub'
 import type { PrivateKey } from '@libp2p/interface'
+import { multiaddr } from '@multiformats/multiaddr'
 import { Mesh } from '../core/mesh.ts'
 import type { MeshInit } from '../core/mesh.ts'
 import { PUBSUB_OPTIONS } from '../core/gossip.ts'
@@ -34,6 +35,25 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   bootstrap?: string[]
   /** where to listen; default: ephemeral TCP, WebSockets and WebRTC-direct ports on loopback (TCP first) */
   listen?: string[]
+  /**
+   * the addresses other peers should dial instead of the listening ones (libp2p's
+   * `addresses.announce`): a public IP or DNS name behind port forwarding, e.g.
+   * `/dns4/mesh.example.org/tcp/4001`. A WebRTC-direct one gets its certhash added.
+   */
+  announce?: string[]
+  /**
+   * a public IP address or DNS name other peers reach this one at (port
+   * forwarding with the same port numbers): every address this peer listens on
+   * is announced with this host instead of its own. With ephemeral ports, where
+   * `announce` cannot name the ports in advance.
+   */
+  announceHost?: string
+  /**
+   * a certificate and key (PEM) for WebSockets: with them, WebSockets addresses
+   * in `listen` and `announce` serve wss (`/ws` becomes `/tls/ws`), which a page
+   * served over https may dial
+   */
+  tls?: TlsFiles
   /** relay WebRTC signalling between browser tabs (circuit relay v2 server); default true */
   relay?: boolean
   /** file holding this peer's key; created on first use. Without it the identity is new each run. */
@@ -47,6 +67,24 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   workers?: number
   /** where this peer spills objects (emptied at start and stop); default a directory per peer under the OS temp dir; false: never spill */
   spillDir?: string | false
+}
+
+/** a PEM certificate (chain) and its private key, as node:tls takes them */
+export interface TlsFiles {
+  cert: string | Buffer
+  key: string | Buffer
+}
+
+/** `/ws` becomes `/tls/ws` (wss); other addresses, and ones already secure, stay as they are. */
+export function secureWebSockets (addr: string): string {
+  if (/\/(tls|wss)(\/|$)/.test(addr)) return addr
+  return addr.replace(/\/ws(?=\/p2p\/|$)/, '/tls/ws')
+}
+
+/** `addr` with its host (the first ip4/ip6/dns part) replaced by `host`: an IP address or a DNS name */
+export function withHost (addr: string, host: string): string {
+  const proto = /^\d{1,3}(\.\d{1,3}){3}$/.test(host) ? 'ip4' : host.includes(':') ? 'ip6' : 'dns'
+  return addr.replace(/^\/(ip4|ip6|dns|dns4|dns6)\/[^/]+/, `/${proto}/${host}`)
 }
 
 export const NODE_DEFAULTS = {
@@ -84,11 +122,21 @@ async function webRTCDirectFor (listen: string[]): Promise<Array<ReturnType<type
 /** Starts a peer and joins the mesh through `bootstrap`. With no options: a working single-peer mesh. */
 export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> {
   const privateKey = options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : undefined)
-  const listen = options.listen ?? [...NODE_DEFAULTS.listen]
+  const secure = (addrs: string[]): string[] => options.tls === undefined ? addrs : addrs.map(secureWebSockets)
+  const listen = secure(options.listen ?? [...NODE_DEFAULTS.listen])
+  const announce = secure(options.announce ?? [])
   const libp2p = await createLibp2p({
     privateKey,
-    addresses: { listen },
-    transports: [tcp(), webSockets(), ...await webRTCDirectFor(listen)],
+    addresses: {
+      listen,
+      announce,
+      // Loopback and private addresses all become the public host; a relayed
+      // address names its relay's host, which stays.
+      ...options.announceHost === undefined
+        ? {}
+        : { announceFilter: addrs => [...new Map(addrs.map(a => a.toString().includes('/p2p-circuit') ? a : multiaddr(withHost(a.toString(), options.announceHost!))).map(a => [a.toString(), a])).values()] }
+    },
+    transports: [tcp(), webSockets(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }), ...await webRTCDirectFor(listen)],
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
     connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },

@@ -1,10 +1,13 @@
 /**
  * Serves the mesh page (dist/browser) to browsers, with the headers that make
  * it crossOriginIsolated (SharedArrayBuffer, OPFS in workers), and tells each
- * tab which Node peer addresses to join through (`/mesh.json`).
+ * tab which Node peer addresses to join through and which STUN/TURN servers
+ * to use (`/mesh.json`). Over https when given a certificate: a page from any
+ * host but this one's loopback is a secure context only then.
  */
 import { createServer } from 'node:http'
-import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { createServer as createHttpsServer } from 'node:https'
 import { readFile, stat } from 'node:fs/promises'
 import { extname, join, normalize, sep } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -49,6 +52,26 @@ export interface PageServerInit {
   port?: number
   /** the mesh is private: the page asks for the secret before a tab joins (the server never knows it) */
   private?: boolean
+  /** serve https with this certificate (chain) and key, PEM */
+  tls?: { cert: string | Buffer, key: string | Buffer }
+  /** the host name or IP address the URL names (default the one listened on); for a server on 0.0.0.0 or behind port forwarding */
+  publicHost?: string
+  /** STUN/TURN servers for WebRTC between tabs, handed to each tab in /mesh.json */
+  iceServers?: IceServer[]
+}
+
+/** RTCIceServer, without the DOM types */
+export interface IceServer {
+  urls: string | string[]
+  username?: string
+  credential?: string
+}
+
+/** What `/mesh.json` tells a tab (browser/page-api.ts reads it). */
+export interface MeshJson {
+  bootstrap: string[]
+  private: boolean
+  iceServers?: IceServer[]
 }
 
 export interface PageServer {
@@ -58,21 +81,25 @@ export interface PageServer {
 
 export async function startPageServer (init: PageServerInit): Promise<PageServer> {
   const root = init.root ?? PAGE_DIR
-  const server = createServer((req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     handle(req, res, root, init).catch((err: Error) => {
       log.error('%s %s failed: %e', req.method, req.url, err)
       if (!res.headersSent) send(res, 500, 'text/plain; charset=utf-8', 'internal error\n')
       else res.destroy()
     })
-  })
-  const host = init.host ?? PAGE_SERVER_DEFAULTS.host
+  }
+  const server: Server = init.tls === undefined ? createServer(onRequest) : createHttpsServer({ cert: init.tls.cert, key: init.tls.key }, onRequest)
+  // A browser that does not trust the certificate hangs up during the handshake: not this server's fault.
+  server.on('tlsClientError', (err: Error) => { log('TLS handshake failed: %s', err.message) })
+  const listenHost = init.host ?? PAGE_SERVER_DEFAULTS.host
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(init.port ?? PAGE_SERVER_DEFAULTS.port, host, () => { server.off('error', reject); resolve() })
+    server.listen(init.port ?? PAGE_SERVER_DEFAULTS.port, listenHost, () => { server.off('error', reject); resolve() })
   })
   const address = server.address()
   if (address === null || typeof address === 'string') throw new Error('the page server has no TCP address')
-  const url = `http://${address.family === 'IPv6' ? `[${address.address}]` : address.address}:${address.port}`
+  const host = init.publicHost ?? address.address
+  const url = `${init.tls === undefined ? 'http' : 'https'}://${host.includes(':') ? `[${host}]` : host}:${address.port}`
   return {
     url,
     close: async () => {
@@ -89,8 +116,11 @@ async function handle (req: IncomingMessage, res: ServerResponse, root: string, 
   }
   const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)
   if (path === '/mesh.json') {
-    const bootstrap = browserDialable(init.addrs()).map(String)
-    send(res, 200, TYPES['.json'], JSON.stringify({ bootstrap, private: init.private === true }))
+    // A tab on another machine would dial its own loopback.
+    const remote = !isLoopbackHost(req.headers.host ?? '')
+    const bootstrap = browserDialable(init.addrs(), { secureOrigin: init.tls !== undefined }).filter(ma => !remote || !isLoopbackAddr(ma.toString())).map(String)
+    const info: MeshJson = { bootstrap, private: init.private === true, ...init.iceServers === undefined || init.iceServers.length === 0 ? {} : { iceServers: init.iceServers } }
+    send(res, 200, TYPES['.json'], JSON.stringify(info))
     return
   }
   if (path === '/favicon.ico') {
@@ -113,4 +143,14 @@ async function handle (req: IncomingMessage, res: ServerResponse, root: string, 
 function send (res: ServerResponse, status: number, type: string, body: string | Buffer, headOnly = false): void {
   res.writeHead(status, { ...HEADERS, 'Content-Type': type, 'Content-Length': Buffer.byteLength(body) })
   res.end(headOnly ? undefined : body)
+}
+
+/** `localhost:8080`, `127.0.0.1`, `[::1]:80`: a Host header naming this machine's loopback */
+function isLoopbackHost (host: string): boolean {
+  const name = host.replace(/:\d+$/, '').replace(/^\[(.*)\]$/, '$1')
+  return name === 'localhost' || name === '::1' || name.startsWith('127.')
+}
+
+function isLoopbackAddr (addr: string): boolean {
+  return /^\/ip4\/127\./.test(addr) || addr.startsWith('/ip6/::1/') || /^\/dns[46]?\/localhost\//.test(addr)
 }

@@ -29,6 +29,8 @@ test('bad flags get a clear message and a non-zero exit', async () => {
     [['peer', '--no-such-flag'], /Unknown option '--no-such-flag'/],
     [['peer', '--bootstrap', 'localhost:4001'], /is not a multiaddr/],
     [['status'], /status needs --bootstrap/],
+    [['peer', '--tls-cert', 'cert.pem'], /--tls-cert and --tls-key go together/],
+    [['demo', '--listen', '/ip4/0.0.0.0/tcp/0'], /--listen takes an IPv4 address/],
     [['frobnicate'], /unknown command "frobnicate"/]
   ]
   for (const [args, message] of cases) {
