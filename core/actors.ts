@@ -14,13 +14,24 @@
  *    (as a SharedRef) and reclaiming it work like any Ref. When the owner frees
  *    it (no handle left anywhere), it calls `actor.stop` on the actor's peer;
  *  - a method call is `actor.call/<name>(instance, method, caller, seq, ...args)`
- *    required on the actor's peer, with no retries (the state died with the peer:
- *    PeerDiedError). `seq` counts the calls this peer made to this instance; the
- *    actor's peer runs them in that order, whatever order they arrive in.
+ *    required on the actor's peer. `seq` counts the calls this peer made to this
+ *    instance; the actor's peer runs them in that order, whatever order they
+ *    arrive in.
+ *
+ * Restarts (Ray's max_restarts and max_task_retries): the creator keeps the
+ * class's constructor arguments (`ActorLife`). When the actor's peer dies, its
+ * handles on the creator make the actor again on another peer offering the
+ * class (at most `maxRestarts` times, one restart however many calls notice),
+ * from those arguments: the state it had built up is lost, only what its
+ * constructor makes is there again. A call in flight then runs again on the new
+ * instance if it has tries left (`maxTaskRetries`; calls are then at-least-once),
+ * else fails with ActorDiedError, as does every call once the actor may not
+ * restart. Handles on other peers (`actorFromRef`) cannot restart it: their calls
+ * fail with ActorDiedError when its first peer dies.
  */
 import { logger } from '@libp2p/logger'
-import { ActorNotFoundError } from './errors.ts'
-import type { Ref } from './ref.ts'
+import { ActorDiedError, ActorNotFoundError } from './errors.ts'
+import { Ref } from './ref.ts'
 import type { PlacementOptions } from './scheduler.ts'
 import type { CallOptions, GetOptions, RemoteArgs, SendOrder } from './types.ts'
 
@@ -48,10 +59,62 @@ export type ActorHandle<T> = Methods<T> & {
   release: () => void
 }
 
-/** Makes actors of one class: `mesh.actor<T>(name).options({ peer }).create(...args)`. */
+export interface ActorOptions extends PlacementOptions {
+  /** times the actor is made again on another peer when its peer dies (default 0) */
+  maxRestarts?: number
+  /** times a call in flight when the actor's peer died runs again on the restarted actor (default 0) */
+  maxTaskRetries?: number
+}
+
+/** Makes actors of one class: `mesh.actor<T>(name).options({ peer, maxRestarts }).create(...args)`. */
 export interface ActorFactory<T> {
-  options: (more: PlacementOptions) => ActorFactory<T>
+  options: (more: ActorOptions) => ActorFactory<T>
   create: (...args: unknown[]) => Promise<ActorHandle<T>>
+}
+
+/**
+ * One actor as its handles on one peer see it, across restarts: where it lives
+ * now, and (on its creator) how to make it again.
+ */
+export class ActorLife {
+  /** where it lives now; changes in place on a restart */
+  readonly desc: ActorDesc
+  readonly maxTaskRetries: number
+  private restartsLeft: number
+  private readonly makeAgain: ((dead: string) => Promise<ActorDesc>) | undefined
+  private restarting: Promise<void> | undefined
+  /** called when the actor stops for good (its constructor arguments go) */
+  readonly end: () => void
+
+  constructor (desc: ActorDesc, options: ActorOptions = {}, makeAgain?: (dead: string) => Promise<ActorDesc>, end: () => void = () => {}) {
+    this.end = end
+    for (const key of ['maxRestarts', 'maxTaskRetries'] as const) {
+      const v = options[key]
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) throw new RangeError(`${key} must be a whole number >= 0, not ${v}`)
+    }
+    this.desc = desc
+    this.restartsLeft = makeAgain === undefined ? 0 : options.maxRestarts ?? 0
+    this.maxTaskRetries = options.maxTaskRetries ?? 0
+    this.makeAgain = makeAgain
+  }
+
+  /** The actor's peer `dead` died: makes it again elsewhere (once, whoever asks), or ActorDiedError. */
+  async restart (dead: string): Promise<void> {
+    if (this.desc.peer !== dead) return
+    this.restarting ??= (async () => {
+      if (this.restartsLeft <= 0 || this.makeAgain === undefined) {
+        throw new ActorDiedError(`actor ${this.desc.name} ${this.desc.instance} died with its peer ${dead}${this.makeAgain === undefined ? '' : ' and has no restarts left'}`)
+      }
+      this.restartsLeft--
+      try {
+        Object.assign(this.desc, await this.makeAgain(dead))
+      } catch (err) {
+        throw new ActorDiedError(`actor ${this.desc.name} died with its peer ${dead} and could not be made again: ${(err as Error).message}`, { cause: err })
+      }
+      log('actor %s restarted on %s as %s (%d restarts left)', this.desc.name, this.desc.peer, this.desc.instance, this.restartsLeft)
+    })().finally(() => { this.restarting = undefined })
+    await this.restarting
+  }
 }
 
 export const ACTOR_CREATE = 'actor.create/'
@@ -181,6 +244,44 @@ export class ActorHost {
   }
 }
 
+/** What restarts need to know of the mesh's failure detector. */
+export interface PeerVerdicts {
+  alive: (peer: string) => boolean
+  /** waits for the verdict on a peer that is not alive now */
+  verdict: (peer: string, signal?: AbortSignal) => Promise<'dead' | 'alive'>
+}
+
+/**
+ * The hooks of one actor method call that make it follow restarts: `bind`
+ * points it at the actor's current instance before it is sent (restarting the
+ * actor first if its peer died meanwhile); `peerDied` decides, when its
+ * executor's connection failed under it, whether it runs again on a restarted
+ * actor or fails with ActorDiedError (or with `err`, the peer being alive).
+ */
+export function actorRestarts (life: ActorLife, peers: PeerVerdicts): {
+  bind: (call: { args: unknown[], options: PlacementOptions }) => Promise<void>
+  peerDied: (executor: string, err: Error, signal?: AbortSignal) => Promise<void>
+} {
+  let triesLeft = life.maxTaskRetries
+  return {
+    bind: async (call) => {
+      const peer = life.desc.peer
+      if (!peers.alive(peer) && await peers.verdict(peer) === 'dead') await life.restart(peer)
+      call.args[0] = life.desc.instance
+      call.options = { ...call.options, peer: life.desc.peer }
+    },
+    peerDied: async (executor, err, signal) => {
+      if (await peers.verdict(executor, signal) === 'alive') throw err
+      if (triesLeft-- <= 0) {
+        // This call fails; the actor still restarts (if it may) for the calls after it.
+        await life.restart(executor).catch(() => {})
+        throw new ActorDiedError(`actor ${life.desc.name} died with its peer ${executor} while running this call${life.maxTaskRetries > 0 ? ` (tried ${life.maxTaskRetries + 1} times)` : ''}`)
+      }
+      await life.restart(executor)
+    }
+  }
+}
+
 /**
  * The caller side: handles to actors (create, method calls in order, stop when
  * the last handle anywhere is freed). Method calls go through the caller side
@@ -193,12 +294,14 @@ export interface ActorClientsInit {
   get: <T>(ref: Ref<T>, options?: GetOptions) => Promise<T>
   whenReady: (ref: Ref, signal: AbortSignal) => Promise<void>
   pins: { pin: (key: string) => void, unpin: (key: string) => void }
+  /** the failure detector's view, for restarts */
+  peers: PeerVerdicts
 }
 
 export class ActorClients {
   private readonly init: ActorClientsInit
   /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
-  private readonly handles = new Map<string, ActorDesc>()
+  private readonly handles = new Map<string, ActorLife>()
   /** per actor instance: settles when this peer's latest call to it has been sent */
   private readonly sent = new Map<string, Promise<void>>()
   /** the next sequence number of this peer's calls to each actor instance */
@@ -209,15 +312,22 @@ export class ActorClients {
   }
 
   /** Creates actors of a registered class, on a peer that offers it (or the one `options` names). */
-  factory<T> (name: string, placement: PlacementOptions = {}): ActorFactory<T> {
+  factory<T> (name: string, options: ActorOptions = {}): ActorFactory<T> {
     return {
-      options: (more) => this.factory<T>(name, { ...placement, ...more }),
+      options: (more) => this.factory<T>(name, { ...options, ...more }),
       create: async (...args) => {
+        const { maxRestarts, maxTaskRetries, ...placement } = options
         const ref = this.init.remote(ACTOR_CREATE + name, args, { ...placement, retries: 0 }) as Ref<ActorDesc>
         try {
           const desc = await this.init.get(ref)
-          this.handles.set(ref.key, desc)
-          return this.handle<T>(ref, desc)
+          // A restart makes it again from the same arguments, on any other peer offering the class.
+          const kept = args.map(a => a instanceof Ref ? a.dup() : a)
+          const life = new ActorLife(desc, { maxRestarts, maxTaskRetries }, async () => {
+            using again = this.init.remote(ACTOR_CREATE + name, kept, { spread: placement.spread, retries: 0 }) as Ref<ActorDesc>
+            return await this.init.get(again)
+          }, () => { for (const a of kept) if (a instanceof Ref) a.release() })
+          this.handles.set(ref.key, life)
+          return this.handle<T>(ref, life)
         } catch (err) {
           ref.release()
           throw err
@@ -229,11 +339,13 @@ export class ActorClients {
   /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
   async fromRef<T> (ref: Ref<ActorDesc>, options: GetOptions = {}): Promise<ActorHandle<T>> {
     const desc = await this.init.get(ref, options)
-    return this.handle<T>(ref.dup(), desc)
+    // The creator's own handles share its record, so they follow restarts.
+    return this.handle<T>(ref.dup(), this.handles.get(ref.key) ?? new ActorLife(desc))
   }
 
-  private handle<T> (ref: Ref<ActorDesc>, desc: ActorDesc): ActorHandle<T> {
-    const base = { ref, peer: desc.peer, release: () => { ref.release() } }
+  private handle<T> (ref: Ref<ActorDesc>, life: ActorLife): ActorHandle<T> {
+    const desc = life.desc
+    const base = { ref, get peer () { return desc.peer }, release: () => { ref.release() } }
     return new Proxy(base, {
       get: (target, prop) => {
         if (prop in target) return target[prop as keyof typeof target]
@@ -249,7 +361,7 @@ export class ActorClients {
               this.seqs.set(desc.instance, n + 1)
               return n
             }
-            const result = this.init.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.init.self(), -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3 })
+            const result = this.init.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.init.self(), -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3, ...actorRestarts(life, this.init.peers) })
             // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
             this.init.pins.pin(ref.key)
             this.init.whenReady(result, this.init.stopSignal).catch(() => {}).finally(() => { this.init.pins.unpin(ref.key) })
@@ -265,8 +377,9 @@ export class ActorClients {
     const actor = this.handles.get(key)
     if (actor === undefined) return
     this.handles.delete(key)
-    this.seqs.delete(actor.instance)
-    this.sent.delete(actor.instance)
-    this.init.remote(ACTOR_STOP, [actor.instance], { peer: actor.peer, retries: 0 }).release()
+    actor.end()
+    this.seqs.delete(actor.desc.instance)
+    this.sent.delete(actor.desc.instance)
+    this.init.remote(ACTOR_STOP, [actor.desc.instance], { peer: actor.desc.peer, retries: 0 }).release()
   }
 }

@@ -22,23 +22,9 @@ import type { CallReply, CallRequest, ObjectInfo } from './protocol/messages.ts'
 import { Ref, SharedRef, newObjectId } from './ref.ts'
 import type { ArgInfo, CandidateView, Scheduler } from './scheduler.ts'
 import { raceSignal, withTimeout } from './signals.ts'
-import type { CallOptions, PutOptions, SendOrder } from './types.ts'
+import type { CallOptions, CallState, PutOptions, SendOrder } from './types.ts'
 
 const log = logger('refmesh:calls')
-
-interface CallState {
-  fn: string
-  args: unknown[]
-  options: CallOptions
-  /** the result object (not its handle: lineage must not keep the user's Ref alive) */
-  result: { key: string, id: Uint8Array }
-  /** Refs the arguments mention, pinned until the call ends */
-  pinned: string[]
-  /** Refs made by put() for large plain arguments, released when the call ends */
-  temporaries: Ref[]
-  /** actor method calls: sent after the caller's previous call to the actor, numbered as sent */
-  order?: SendOrder
-}
 
 export interface CallsInit {
   ctx: PeerContext
@@ -118,6 +104,7 @@ export class Calls {
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       if (call.order !== undefined) {
         await raceSignal(call.order.after, signal, `call of ${call.fn}`)
+        await call.order.bind?.(call)
         call.args[call.order.seqIndex] = call.order.seq()
         args = encodeArgs(call.args, this.hintsOf, true).bytes
       }
@@ -125,11 +112,11 @@ export class Calls {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor
         // of a slot-bound function, and holds the rest until one finishes.
         for (let woken = false; ; woken = true) {
-          const eligible = this.candidates(call.fn).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
+          const eligible = this.candidates(call.fn, call.options.peer).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
           if (eligible.length === 0 || eligible.some(c => this.init.scheduler.hasRoom(c))) break
           await this.init.scheduler.nextFinish(signal, woken)
         }
-        executor = this.init.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), args: argInfo, exclude, options: call.options })
+        executor = this.init.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn, call.options.peer), args: argInfo, exclude, options: call.options })
         const request: CallRequest = {
           resultId: call.result.id,
           fn: call.fn,
@@ -156,6 +143,14 @@ export class Calls {
             exclude.add(executor)
             if (this.candidates(call.fn).every(c => exclude.has(c.peer))) exclude.clear()
             await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 20 * 2 ** spillbacks))), signal, `call of ${call.fn}`)
+            continue
+          }
+          if (err instanceof PeerDiedError && call.order?.peerDied !== undefined && signal?.aborted !== true) {
+            // An actor's peer died under the call: it runs again on the restarted actor, or fails.
+            await call.order.peerDied(executor, err, signal)
+            await call.order.bind?.(call)
+            call.args[call.order.seqIndex] = call.order.seq()
+            args = encodeArgs(call.args, this.hintsOf, true).bytes
             continue
           }
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
@@ -238,8 +233,8 @@ export class Calls {
   }
 
   /** Live peers offering `fn` (this one included), as the scheduler sees them. */
-  candidates (fn: string): CandidateView[] {
-    const views: CandidateView[] = this.ctx.membership.offering(fn).map(p => ({
+  candidates (fn: string, required?: string): CandidateView[] {
+    const views: CandidateView[] = this.ctx.membership.offering(fn, required).map(p => ({
       peer: p.peer,
       slots: p.state?.slots ?? 1,
       load: (p.state?.queued ?? 0) + (p.state?.running ?? 0),

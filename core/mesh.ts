@@ -15,7 +15,8 @@
  * computed again), broadcast.ts (copies ahead of calls, the owner's
  * distribution tree), streams.ts (objects larger than memory), names.ts
  * (publish, lookup), handoffs.ts (Refs in flight stay pinned), peers.ts
- * (hello, peer exchange, the state this peer gossips), actors.ts (actors).
+ * (hello, peer exchange, the state this peer gossips, the redial that tells a
+ * dead process at once), actors.ts (actors, and their restarts).
  */
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p } from '@libp2p/interface'
@@ -25,7 +26,7 @@ import { DEFAULT_CHUNK_SIZE, webCryptoSha256 } from './chunks.ts'
 import { PeerDiedError, ProtocolError } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
 import { ActorClients, ActorHost } from './actors.ts'
-import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
+import type { ActorClass, ActorDesc, ActorFactory, ActorHandle, ActorOptions } from './actors.ts'
 import { MeshAuth } from './auth.ts'
 import { Broadcast } from './broadcast.ts'
 import { Calls } from './calls.ts'
@@ -37,7 +38,7 @@ import type { PubSub } from './gossip.ts'
 import { Handoffs } from './handoffs.ts'
 import { Lineage } from './lineage.ts'
 import { Membership } from './membership.ts'
-import type { Liveness, PeerState } from './membership.ts'
+import type { DeathCause, Liveness, PeerState } from './membership.ts'
 import { Names } from './names.ts'
 import { Objects } from './objects.ts'
 import { OwnershipTable } from './ownership.ts'
@@ -48,13 +49,13 @@ import type { Ref } from './ref.ts'
 import { objectKey } from './ref.ts'
 import { Replicas } from './replicas.ts'
 import { Scheduler } from './scheduler.ts'
-import type { PlacementOptions } from './scheduler.ts'
 import { Serve } from './serve.ts'
 import { withTimeout } from './signals.ts'
 import { ObjectStore } from './store.ts'
 import { Streams } from './streams.ts'
 import { TrafficCounter } from './traffic.ts'
 import { Transfer } from './transfer.ts'
+import { detour } from './detour.ts'
 import type { BroadcastOptions, CallOptions, GetOptions, MeshInit, MeshStats, PutOptions, RemoteFunction, SuspectRecord, WaitOptions } from './types.ts'
 import { DEFAULTS, parseBytes } from './constants.ts'
 
@@ -74,7 +75,7 @@ export class Mesh {
   private readonly gossip: Gossip | undefined
   private readonly pubsub: PubSub | undefined
   private readonly traffic = new TrafficCounter()
-  private readonly executor = new Executor()
+  private readonly executor: Executor
   private readonly scheduler = new Scheduler({ defaultCallMs: DEFAULTS.defaultCallMs })
   private readonly actorHost = new ActorHost(() => this.peerId)
   private readonly stopController = new AbortController()
@@ -109,8 +110,9 @@ export class Mesh {
       onRelief: () => { admission.recheck() }
     })
     const admitBytes = (): number => Math.max(0, Math.floor(this.store.capacity * DEFAULTS.admitFraction) - this.store.used)
-    const admission = new MemoryAdmission({ room: admitBytes, maxWaitMs: DEFAULTS.admissionWaitMs, freeing: () => this.store.freeing })
+    const admission = new MemoryAdmission({ room: admitBytes, maxWaitMs: DEFAULTS.admissionWaitMs, freeing: () => this.store.freeing, enabled: init.admission ?? true })
     const sha256 = init.sha256 ?? webCryptoSha256
+    this.executor = new Executor(init.callContext)
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
     const heartbeatMs = init.heartbeatMs ?? DEFAULTS.heartbeatMs
     this.membership = new Membership({
@@ -157,6 +159,13 @@ export class Mesh {
       attemptsPerChunk: DEFAULTS.attemptsPerChunk,
       defaultBandwidth: DEFAULTS.bandwidthBytesPerSecond,
       sha256,
+      // Holders behind a relay: through a peer both reach directly (core/detour.ts).
+      detour: async (object, holders, signal) => await detour({
+        self: this.peerId,
+        membership: this.membership,
+        reachesDirectly: peer => this.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open'),
+        prefetch: async (peer, desc, sig) => { await this.channels.request(peer, { prefetch: { object: desc } }, { signal: sig }) }
+      }, object, holders, signal),
       hooks: init.hooks,
       bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
       watchedBitfieldRefreshMs: DEFAULTS.watchedBitfieldRefreshMs,
@@ -215,15 +224,21 @@ export class Mesh {
       releaseHandoff: (from, key) => { this.handoffs.release(from, key) },
       replicated: (fn, args, options) => this.replicas.remote(fn, args, options)
     })
-    this.replicas = new Replicas({ ctx, calls: this.calls, objects: this.objects })
+    // Waiting on its replicas, a running call lends its share as in wait() (core/executor.ts).
+    this.replicas = new Replicas({ ctx, calls: this.calls, objects: { wait: async (refs, o) => await this.wait(refs, o), fetchValue: this.objects.fetchValue.bind(this.objects), storeBytes: this.objects.storeBytes.bind(this.objects) } })
     this.names = new Names({ ctx, handoffs: this.handoffs, changed: () => { this.gossip?.publish() }, running })
     this.actorClients = new ActorClients({
       self: () => this.peerId,
       stopSignal,
       remote: (fn, args, options, order) => this.calls.remote(fn, args, options, order),
-      get: async (ref, options) => await this.objects.get(ref, options),
+      get: async (ref, options) => await this.get(ref, options),
       whenReady: async (ref, signal) => { await this.objects.whenReady(ref, signal) },
-      pins: this.table
+      pins: this.table,
+      peers: {
+        alive: peer => peer === this.peerId || this.membership.isAlive(peer),
+        // within three times the failure detector's bound for a silent peer
+        verdict: async (peer, signal) => await this.membership.verdict(peer, 3 * (DEFAULTS.deadAfterBeats + 1) * heartbeatMs, signal)
+      }
     })
   }
 
@@ -231,6 +246,7 @@ export class Mesh {
     if (this.started) return
     this.started = true
     await this.auth?.start()
+    await this.peerInfo.start()
     // Gossip relayed by a peer that has not proved the secret never enters a private mesh,
     // and a peer relaying far more than the mesh makes is ignored, then hung up on.
     this.pubsub?.topicValidators?.set(STATE_TOPIC, (from: { toString(): string }) => {
@@ -242,7 +258,7 @@ export class Mesh {
     await this.transfer.start()
     this.libp2p.addEventListener('peer:connect', this.peerInfo.onConnect)
     this.libp2p.addEventListener('peer:disconnect', this.peerInfo.onDisconnect)
-    this.membership.onDeath(peer => { this.onPeerDead(peer) })
+    this.membership.onDeath((peer, cause) => { this.onPeerDead(peer, cause) })
     this.gossip?.start()
     for (const conn of this.libp2p.getConnections()) this.peerInfo.sayHello(conn.remotePeer.toString())
   }
@@ -257,6 +273,7 @@ export class Mesh {
     await this.channels.stop()
     await this.transfer.stop()
     await this.auth?.stop()
+    await this.peerInfo.stop()
     await this.executor.close()
   }
 
@@ -287,8 +304,8 @@ export class Mesh {
   }
 
   /** Creates actors of a registered class, on a peer that offers it (or the one `options` names). */
-  actor<T> (name: string, placement: PlacementOptions = {}): ActorFactory<T> {
-    return this.actorClients.factory<T>(name, placement)
+  actor<T> (name: string, options: ActorOptions = {}): ActorFactory<T> {
+    return this.actorClients.factory<T>(name, options)
   }
 
   /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
@@ -303,12 +320,13 @@ export class Mesh {
 
   /** The value of a Ref: waits until it is computed, pulls it here if it lives elsewhere. */
   async get<T> (ref: Ref<T>, options: GetOptions = {}): Promise<T> {
-    return await this.objects.get(ref, options)
+    // A running call blocked here lends its share of this peer (core/executor.ts).
+    return await this.executor.blocked(async () => await this.objects.get(ref, options))
   }
 
-  /** Waits until `count` of `refs` are ready (computed or failed). Never throws for a failed Ref. */
+  /** Waits until `count` of `refs` are ready (computed or failed) and returns that many (fewer on a timeout), the rest pending. Never throws for a failed Ref. */
   async wait (refs: Ref[], options: WaitOptions = {}): Promise<{ ready: Ref[], pending: Ref[] }> {
-    return await this.objects.wait(refs, options)
+    return await this.executor.blocked(async () => await this.objects.wait(refs, options))
   }
 
   /** Stores `size` bytes arriving in pieces as one Uint8Array object, never whole in memory when it does not fit. */
@@ -387,9 +405,16 @@ export class Mesh {
       quotas: { ...this.quotas.refused },
       suspects: this.suspects(),
       functions: this.executor.names(),
+      names: this.names.sizes(),
       peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
-      membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))
+      membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected })),
+      deaths: { ...this.membership.deaths }
     }
+  }
+
+  /** Calls `listener` when a peer is declared dead, and how it was told; returns the unsubscribe. */
+  onPeerDeath (listener: (peer: string, cause: DeathCause) => void): () => void {
+    return this.membership.onDeath(listener)
   }
 
   /**
@@ -455,8 +480,8 @@ export class Mesh {
   }
 
   /** The failure detector declared `peer` dead: every part forgets it. */
-  private onPeerDead (peer: string): void {
-    this.peerInfo.onDead(peer)
+  private onPeerDead (peer: string, cause: DeathCause): void {
+    this.peerInfo.onDead(peer, cause)
     this.channels.dropPeer(peer)
     this.quotas.forget(peer)
     this.table.peerGone(peer)

@@ -43,6 +43,11 @@ export class Names {
     return [...this.published.keys()]
   }
 
+  /** The names this peer publishes, with the size of each object (when this peer holds it), for stats. */
+  sizes (): Array<{ name: string, bytes?: number }> {
+    return [...this.published].map(([name, ref]) => ({ name, bytes: this.ctx.store.get(ref.key)?.manifest.size }))
+  }
+
   /**
    * Publishes `ref` under `name`: the object stays alive while this peer lives
    * or until `unpublish(name)`, and any peer can `lookup(name)` it. Names are

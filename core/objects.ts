@@ -169,7 +169,7 @@ export class Objects {
     return value as T
   }
 
-  /** Waits until `count` of `refs` are ready (computed or failed). Never throws for a failed Ref. */
+  /** Waits until `count` of `refs` are ready (computed or failed) and returns that many (fewer on a timeout), the rest pending. Never throws for a failed Ref. */
   async wait (refs: Ref[], options: WaitOptions = {}): Promise<{ ready: Ref[], pending: Ref[] }> {
     const count = Math.min(options.count ?? refs.length, refs.length)
     const ready = new Set<Ref>()
@@ -191,8 +191,11 @@ export class Objects {
     } finally {
       controller.abort()
     }
-    const readyList = refs.filter(r => ready.has(r))
-    return { ready: readyList, pending: refs.filter(r => !ready.has(r)) }
+    // Exactly `count` ready (as Ray's num_returns), the first in the order of `refs`: a
+    // `while (pending.length)` loop with count 1 then sees each Ref once.
+    const readyList = refs.filter(r => ready.has(r)).slice(0, count)
+    const chosen = new Set(readyList)
+    return { ready: readyList, pending: refs.filter(r => !chosen.has(r)) }
   }
 
   /** Resolves when the object is computed (or failed), without fetching it. */

@@ -4,9 +4,12 @@
  * and passes on up to `helloPeers` peers it knows (peer exchange), so a mesh
  * closes up from one introduction; announce() says Hello again when the
  * functions change. state() is what this peer gossips of itself each heartbeat
- * (load, store, bandwidth, links, names), which placement reads.
+ * (load, store, bandwidth, links, names), which placement reads. When a
+ * peer's last connection closes it is redialled (redial.ts): a refused redial
+ * makes it dead at once, not after the heartbeat bound.
  *
- * Answers: `hello`.
+ * Answers: `hello`; on a public peer, a private mesh's auth challenge (refused,
+ * and noted, so connect() can say why that peer will never greet this one).
  */
 import { logger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -16,7 +19,9 @@ import type { EnvelopeBody } from './channel.ts'
 import { DEFAULTS } from './constants.ts'
 import type { PeerContext } from './context.ts'
 import type { Executor } from './executor.ts'
-import type { ChunkFlow, Liveness, PeerState } from './membership.ts'
+import { AUTH_PROTOCOL, NotAMemberError } from './auth.ts'
+import type { ChunkFlow, DeathCause, Liveness, PeerState } from './membership.ts'
+import { redial } from './redial.ts'
 import { raceSignal, withTimeout } from './signals.ts'
 import type { TrafficCounter } from './traffic.ts'
 import type { GetOptions } from './types.ts'
@@ -30,7 +35,7 @@ export interface PeersInit {
   traffic: TrafficCounter
   /** what this peer runs in, told to others ('node' or 'browser') */
   runtime: string
-  /** a private mesh: resolves when `peer` has proved the secret (auth.ts) */
+  /** a private mesh: resolves when `peer` has proved the secret (auth.ts); absent on a public peer */
   admit?: (peer: string, signal?: AbortSignal) => Promise<void>
   /** the names this peer publishes (names.ts) */
   names: () => string[]
@@ -47,6 +52,8 @@ export class Peers {
   /** the state last gossiped */
   private lastState: Omit<PeerState, 'seq'> | undefined
   private flowSample = { at: 0, chunkIn: new Map<string, number>() }
+  /** public peers only: peers that challenged this one to prove a mesh secret (they are in a private mesh) */
+  private readonly challengedBy = new Set<string>()
 
   constructor (init: PeersInit) {
     this.ctx = init.ctx
@@ -54,9 +61,22 @@ export class Peers {
     this.init = init
   }
 
+  /** A public peer (no `admit`) refuses a private mesh's challenge, but notes who sent it. */
+  async start (): Promise<void> {
+    if (this.init.admit !== undefined) return
+    await this.libp2p.handle(AUTH_PROTOCOL, (stream, connection) => {
+      this.challengedBy.add(connection.remotePeer.toString())
+      stream.abort(new NotAMemberError('this peer is not in a private mesh'))
+    }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
+  }
+
+  async stop (): Promise<void> {
+    if (this.init.admit === undefined) await this.libp2p.unhandle(AUTH_PROTOCOL).catch(() => {})
+  }
+
   /** The failure detector declared `peer` dead. */
-  onDead (peer: string): void {
-    log('peer %s is dead', peer)
+  onDead (peer: string, cause: DeathCause): void {
+    log('peer %s is dead (%s)', peer, cause === 'refused' ? 'its connections closed and a redial was refused' : 'silent past the heartbeat bound')
   }
 
   /** This peer's state, as it gossips it (and remembers it for view()). */
@@ -72,7 +92,16 @@ export class Peers {
     // In a private mesh a peer that fails the challenge (a wrong secret, here or there) is known
     // at once; waiting for its hello would only run out the clock.
     await this.init.admit?.(peer, signal)
-    await this.waitForPeer(peer, { signal })
+    // A private mesh's peer says Hello only to peers that answer its challenge, which one without the secret cannot.
+    const challenged = new Promise<never>((_resolve, reject) => {
+      const check = (): void => {
+        if (this.challengedBy.has(peer)) reject(new NotAMemberError(`${peer} is in a private mesh, and this peer has no mesh secret`))
+        else if (signal?.aborted !== true && !this.ctx.membership.isAlive(peer)) setTimeout(check, 50)
+      }
+      check()
+    })
+    challenged.catch(() => {})
+    await Promise.race([this.waitForPeer(peer, { signal }), challenged])
     return peer
   }
 
@@ -152,6 +181,10 @@ export class Peers {
     // or holds is forgotten only once the failure detector declares it dead.
     this.ctx.channels.dropPeer(peer)
     this.ctx.membership.disconnected(peer)
+    // A peer whose process died refuses the redial: dead now, not after the heartbeat bound.
+    redial({ dial: async (addrs, o) => await this.libp2p.dial(addrs, o), timeoutMs: DEFAULTS.redialTimeoutMs }, peer, this.ctx.membership.get(peer)?.addrs ?? [], this.ctx.stopSignal)
+      .then(verdict => { if (verdict === 'refused' && this.libp2p.getConnections(peerIdFromString(peer)).length === 0) this.ctx.membership.declareDead(peer, 'refused') })
+      .catch((err: Error) => { log('redial of %s: %s', peer, err.message) })
   }
 
   private hello (): EnvelopeBody {

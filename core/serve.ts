@@ -10,7 +10,7 @@
  * Answers: `call`. Never throws for a call that ran: failures become FAILED results.
  */
 import { logger } from '@libp2p/logger'
-import type { MemoryAdmission } from './admission.ts'
+import type { Admitted, MemoryAdmission } from './admission.ts'
 import { makeManifest } from './chunks.ts'
 import { Encoding, decodeArgs, decodeValue, encodeValue } from './codec.ts'
 import { DEFAULTS } from './constants.ts'
@@ -85,7 +85,7 @@ export class Serve {
     let release = (): void => {}
     let releaseFetch = (): void => {}
     const unpin: Array<() => void> = []
-    let resultStored: ((bytes?: number) => void) | undefined
+    let resultStored: Admitted | undefined
     try {
       if (!this.init.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
       const decoded = decodeArgs(req.args)
@@ -127,7 +127,8 @@ export class Serve {
         release = await this.init.executor.acquire(req.fn, signal)
         releaseFetch()
       }
-      const value = await this.init.executor.run(req.fn, args, signal)
+      // Blocked in get or wait, the call lends its admission back (admission.ts).
+      const value = await this.init.executor.run(req.fn, args, signal, { lend: resultStored.lend })
       if (signal?.aborted === true) {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)

@@ -4,9 +4,9 @@
  */
 import type { Libp2p } from '@libp2p/interface'
 import type { Ref, SharedRef } from './ref.ts'
-import type { AnyFunction, ExecutorBackend } from './executor.ts'
+import type { AnyFunction, CallContext, ExecutorBackend } from './executor.ts'
 import type { PubSub } from './gossip.ts'
-import type { Liveness } from './membership.ts'
+import type { DeathCause, Liveness } from './membership.ts'
 import type { QuotaLimits } from './quota.ts'
 import type { PlacementOptions } from './scheduler.ts'
 import type { ObjectStore, SpillBackend } from './store.ts'
@@ -41,11 +41,15 @@ export interface MeshInit {
   pubsub?: PubSub
   /** runs registered modules off the peer's thread (a worker pool) */
   backend?: ExecutorBackend
+  /** which running call a get or wait belongs to, across awaits (node/ supplies one; see core/executor.ts) */
+  callContext?: CallContext
   heartbeatMs?: number
   /** fetch the arguments of queued calls while others run (default true) */
   prefetch?: boolean
   /** receivers of an object pull from each other too (default true); false: only from complete holders (for comparison) */
   swarm?: boolean
+  /** calls start only with room in memory for their results and arguments (default true); false: for comparison */
+  admission?: boolean
   /** SHA-256 for chunks (default: WebCrypto) */
   sha256?: Hasher
   /** keep received objects in shared memory (for worker backends) */
@@ -152,11 +156,14 @@ export interface MeshStats {
   /** peers caught misbehaving, by peer (see `Mesh.suspects()`) */
   suspects: Record<string, SuspectRecord>
   functions: string[]
+  /** names this peer publishes, with the size of each object (when this peer holds it) */
+  names: Array<{ name: string, bytes?: number }>
   /** peers known and alive */
   peers: string[]
   membership: Array<{ peer: string, liveness: Liveness, connected: boolean }>
+  /** peers declared dead, by how: connections closed and a redial refused, or silent past the heartbeat bound */
+  deaths: Record<DeathCause, number>
 }
-
 
 /** How one caller's calls to one actor keep their order: each is sent after the one before, and numbered then. */
 export interface SendOrder {
@@ -166,4 +173,23 @@ export interface SendOrder {
   seq: () => number
   /** where the number goes in the argument list */
   seqIndex: number
+  /** actors that restart: points the call at the actor's current instance (core/actors.ts) */
+  bind?: (call: CallState) => Promise<void>
+  /** actors that restart: the executor's connection failed under the call; resolves when it may go again */
+  peerDied?: (executor: string, err: Error, signal?: AbortSignal) => Promise<void>
+}
+
+/** One call on its caller, from remote() until its result is known (core/calls.ts). */
+export interface CallState {
+  fn: string
+  args: unknown[]
+  options: CallOptions
+  /** the result object (not its handle: lineage must not keep the user's Ref alive) */
+  result: { key: string, id: Uint8Array }
+  /** Refs the arguments mention, pinned until the call ends */
+  pinned: string[]
+  /** Refs made by put() for large plain arguments, released when the call ends */
+  temporaries: Ref[]
+  /** actor method calls: sent after the caller's previous call to the actor, numbered as sent */
+  order?: SendOrder
 }

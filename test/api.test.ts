@@ -1,6 +1,9 @@
 /** The API of DESIGN.md section 1: calls, wait, errors, timeouts, nested calls, a single-peer mesh. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createMesh, shared, DEFAULTS, FunctionNotFoundError, RemoteError, TimeoutError } from '../node/index.ts'
 import type { Ref } from '../node/index.ts'
 import { startMesh, waitForEmptyStores } from './helpers.ts'
@@ -44,26 +47,57 @@ test('using releases a Ref at the end of its scope', async () => {
   }
 })
 
-test('wait returns the first ready Refs and leaves the rest pending', async () => {
+test('wait returns exactly count ready Refs, in the order given, and leaves the rest pending', async () => {
   const t = await startMesh(2)
+  const dir = mkdtempSync(join(tmpdir(), 'refmesh-wait-'))
   try {
-    const sleep = t.caller.fn<Sleep>('sleep')
-    const slow = sleep.remote(3_000)
-    const fast = sleep.remote(50)
-    const medium = sleep.remote(200)
+    // Each call finishes when the test creates its file: the order is the test's, not a race of sleeps.
+    const until = t.caller.fn<(path: string) => string>('untilFile')
+    const gate = (name: string): string => join(dir, name)
+    const slow = until.remote(gate('slow'))
+    const fast = until.remote(gate('fast'))
+    const medium = until.remote(gate('medium'))
+    writeFileSync(gate('fast'), '')
     const { ready, pending } = await t.caller.wait([slow, fast, medium], { count: 1, timeoutMs: 10_000 })
     assert.deepEqual(ready, [fast])
     assert.deepEqual(pending, [slow, medium])
+    writeFileSync(gate('medium'), '')
     const two = await t.caller.wait([slow, fast, medium], { count: 2, timeoutMs: 10_000 })
     assert.deepEqual(two.ready, [fast, medium])
+    assert.deepEqual(two.pending, [slow])
     // A timeout returns what is ready so far instead of throwing.
     const timed = await t.caller.wait([slow], { timeoutMs: 100 })
     assert.deepEqual(timed, { ready: [], pending: [slow] })
-    assert.equal(await t.caller.get(slow, { timeoutMs: 10_000 }), 3_000)
+    writeFileSync(gate('slow'), '')
+    assert.equal(await t.caller.get(slow, { timeoutMs: 10_000 }), 'slow')
     for (const r of [slow, fast, medium]) r.release()
+
+    // Exactly `count` ready (Ray's num_returns), in the order given, even when more are ready.
+    const puts = Array.from({ length: 10 }, (_, i) => t.caller.put(i))
+    const some = await t.caller.wait(puts, { count: 2, timeoutMs: 10_000 })
+    assert.deepEqual(some.ready, puts.slice(0, 2))
+    assert.deepEqual(some.pending, puts.slice(2))
+    for (const r of puts) r.release()
+
+    // `while pending: ready, pending = wait(pending, count=1)` sees each Ref exactly once.
+    const sleep = t.caller.fn<Sleep>('sleep')
+    const calls = Array.from({ length: 20 }, (_, i) => sleep.remote((i * 7) % 20 * 10))
+    const seen: Ref[] = []
+    let pending20: Ref[] = calls
+    while (pending20.length > 0) {
+      const next = await t.caller.wait(pending20, { count: 1, timeoutMs: 10_000 })
+      assert.equal(next.ready.length, 1)
+      assert.equal(next.pending.length, pending20.length - 1)
+      seen.push(...next.ready)
+      pending20 = next.pending
+    }
+    assert.equal(seen.length, 20)
+    assert.equal(new Set(seen).size, 20)
+    for (const r of calls) r.release()
     await waitForEmptyStores(t)
   } finally {
     await t.close()
+    rmSync(dir, { recursive: true, force: true })
   }
 })
 
@@ -150,6 +184,34 @@ test('calls made inside a running call work like any other, and SharedRefs arriv
     assert.equal(mesh.stats().store.objects, 0)
   } finally {
     await mesh.stop()
+    await t.close()
+  }
+})
+
+test('a call blocked on its nested calls lends its share: a recursion over fresh peers runs as fast as over warm ones', async () => {
+  const t = await startMesh(3)
+  try {
+    type Tree = (depth: number, fanout: number, ms: number) => number
+    const tree = t.caller.fn<Tree>('tree')
+    // Every peer has run a call (connections and the call path are warm); none has run `tree`.
+    for (const p of t.peers) {
+      using r = t.caller.fn<Add>('add').options({ peer: p.peer }).remote(1, 2)
+      await t.caller.get(r, { timeoutMs: 10_000 })
+    }
+    const run = async (): Promise<number> => {
+      const started = performance.now()
+      const r = tree.remote(4, 2, 50)
+      assert.equal(await t.caller.get(r, { timeoutMs: 60_000 }), 31, 'depth 4, fan-out 2: 31 calls')
+      r.release()
+      return performance.now() - started
+    }
+    // New to every peer, each call of `tree` would wait its parent's admission (2 s a level) were the share not lent.
+    const fresh = await run()
+    // The median of three warm runs (the machine is shared: one run may be slow or fast by chance).
+    const warm = [await run(), await run(), await run()].sort((a, b) => a - b)[1]
+    assert.ok(fresh <= 1.5 * warm, `fresh peers ${Math.round(fresh)} ms, warm ${Math.round(warm)} ms`)
+    await waitForEmptyStores(t)
+  } finally {
     await t.close()
   }
 })
