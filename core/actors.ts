@@ -34,6 +34,9 @@ import { ActorDiedError, ActorNotFoundError } from './errors.ts'
 import { Ref } from './ref.ts'
 import type { PlacementOptions } from './scheduler.ts'
 import type { CallOptions, GetOptions, RemoteArgs, SendOrder } from './types.ts'
+import { checkReturns } from './returns.ts'
+import type { RefsOf } from './returns.ts'
+import { DEFAULTS } from './constants.ts'
 
 const log = logger('refmesh:actors')
 
@@ -47,7 +50,13 @@ export type ActorClass = new (...args: any[]) => object
 
 type Methods<T> = {
   [K in keyof T as T[K] extends (...args: any[]) => unknown ? K : never]:
-  T[K] extends (...args: infer A) => infer R ? { remote: (...args: RemoteArgs<A>) => Ref<Awaited<R>> } : never
+  T[K] extends (...args: infer A) => infer R
+    ? {
+        remote: (...args: RemoteArgs<A>) => Ref<Awaited<R>>
+        /** `returns: n`: the method returns an array (or generator) of n values, and each call gives n Refs */
+        options: (options: { returns: number }) => { remote: (...args: RemoteArgs<A>) => RefsOf<Awaited<R>> }
+      }
+    : never
 }
 
 export type ActorHandle<T> = Methods<T> & {
@@ -291,6 +300,8 @@ export interface ActorClientsInit {
   self: () => string
   stopSignal: AbortSignal
   remote: (fn: string, args: unknown[], options: CallOptions, order?: SendOrder) => Ref
+  /** a call's Refs, `options.returns` of them (calls.ts) */
+  submit: (fn: string, args: unknown[], options: CallOptions, order?: SendOrder) => Ref[]
   get: <T>(ref: Ref<T>, options?: GetOptions) => Promise<T>
   whenReady: (ref: Ref, signal: AbortSignal) => Promise<void>
   pins: { pin: (key: string) => void, unpin: (key: string) => void }
@@ -351,21 +362,26 @@ export class ActorClients {
         if (prop in target) return target[prop as keyof typeof target]
         // Not a thenable: `await create()` must resolve to the handle itself.
         if (typeof prop !== 'string' || prop === 'then') return undefined
+        const call = (args: unknown[], returns?: number): Ref[] => {
+          const after = this.sent.get(desc.instance) ?? Promise.resolve()
+          let sent!: () => void
+          this.sent.set(desc.instance, new Promise<void>(resolve => { sent = resolve }))
+          const seq = (): number => {
+            const n = this.seqs.get(desc.instance) ?? 0
+            this.seqs.set(desc.instance, n + 1)
+            return n
+          }
+          const results = this.init.submit(ACTOR_CALL + desc.name, [desc.instance, prop, this.init.self(), -1, ...args], { peer: desc.peer, retries: 0, returns }, { after, sent, seq, seqIndex: 3, ...actorRestarts(life, this.init.peers) })
+          // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
+          this.init.pins.pin(ref.key)
+          Promise.all(results.map(async r => { await this.init.whenReady(r, this.init.stopSignal) })).catch(() => {}).finally(() => { this.init.pins.unpin(ref.key) })
+          return results
+        }
         return {
-          remote: (...args: unknown[]) => {
-            const after = this.sent.get(desc.instance) ?? Promise.resolve()
-            let sent!: () => void
-            this.sent.set(desc.instance, new Promise<void>(resolve => { sent = resolve }))
-            const seq = (): number => {
-              const n = this.seqs.get(desc.instance) ?? 0
-              this.seqs.set(desc.instance, n + 1)
-              return n
-            }
-            const result = this.init.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.init.self(), -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3, ...actorRestarts(life, this.init.peers) })
-            // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
-            this.init.pins.pin(ref.key)
-            this.init.whenReady(result, this.init.stopSignal).catch(() => {}).finally(() => { this.init.pins.unpin(ref.key) })
-            return result
+          remote: (...args: unknown[]) => call(args)[0],
+          options: ({ returns }: { returns: number }) => {
+            checkReturns(returns, DEFAULTS.maxReturns)
+            return { remote: (...args: unknown[]) => call(args, returns) }
           }
         }
       }

@@ -21,6 +21,7 @@ import { ObjectStatus } from './protocol/messages.ts'
 import type { CallReply, CallRequest, ObjectInfo } from './protocol/messages.ts'
 import { Ref, SharedRef, newObjectId } from './ref.ts'
 import type { ArgInfo, CandidateView, Scheduler } from './scheduler.ts'
+import { checkReturns } from './returns.ts'
 import { raceSignal, withTimeout } from './signals.ts'
 import type { CallOptions, CallState, PutOptions, SendOrder } from './types.ts'
 
@@ -55,6 +56,15 @@ export class Calls {
 
   remote (fn: string, args: unknown[], options: CallOptions, order?: SendOrder): Ref {
     if ((options.replicas ?? 1) > 1) return this.init.replicated(fn, args, options)
+    return this.submit(fn, args, { ...options, returns: undefined }, order)[0]
+  }
+
+  /** Submits a call; its one Ref, or its `options.returns` Refs (multiple return values, returns.ts). */
+  submit (fn: string, args: unknown[], options: CallOptions, order?: SendOrder): Ref[] {
+    if (options.returns !== undefined) {
+      checkReturns(options.returns, DEFAULTS.maxReturns)
+      if ((options.replicas ?? 1) > 1) throw new RangeError('a replicated call has one result: returns cannot be combined with replicas')
+    }
     const temporaries: Ref[] = []
     // Large plain arguments become objects of their own, so calls stay small and
     // the executor pulls the bytes as chunks.
@@ -69,19 +79,21 @@ export class Calls {
     })
     const encoded = encodeArgs(prepared, this.hintsOf)
     const pinned = encoded.contained.map(r => { this.ctx.table.pin(r.key); return r.key })
-    const result = this.ctx.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } })
-    const call: CallState = { fn, args: prepared, options, result: { key: result.key, id: result.id }, pinned, temporaries, order }
+    const results = Array.from({ length: options.returns ?? 1 }, () => this.ctx.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } }))
+    const returns = options.returns === undefined ? undefined : results.map(r => ({ key: r.key, id: r.id }))
+    const call: CallState = { fn, args: prepared, options, result: { key: results[0].key, id: results[0].id }, pinned, temporaries, order, returns }
     this.submitted++
-    this.init.lineage.record(result.key, { fn, options, args: encoded.bytes })
+    const lineage = { fn, options, args: encoded.bytes, siblings: returns }
+    for (const r of results) this.init.lineage.record(r.key, lineage)
     void this.dispatch(call, encoded.bytes)
-    return result
+    return results
   }
 
   readonly hintsOf = (ref: Ref): { size: number, locations: string[] } | undefined => this.ctx.table.hints(ref.key)
 
   /** Runs a call again for a result object that exists already (lineage reconstruction); its arguments are not pinned for it. */
-  async rerun (fn: string, args: Uint8Array, options: CallOptions, result: { key: string, id: Uint8Array }): Promise<void> {
-    await this.dispatch({ fn, args: [], options, result, pinned: [], temporaries: [] }, args)
+  async rerun (fn: string, args: Uint8Array, options: CallOptions, result: { key: string, id: Uint8Array }, returns?: Array<{ key: string, id: Uint8Array } | undefined>): Promise<void> {
+    await this.dispatch({ fn, args: [], options, result, pinned: [], temporaries: [], returns }, args)
   }
 
   private async dispatch (call: CallState, args: Uint8Array): Promise<void> {
@@ -108,7 +120,7 @@ export class Calls {
         call.args[call.order.seqIndex] = call.order.seq()
         args = encodeArgs(call.args, this.hintsOf, true).bytes
       }
-      while (reply?.result === undefined) {
+      while (reply?.result === undefined && (reply?.results ?? []).length === 0) {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor
         // of a slot-bound function, and holds the rest until one finishes.
         for (let woken = false; ; woken = true) {
@@ -124,7 +136,8 @@ export class Calls {
           timeoutMs: call.options.timeoutMs ?? 0,
           argBytes,
           // A required peer, or a call handed back too often, must be queued rather than handed back again.
-          maySpillBack: call.options.peer === undefined && spillbacks < DEFAULTS.maxSpillbacks
+          maySpillBack: call.options.peer === undefined && spillbacks < DEFAULTS.maxSpillbacks,
+          resultIds: call.returns?.map(r => r?.id ?? new Uint8Array(0)) ?? []
         }
         const started = performance.now()
         this.init.scheduler.started(executor)
@@ -182,9 +195,12 @@ export class Calls {
         }
         this.init.scheduler.observe(call.fn, performance.now() - started)
       }
-      await this.onReply(call.result.id, key, reply.result, executor)
+      if (call.returns === undefined) await this.onReply(call.result.id, key, reply?.result as ObjectInfo, executor)
+      else await this.onReplies(call.returns, reply as CallReply, executor)
     } catch (err) {
-      this.ctx.table.settle(key, { state: 'failed', error: errorToInfo(err, this.ctx.peerId, call.fn), locations: [], contained: [] })
+      for (const r of call.returns ?? [call.result]) {
+        if (r !== undefined && this.ctx.table.get(r.key)?.owned?.state === 'pending') this.ctx.table.settle(r.key, { state: 'failed', error: errorToInfo(err, this.ctx.peerId, call.fn), locations: [], contained: [] })
+      }
     } finally {
       // A call that failed before it was sent must not hold back the actor's next ones.
       call.order?.sent()
@@ -254,6 +270,19 @@ export class Calls {
       })
     }
     return views
+  }
+
+  /** Records the results of a call made with `returns` (all of them fail when the call failed as a whole). */
+  private async onReplies (returns: Array<{ key: string, id: Uint8Array } | undefined>, reply: CallReply, executor: string): Promise<void> {
+    const results = reply.results ?? []
+    if (results.length !== returns.length) {
+      if (reply.result?.status !== ObjectStatus.FAILED) throw new ProtocolError(`${executor} answered a call of ${returns.length} results with ${results.length}`)
+      for (const r of returns) if (r !== undefined) this.ctx.table.settle(r.key, { state: 'failed', error: reply.result.error, locations: [], contained: [] })
+      return
+    }
+    await Promise.all(returns.map(async (r, i) => {
+      if (r !== undefined) await this.onReply(r.id, r.key, results[i], executor)
+    }))
   }
 
   /** Records the result of a call this peer owns, as its executor described it. */

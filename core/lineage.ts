@@ -16,16 +16,21 @@ import type { CallOptions } from './types.ts'
 
 const log = logger('refmesh:lineage')
 
+/** How an owned call result was made; the results of one call with `returns` share one record. */
 export interface LineageRecord {
   fn: string
   options: CallOptions
   args: Uint8Array
+  /** multiple return values: every result of the call, in order */
+  siblings?: Array<{ key: string, id: Uint8Array }>
 }
 
 export interface LineageInit {
   table: Pick<OwnershipTable, 'reopen' | 'get' | 'unpin'>
   /** runs a call again for an existing result object (calls.ts) */
-  rerun: (fn: string, args: Uint8Array, options: CallOptions, result: { key: string, id: Uint8Array }) => Promise<void>
+  rerun: (fn: string, args: Uint8Array, options: CallOptions, result: { key: string, id: Uint8Array }, returns?: Array<{ key: string, id: Uint8Array } | undefined>) => Promise<void>
+  /** whether an owned call result that was computed has no complete copy left (objects.ts) */
+  isLost: (key: string) => boolean
   /** forgets what is known of the lost copies (the owner's distribution tree) */
   copiesLost: (key: string) => void
 }
@@ -58,20 +63,29 @@ export class Lineage {
     this.records.delete(key)
   }
 
-  /** Every copy of an owned call result is lost, so the call runs again. */
+  /**
+   * Every copy of an owned call result is lost, so the call runs again. For a call
+   * with `returns`, once for every sibling lost by then (the executor discards the
+   * values of the others, which still have copies or were freed).
+   */
   reconstruct (key: string): void {
     const lineage = this.records.get(key)
     if (lineage === undefined) return
+    const lost = (lineage.siblings ?? [{ key, id: this.init.table.get(key)?.id as Uint8Array }]).map(s => s.key === key || this.init.isLost(s.key) ? s : undefined)
     this.reconstructions++
-    log('every copy of %s is lost: running %s again', key, lineage.fn)
-    const oldContained = this.init.table.reopen(key)
-    // The old copies' tree is gone with them.
-    this.init.copiesLost(key)
-    const id = this.init.table.get(key)?.id as Uint8Array
+    log('every copy of %s is lost: running %s again for %d result(s)', key, lineage.fn, lost.filter(s => s !== undefined).length)
+    const oldContained: string[] = []
+    for (const s of lost) {
+      if (s === undefined) continue
+      oldContained.push(...this.init.table.reopen(s.key))
+      // The old copies' tree is gone with them.
+      this.init.copiesLost(s.key)
+    }
     // Its arguments are not held for it: placement has no hints, and a freed one fails the call.
     // A peer it was required to run on is most likely the one that died: prefer it instead.
     const options: CallOptions = { ...lineage.options, peer: undefined, prefer: lineage.options.peer ?? lineage.options.prefer }
-    void this.init.rerun(lineage.fn, lineage.args, options, { key, id }).finally(() => {
+    const first = lost.find(s => s !== undefined) as { key: string, id: Uint8Array }
+    void this.init.rerun(lineage.fn, lineage.args, options, first, lineage.siblings === undefined ? undefined : lost).finally(() => {
       for (const k of oldContained) this.init.table.unpin(k)
     })
   }

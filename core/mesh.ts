@@ -48,6 +48,7 @@ import { PeerQuotas } from './quota.ts'
 import type { Ref } from './ref.ts'
 import { objectKey } from './ref.ts'
 import { Replicas } from './replicas.ts'
+import { checkReturns } from './returns.ts'
 import { Scheduler } from './scheduler.ts'
 import { Serve } from './serve.ts'
 import { withTimeout } from './signals.ts'
@@ -59,7 +60,7 @@ import { detour } from './detour.ts'
 import type { BroadcastOptions, CallOptions, GetOptions, MeshInit, MeshStats, PutOptions, RemoteFunction, SuspectRecord, WaitOptions } from './types.ts'
 import { DEFAULTS, parseBytes } from './constants.ts'
 
-export type { BroadcastOptions, CallOptions, GetOptions, MeshInit, MeshStats, PutOptions, RemoteArgs, RemoteFunction, SuspectRecord, WaitOptions } from './types.ts'
+export type { BroadcastOptions, CallOptions, GetOptions, MeshInit, MeshStats, MultiReturnFunction, PutOptions, RemoteArgs, RemoteFunction, SuspectRecord, WaitOptions } from './types.ts'
 export { transportOf } from './peers.ts'
 
 export class Mesh {
@@ -198,7 +199,8 @@ export class Mesh {
     this.distribution = new Broadcast({ ctx, swarm: init.swarm ?? true, objects: { whenReady: async (ref, signal) => { await this.objects.whenReady(ref, signal) }, fetchValue: async (desc, signal) => await this.objects.fetchValue(desc, signal) } })
     this.lineage = new Lineage({
       table: this.table,
-      rerun: async (fn, args, options, result) => { await this.calls.rerun(fn, args, options, result) },
+      rerun: async (fn, args, options, result, returns) => { await this.calls.rerun(fn, args, options, result, returns) },
+      isLost: key => this.objects.isLost(key),
       copiesLost: key => { this.distribution.forget(key) }
     })
     this.objects = new Objects({
@@ -231,6 +233,7 @@ export class Mesh {
       self: () => this.peerId,
       stopSignal,
       remote: (fn, args, options, order) => this.calls.remote(fn, args, options, order),
+      submit: (fn, args, options, order) => this.calls.submit(fn, args, options, order),
       get: async (ref, options) => await this.get(ref, options),
       whenReady: async (ref, signal) => { await this.objects.whenReady(ref, signal) },
       pins: this.table,
@@ -291,10 +294,11 @@ export class Mesh {
 
   /** A typed stub for a function some peer offers. */
   fn<F extends AnyFunction> (name: string, options: CallOptions = {}): RemoteFunction<F> {
+    if (options.returns !== undefined) checkReturns(options.returns, DEFAULTS.maxReturns)
     return {
-      remote: (...args) => this.calls.remote(name, args as unknown[], options) as Ref<Awaited<ReturnType<F>>>,
-      options: (more) => this.fn<F>(name, { ...options, ...more })
-    }
+      remote: (...args: unknown[]) => options.returns === undefined ? this.calls.remote(name, args, options) : this.calls.submit(name, args, options),
+      options: (more: CallOptions) => this.fn<F>(name, { ...options, ...more })
+    } as unknown as RemoteFunction<F>
   }
 
   /** Offers actors of class `cls` under `name`: `mesh.actor(name).create(...)` makes one here. */

@@ -233,11 +233,23 @@ export class Objects {
     const local = await ctx.store.read(key, what, signal)
     if (local !== undefined) return { encoding: (ctx.store.get(key) as StoredObject).manifest.encoding, ...local }
     // Holders can die while we pull; the owner then points at others, or computes the
-    // object again (lineage), or says it is lost. Bounded by the caller's signal, and by
-    // the time the failure detector takes to declare a holder dead.
-    const deadline = performance.now() + this.failureBoundMs() * 2
+    // object again (lineage), or says it is lost. Under sustained churn that can go on
+    // for as long as peers keep dying, so there is no cap on the rounds: what bounds
+    // them is the caller's signal (its timeout), and an owner that names the same
+    // holders, none of which serves it, for longer than the failure detector takes to
+    // declare a holder dead. A lineage call that keeps killing its executor fails on
+    // its own (its retries), and the owner then answers FAILED.
+    let deadline = performance.now() + this.failureBoundMs() * 2
+    let named = ''
     for (let attempt = 0; ; attempt++) {
       const info = await this.locate(desc, signal)
+      const holders = [...info.locations].sort().join(',')
+      if (holders !== named) {
+        // New holders (a copy elsewhere, or a value computed again): progress, so the clock starts over.
+        named = holders
+        deadline = performance.now() + this.failureBoundMs() * 2
+        attempt = 0
+      }
       try {
         return await this.fetchDescribed(desc, info, signal)
       } catch (err) {
@@ -333,7 +345,9 @@ export class Objects {
         reply = await ctx.channels.request(desc.owner, { locate: { id: desc.id, wait: true, fetch: true, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
       } catch (err) {
         if (!(err instanceof PeerDiedError) || signal?.aborted === true) throw err
-        if (performance.now() > deadline) throw new OwnerDiedError(`the owner ${desc.owner} of ${key} cannot be reached: ${err.message}`)
+        // An owner the failure detector still holds alive is only slow to answer (a loaded
+        // peer under churn): keep asking. The detector's verdict, or the caller's signal, ends it.
+        if (performance.now() > deadline && !ctx.membership.isAlive(desc.owner)) throw new OwnerDiedError(`the owner ${desc.owner} of ${key} cannot be reached: ${err.message}`)
         await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt++))), signal, `get of ${key}`)
         continue
       }
@@ -363,6 +377,9 @@ export class Objects {
     // Contained Refs are pinned while this object lives, so their entries exist.
     const contained = owned.contained.flatMap(k => { const e = ctx.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
+    // A peer that asks to pull an object does not hold a whole copy, whatever it held before
+    // (it dropped it, or freed it thinking this owner dead): it is no holder to point anyone at.
+    if (req.fetch && from !== ctx.peerId && !this.tree.isReceiving(key, from)) owned.locations.delete(from)
     if (!owned.inline && !this.hasCompleteCopy(key, owned)) {
       // Every holder died: a call result is computed again (then described), a put() is gone.
       if (this.lineage.has(key)) {
@@ -384,6 +401,12 @@ export class Objects {
     }
     if (req.fetch && from === ctx.peerId) owned.locations.add(ctx.peerId)
     return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: owned.encoding, manifest: owned.manifest, locations, contained }
+  }
+
+  /** Whether an owned call result that was computed has no complete copy left (so lineage must make it again). */
+  isLost (key: string): boolean {
+    const owned = this.ctx.table.get(key)?.owned
+    return owned !== undefined && owned.state === 'ready' && !owned.inline && !this.hasCompleteCopy(key, owned)
   }
 
   /** Whether a complete copy of an owned object is left: here, or on a live peer that is not still receiving it. */

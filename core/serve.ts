@@ -23,6 +23,7 @@ import { ObjectStatus } from './protocol/messages.ts'
 import type { CallReply, CallRequest, Manifest, ObjectInfo, RefDesc } from './protocol/messages.ts'
 import { objectKey } from './ref.ts'
 import type { Ref } from './ref.ts'
+import { splitReturns } from './returns.ts'
 import { raceSignal, withTimeout } from './signals.ts'
 
 const log = logger('refmesh:serve')
@@ -39,7 +40,7 @@ export interface ServeInit {
     fetchValue: (desc: RefDesc, signal: AbortSignal | undefined) => Promise<{ encoding: number, bytes: Uint8Array, release: () => void }>
     storeBytes: (key: string, id: Uint8Array, owner: string, manifest: Manifest, bytes: Uint8Array, what: string, signal: AbortSignal | undefined) => Promise<void>
   }
-  handoffs: { hold: (key: string, peer: string, keys: string[]) => void }
+  handoffs: { hold: (key: string, peer: string, keys: string[]) => void, release: (peer: string, key: string) => void }
   /** this peer's state, sent with a spillback */
   spillbackState: () => Omit<PeerState, 'seq'>
 }
@@ -133,6 +134,11 @@ export class Serve {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
       }
+      if ((req.resultIds ?? []).length > 0) {
+        const results = await this.describeResults(from, req, await splitReturns(value, (req.resultIds ?? []).length, req.fn), signal)
+        resultStored(results.reduce((n, r) => n + (r.manifest?.size ?? 0), 0))
+        return { results }
+      }
       const result = await this.describeResult(from, req.resultId, resultKey, value, signal)
       resultStored(result.manifest?.size ?? 0)
       return { result }
@@ -146,6 +152,38 @@ export class Serve {
       resultStored?.()
       if (admitted) this.init.executor.admitted--
       for (const r of scope) r.release()
+    }
+  }
+
+  /**
+   * Executor side: the results of a call made with `returns`, each described (inline or
+   * stored here) on its own. A value whose id is empty is not wanted (a re-execution
+   * for its lost siblings): Refs it holds are released and it is answered FREED.
+   */
+  private async describeResults (caller: string, req: CallRequest, values: unknown[], signal: AbortSignal | undefined): Promise<ObjectInfo[]> {
+    const ids = req.resultIds ?? []
+    const results: ObjectInfo[] = []
+    try {
+      for (const [i, id] of ids.entries()) {
+        if (id.byteLength === 0) {
+          for (const r of encodeValue(values[i]).contained) r.release()
+          results.push({ status: ObjectStatus.FREED, inline: new Uint8Array(0), encoding: 0, locations: [], contained: [] })
+          continue
+        }
+        results.push(await this.describeResult(caller, id, objectKey(id), values[i], signal))
+      }
+      return results
+    } catch (err) {
+      // The call fails as a whole: what was stored for it here has no owner that knows of it.
+      for (const id of ids.slice(0, results.length)) {
+        if (id.byteLength === 0) continue
+        this.ctx.store.delete(objectKey(id))
+        this.init.handoffs.release(caller, objectKey(id))
+      }
+      for (const v of values.slice(results.length + 1)) {
+        try { for (const r of encodeValue(v).contained) r.release() } catch {}
+      }
+      throw err
     }
   }
 

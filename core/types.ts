@@ -6,6 +6,7 @@ import type { Libp2p } from '@libp2p/interface'
 import type { Ref, SharedRef } from './ref.ts'
 import type { AnyFunction, CallContext, ExecutorBackend } from './executor.ts'
 import type { PubSub } from './gossip.ts'
+import type { RefsOf } from './returns.ts'
 import type { DeathCause, Liveness } from './membership.ts'
 import type { QuotaLimits } from './quota.ts'
 import type { PlacementOptions } from './scheduler.ts'
@@ -80,6 +81,12 @@ export interface CallOptions extends PlacementOptions {
   replicas?: number
   /** how many replicas must agree (default: a majority of `replicas`) */
   quorum?: number
+  /**
+   * multiple return values (Ray's num_returns): the function returns an array (or a
+   * generator) of this many values, and the call gives one Ref per value, each an
+   * object of its own; see core/returns.ts
+   */
+  returns?: number
 }
 
 export interface PutOptions {
@@ -119,8 +126,16 @@ export type RemoteArgs<A extends unknown[]> = {
 export interface RemoteFunction<F extends AnyFunction> {
   /** Runs the function on a peer that offers it; returns at once. */
   remote(...args: RemoteArgs<Parameters<F>>): Ref<Awaited<ReturnType<F>>>
-  /** The same function with call options. */
+  /** The same function with call options; with `returns: n` it gives n Refs per call. */
+  options(options: CallOptions & { returns: number }): MultiReturnFunction<F>
   options(options: CallOptions): RemoteFunction<F>
+}
+
+/** A function called with `options({ returns: n })`: each call gives n Refs, one per value it returns. */
+export interface MultiReturnFunction<F extends AnyFunction> {
+  /** Runs the function on a peer that offers it; returns its n Refs at once. */
+  remote(...args: RemoteArgs<Parameters<F>>): RefsOf<Awaited<ReturnType<F>>>
+  options(options: CallOptions): MultiReturnFunction<F>
 }
 
 /** What one remote peer was caught doing wrong, as this peer saw it. */
@@ -192,4 +207,9 @@ export interface CallState {
   temporaries: Ref[]
   /** actor method calls: sent after the caller's previous call to the actor, numbered as sent */
   order?: SendOrder
+  /**
+   * multiple return values: every result in order (`result` is the first one there);
+   * undefined where a re-execution needs no value (that sibling is not lost)
+   */
+  returns?: Array<{ key: string, id: Uint8Array } | undefined>
 }

@@ -42,7 +42,9 @@ test('lineage: a lost result is reopened and run again, preferring the peer it w
       reruns.push({ fn, args, options, key: res.key })
       await new Promise<void>(resolve => { finish = resolve })
     },
-    copiesLost: key => { lost.push(key) }
+    copiesLost: key => { lost.push(key) },
+    // a call with one result has no siblings to ask about
+    isLost: () => { throw new Error('asked whether a sibling is lost') }
   })
   lineage.record(result.key, { fn: 'f', options: { peer: 'dead-peer', timeoutMs: 5 }, args: new Uint8Array([1]) })
   lineage.updateArgs(result.key, new Uint8Array([2]))
