@@ -119,6 +119,18 @@ async function webRTCDirectFor (listen: string[]): Promise<Array<ReturnType<type
   return [webRTCDirect()]
 }
 
+/**
+ * QUIC (Rust, through napi: encryption and multiplexing off the JavaScript
+ * thread) only for peers that listen on a `/quic-v1` address, loaded on demand
+ * like WebRTC-direct: a native addon is loaded only where it is asked for.
+ */
+async function quicFor (listen: string[]): Promise<Array<ReturnType<typeof import('@chainsafe/libp2p-quic').quic>>> {
+  if (!listen.some(addr => addr.includes('/quic-v1'))) return []
+  const { quic } = await import('@chainsafe/libp2p-quic')
+  await import('./quic-reads.ts')
+  return [quic()]
+}
+
 /** Starts a peer and joins the mesh through `bootstrap`. With no options: a working single-peer mesh. */
 export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> {
   const privateKey = options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : undefined)
@@ -136,7 +148,7 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
         ? {}
         : { announceFilter: addrs => [...new Map(addrs.map(a => a.toString().includes('/p2p-circuit') ? a : multiaddr(withHost(a.toString(), options.announceHost!))).map(a => [a.toString(), a])).values()] }
     },
-    transports: [tcp(), webSockets(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }), ...await webRTCDirectFor(listen)],
+    transports: [tcp(), webSockets(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }), ...await webRTCDirectFor(listen), ...await quicFor(listen)],
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
     connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },
