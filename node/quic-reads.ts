@@ -9,11 +9,12 @@
  *
  * The read loop keeps the stream in a private field, so the patch is on the
  * native class's `read`, which the loop calls. test/transport-patches.test.ts
- * checks it is installed.
+ * checks it is installed and that a bulk transfer over QUIC reads more than
+ * 4 KiB at a time.
  */
 export const QUIC_READ_BYTES = 256 * 1024
 
-export const quicReadPatch = { installed: false }
+export const quicReadPatch = { installed: false, reads: 0, bytes: 0 }
 
 const napiModule = new URL('./napi.js', import.meta.resolve('@chainsafe/libp2p-quic'))
 const { Stream } = await import(napiModule.href) as { Stream?: { prototype: { read?: (this: unknown, max: number) => Promise<Uint8Array | null> } } }
@@ -21,7 +22,10 @@ const original = Stream?.prototype.read
 if (Stream === undefined || typeof original !== 'function') {
   throw new Error('@chainsafe/libp2p-quic changed: napi.js no longer exports Stream with read(); revisit node/quic-reads.ts')
 }
-Stream.prototype.read = function (max: number): Promise<Uint8Array | null> {
-  return original.call(this, Math.max(max, QUIC_READ_BYTES))
+Stream.prototype.read = async function (max: number): Promise<Uint8Array | null> {
+  const chunk = await original.call(this, Math.max(max, QUIC_READ_BYTES))
+  quicReadPatch.reads++
+  quicReadPatch.bytes += chunk?.byteLength ?? 0
+  return chunk
 }
 quicReadPatch.installed = true

@@ -61,7 +61,8 @@ async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (m
     peers.push(...await Promise.all(Array.from({ length: RECEIVERS }, async (_, k) => await spawnPeer({ module: FIXTURES, args, bootstrap: [holder.addrs[0]], ...at(2 + k) }))))
     // The driver owns the objects, so it is the one that tells receivers where to pull from.
     mesh = await createMesh({ bootstrap: [holder.addrs[0]], ...(hosts !== undefined ? { listen: [`/ip4/${hosts.addrs[0]}/tcp/0`] } : {}), swarm })
-    await waitForFullMesh(mesh, peers, 30_000)
+    // Ten processes starting at once on two loaded cores: 30 s was seen to run out.
+    await waitForFullMesh(mesh, peers, 90_000)
     await new Promise(resolve => setTimeout(resolve, 1500))
     return await body(mesh, holder, peers.slice(1))
   } finally {
