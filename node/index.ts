@@ -33,7 +33,11 @@ export * from '../core/index.ts'
 export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   /** multiaddrs (with /p2p/<id>) of peers to join through */
   bootstrap?: string[]
-  /** where to listen; default: ephemeral TCP, WebSockets and WebRTC-direct ports on loopback (TCP first) */
+  /**
+   * where to listen; default: ephemeral TCP and WebSockets ports on loopback (TCP first).
+   * `/udp/0/webrtc-direct` serves tabs; `/udp/0/quic-v1` adds QUIC for Node peers (not a
+   * default: it cost more CPU per byte than TCP here, test/bench/cpu-per-byte.ts).
+   */
   listen?: string[]
   /**
    * the addresses other peers should dial instead of the listening ones (libp2p's
