@@ -16,7 +16,7 @@ export default defineConfig({
   // @libp2p/webrtc as it is, so the patch applies there too.
   optimizeDeps: { exclude: ['@libp2p/webrtc'] },
   // libp2p alone is ~700 kB minified; one bundle is fine for this page.
-  build: { outDir: fileURLToPath(new URL('./dist/browser', import.meta.url)), emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 2048 },
+  build: { outDir: fileURLToPath(new URL('./dist/page', import.meta.url)), emptyOutDir: true, target: 'es2022', chunkSizeWarningLimit: 2048 },
   server: { host: '127.0.0.1', headers: isolation },
   preview: { host: '127.0.0.1', headers: isolation }
 })

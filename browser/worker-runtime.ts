@@ -9,7 +9,7 @@
  * its own:
  *
  *   // functions-worker.ts
- *   import { serveFunctions } from 'refmesh/browser/worker-runtime.ts'
+ *   import { serveFunctions } from 'refmesh/browser/worker-runtime'
  *   import * as stats from './stats.ts'
  *   serveFunctions({ './stats.ts': stats })
  *

@@ -1,5 +1,5 @@
 /**
- * Serves the mesh page (dist/browser) to browsers, with the headers that make
+ * Serves the mesh page (dist/page) to browsers, with the headers that make
  * it crossOriginIsolated (SharedArrayBuffer, OPFS in workers), and tells each
  * tab which Node peer addresses to join through and which STUN/TURN servers
  * to use (`/mesh.json`). Over https when given a certificate: a page from any
@@ -10,13 +10,14 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http'
 import { createServer as createHttpsServer } from 'node:https'
 import { readFile, stat } from 'node:fs/promises'
 import { extname, join, normalize, sep } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { logger } from '@libp2p/logger'
 import { browserDialable } from '../browser/dialer.ts'
 
 const log = logger('refmesh:page-server')
 
-export const PAGE_DIR = fileURLToPath(new URL('../dist/browser/', import.meta.url))
+import { PAGE_DIR } from './package-paths.ts'
+
+export { PAGE_DIR }
 
 export const PAGE_SERVER_DEFAULTS = {
   /** loopback: a page on another machine would need the Node peer reachable there too */
@@ -46,7 +47,7 @@ const TYPES: Record<string, string> = {
 export interface PageServerInit {
   /** the Node peer's multiaddrs; those a browser can dial are handed to tabs */
   addrs: () => string[]
-  /** the built page (default dist/browser) */
+  /** the built page (default dist/page) */
   root?: string
   host?: string
   port?: number

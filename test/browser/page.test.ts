@@ -18,7 +18,7 @@ test('the page: isolation headers, bootstrap addresses, a persistent identity pe
     const info = await (await fetch(c.server.url + '/mesh.json')).json() as { bootstrap: string[] }
     assert.deepEqual(info.bootstrap.map(a => a.match(/\/(ws|webrtc-direct)\//)?.[1]), ['ws', 'webrtc-direct'], 'WebSockets first, no TCP')
     assert.ok(info.bootstrap.every(a => a.endsWith(`/p2p/${c.peers[0].peer}`)))
-    assert.equal((await fetch(c.server.url + '/%2e%2e/%2e%2e/package.json')).status, 404, 'nothing outside dist/browser')
+    assert.equal((await fetch(c.server.url + '/%2e%2e/%2e%2e/package.json')).status, 404, 'nothing outside dist/page')
 
     const first = await c.openTab()
     assert.equal(await first.page.evaluate(() => crossOriginIsolated), true)
