@@ -139,7 +139,7 @@ const LAYERS: Array<[string, (fn: string, url: string) => boolean]> = [
   ['native (program)', fn => fn === '(program)'],
   ['idle', fn => fn === '(idle)'],
   ['sha256', (_fn, url) => url.includes('internal/crypto/hash')],
-  ['noise', (_fn, url) => url.includes('libp2p-noise') || url.includes('@noble/') || url.includes('internal/crypto/cipher')],
+  ['noise', (_fn, url) => url.includes('libp2p-noise') || url.includes('@noble/') || url.includes('internal/crypto/cipher') || url.includes('internal/crypto/keys')],
   ['yamux', (_fn, url) => url.includes('libp2p-yamux') || url.includes('yamux-window')],
   ['quic (js side)', (_fn, url) => url.includes('libp2p-quic')],
   ['tcp socket', (_fn, url) => url.includes('@libp2p/tcp') || url.includes('tcp-writev') || url.startsWith('node:net') || url.includes('internal/stream_base') || url.includes('internal/streams') || url === 'node:stream'],
