@@ -22,6 +22,8 @@ export interface AdmissionInit {
   maxWaitMs: number
   /** whether memory is being freed now (room is on its way without forcing a start) */
   freeing: () => boolean
+  /** false: every call starts at once, as if memory were unlimited (default true; for comparison) */
+  enabled?: boolean
 }
 
 export class MemoryAdmission {
@@ -44,6 +46,7 @@ export class MemoryAdmission {
    * start now; `full`: not before memory is freed (a caller may place it elsewhere).
    */
   check (fn: string, argBytes = 0): 'start' | 'wait' | 'full' {
+    if (this.init.enabled === false) return 'start'
     // Nothing running and nothing being freed: start, or nothing ever will.
     if (this.started === 0 && !this.init.freeing()) return 'start'
     const mean = this.meanResult.get(fn)

@@ -26,7 +26,7 @@ import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
 import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost } from './actors.ts'
 import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
-import { MeshAuth } from './auth.ts'
+import { AUTH_PROTOCOL, MeshAuth, NotAMemberError } from './auth.ts'
 import { PeerQuotas } from './quota.ts'
 import type { QuotaLimits } from './quota.ts'
 import { Executor } from './executor.ts'
@@ -85,6 +85,7 @@ export interface MeshInit {
   prefetch?: boolean
   /** receivers of an object pull from each other too (default true); false: only from complete holders (for comparison) */
   swarm?: boolean
+  /** calls start only with room in memory for their results and arguments (default true); false: for comparison */ admission?: boolean
   /** SHA-256 for chunks (default: WebCrypto) */
   sha256?: Hasher
   /** keep received objects in shared memory (for worker backends) */
@@ -191,6 +192,8 @@ export interface MeshStats {
   /** peers caught misbehaving, by peer (see `Mesh.suspects()`) */
   suspects: Record<string, SuspectRecord>
   functions: string[]
+  /** names this peer publishes, with the size of each object (when this peer holds it) */
+  names: Array<{ name: string, bytes?: number }>
   /** peers known and alive */
   peers: string[]
   membership: Array<{ peer: string, liveness: Liveness, connected: boolean }>
@@ -246,6 +249,8 @@ export class Mesh {
   private readonly actors = new ActorHost(() => this.peerId)
   /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
   private readonly actorOf = new Map<string, ActorDesc>()
+  /** public peers only: peers that challenged this one to prove a mesh secret (they are in a private mesh) */
+  private readonly challengedBy = new Set<string>()
   /** names this peer publishes, each holding a handle of its own */
   private readonly published = new Map<string, Ref>()
   /** per actor instance: settles when this peer's latest call to it has been sent */
@@ -300,7 +305,7 @@ export class Mesh {
       allocate: init.store?.allocate,
       onRelief: () => { this.admission.recheck() }
     })
-    this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs, freeing: () => this.store.freeing })
+    this.admission = new MemoryAdmission({ room: () => this.admitBytes(), maxWaitMs: DEFAULTS.admissionWaitMs, freeing: () => this.store.freeing, enabled: init.admission ?? true })
     this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
     this.swarm = init.swarm ?? true
@@ -367,6 +372,14 @@ export class Mesh {
     if (this.started) return
     this.started = true
     await this.auth?.start()
+    if (this.auth === undefined) {
+      // A public peer refuses a private mesh's challenge, but notes who sent it: connect()
+      // can then say at once why that peer will never greet this one.
+      await this.libp2p.handle(AUTH_PROTOCOL, (stream, connection) => {
+        this.challengedBy.add(connection.remotePeer.toString())
+        stream.abort(new NotAMemberError('this peer is not in a private mesh'))
+      }, { maxInboundStreams: 4, maxOutboundStreams: 4 })
+    }
     // Gossip relayed by a peer that has not proved the secret never enters a private mesh,
     // and a peer relaying far more than the mesh makes is ignored, then hung up on.
     this.pubsub?.topicValidators?.set(STATE_TOPIC, (from: { toString(): string }) => {
@@ -393,6 +406,7 @@ export class Mesh {
     await this.channels.stop()
     await this.transfer.stop()
     await this.auth?.stop()
+    if (this.auth === undefined) await this.libp2p.unhandle(AUTH_PROTOCOL).catch(() => {})
     await this.executor.close()
   }
 
@@ -855,7 +869,16 @@ export class Mesh {
     // In a private mesh a peer that fails the challenge (a wrong secret, here or there) is known
     // at once; waiting for its hello would only run out the clock.
     await this.auth?.admit(peer, signal)
-    await this.waitForPeer(peer, { signal })
+    // A private mesh's peer says Hello only to peers that answer its challenge, which one without the secret cannot.
+    const challenged = new Promise<never>((_resolve, reject) => {
+      const check = (): void => {
+        if (this.challengedBy.has(peer)) reject(new NotAMemberError(`${peer} is in a private mesh, and this peer has no mesh secret`))
+        else if (signal?.aborted !== true && !this.membership.isAlive(peer)) setTimeout(check, 50)
+      }
+      check()
+    })
+    challenged.catch(() => {})
+    await Promise.race([this.waitForPeer(peer, { signal }), challenged])
     return peer
   }
 
@@ -905,6 +928,7 @@ export class Mesh {
       quotas: { ...this.quotas.refused },
       suspects: this.suspects(),
       functions: this.executor.names(),
+      names: [...this.published].map(([name, ref]) => ({ name, bytes: this.store.get(ref.key)?.manifest.size })),
       peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
       membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))
     }

@@ -14,14 +14,24 @@
  * exits after its check. --listen (an IP address of this machine, or 0.0.0.0)
  * and --page-host open it to other machines, whose tabs need https
  * (--tls-cert/--tls-key; node/serve-flags.ts has the rest).
+ *
+ * However it is stopped, it leaves nothing running: SIGINT or SIGTERM to the
+ * demo, or to any of its peers (a peer that exits ends the demo), or its
+ * parent's exit (npm passes a signal only to its script's shell, which exits
+ * and leaves the demo to pid 1) stops every peer and exits 0. Its peers stop
+ * at the end of their stdin, a pipe from the demo, so they do not outlive it
+ * even when it is killed with SIGKILL.
  */
 import { parseArgs } from 'node:util'
+import type { ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { createMesh } from '../node/index.ts'
 import type { Mesh, MeshStats } from '../node/index.ts'
 import { parseBytes } from '../core/constants.ts'
 import { spawnPeer } from '../node/local-cluster.ts'
 import { ensurePageBuilt } from '../node/page-build.ts'
+import { UsageError } from '../node/cli-errors.ts'
+import { onStopRequest } from '../node/shutdown.ts'
 import type { PeerProcess } from '../node/local-cluster.ts'
 import { runMapReduce, wordCountLocal } from './mapreduce.ts'
 import type { MapReduceOptions, Stage } from './mapreduce.ts'
@@ -39,16 +49,9 @@ const JOIN_TIMEOUT_MS = 45_000
 const browserListen = (ip: string): string[] => [`/ip4/${ip}/tcp/0/ws`, `/ip4/${ip}/udp/0/webrtc-direct`]
 const DRIVER_LISTEN = ['/ip4/127.0.0.1/tcp/0', '/ip4/127.0.0.1/tcp/0/ws']
 
-/**
- * A bad flag. (Not node/cli.ts's UsageError: the CLI imports this module while
- * its own top-level await is still pending, so importing it back would deadlock.)
- */
-export class UsageError extends Error {
-  override name = 'UsageError'
-}
-
-const DEMO_USAGE = 'usage: refmesh demo [--maps N] [--reduces N] [--shard-bytes SIZE] [--seed N] [--serve [--page-port N]] [--mesh-secret S]\n' +
-  '                   [--listen IP] [--page-host IP] [--announce HOST] [--tls-cert FILE --tls-key FILE] [--stun URL] [--turn URL --turn-username U --turn-credential P]'
+// From node/cli-errors.ts, not node/cli.ts: the CLI imports this module while its
+// own top-level await is still pending, so importing it back would deadlock.
+export { UsageError }
 
 export interface DemoOptions {
   maps: number
@@ -88,7 +91,7 @@ export function parseDemoArgs (argv: string[]): DemoOptions {
       allowPositionals: false
     }).values
   } catch (err) {
-    throw new UsageError(`demo: ${(err as Error).message}\n${DEMO_USAGE}`)
+    throw new UsageError(`demo: ${(err as Error).message}`)
   }
   const whole = (name: string, v: string, min: number, max: number): number => {
     const n = /^\s*\d+\s*$/.test(v) ? Number(v) : NaN
@@ -223,24 +226,32 @@ function printTraffic (before: MeshStats[], after: MeshStats[], driver: string, 
 export async function runDemo (argv: string[]): Promise<void> {
   const options: DemoOptions = parseDemoArgs(argv)
 
-  // Ctrl-C (or SIGTERM) aborts whatever is under way; the finally below then
-  // stops the driver and every peer. A second Ctrl-C kills the peers at once.
+  // A stop request aborts whatever is under way; the finally below then
+  // stops the driver and every peer. A second signal kills the peers at once.
   const interrupt = new AbortController()
   const peers: PeerProcess[] = []
   /** peers still starting: waited for in finally, so none is left behind */
   const starting: Array<Promise<unknown>> = []
-  let interrupts = 0
-  const onSignal = (sig: NodeJS.Signals): void => {
-    if (++interrupts === 1) {
-      process.stderr.write(`\n${sig}: stopping the peers...\n`)
-      interrupt.abort(new Error(`interrupted by ${sig}`))
-      return
-    }
-    for (const p of peers) p.child.kill('SIGKILL')
-    process.exit(130)
+  let stopping = false
+  /** a peer that crashed: the demo fails with its message once everything is stopped */
+  let failure: Error | undefined
+  const requestStop = (reason: string): void => {
+    if (interrupt.signal.aborted) return
+    process.stderr.write(`\n${reason}: stopping the peers...\n`)
+    interrupt.abort(new Error(`stopped: ${reason}`))
   }
-  process.on('SIGINT', onSignal)
-  process.on('SIGTERM', onSignal)
+  /** every peer process, from its spawn: a second signal kills those still starting too */
+  const children = new Set<ChildProcess>()
+  const stopListening = onStopRequest(requestStop, { parent: true, onForce: () => { for (const child of children) child.kill('SIGKILL') } })
+  /** A peer that exits before the demo stops it ends the demo: a signal to it is a signal to the demo. */
+  const watch = (p: PeerProcess): void => {
+    p.child.once('exit', (code, sig) => {
+      if (stopping) return
+      const how = sig !== null ? `by ${sig}` : `with status ${code}`
+      if (code === 0 || sig === 'SIGTERM' || sig === 'SIGINT') requestStop(`peer ${short(p.peer)} stopped ${how}`)
+      else { failure = new Error(`peer ${p.peer} exited ${how}: ${p.stderr().trim().split('\n').pop() ?? ''}`); requestStop(`peer ${short(p.peer)} exited ${how}`) }
+    })
+  }
   const signal = interrupt.signal
   /** `promise`, unless Ctrl-C comes first */
   const orInterrupt = async <T>(promise: Promise<T>): Promise<T> => await new Promise<T>((resolve, reject) => {
@@ -276,10 +287,11 @@ export async function runDemo (argv: string[]): Promise<void> {
     ]
     const spawn = async (bootstrap: string[], args: string[] = []): Promise<PeerProcess> => {
       const env = options.secret === undefined ? undefined : { REFMESH_MESH_SECRET: options.secret }
-      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, listen: `/ip4/${options.listenIp}/tcp/0`, args: [...listen, ...reachFlags, ...args], env })
+      const spawned = spawnPeer({ module: MODULE, bootstrap, timeoutMs: JOIN_TIMEOUT_MS, listen: `/ip4/${options.listenIp}/tcp/0`, args: [...listen, ...reachFlags, ...args], env, onSpawn: child => children.add(child) })
       starting.push(spawned.catch(() => {}))
       const p = await spawned
       peers.push(p)
+      watch(p)
       return p
     }
     const first = await orInterrupt(spawn([], options.serve ? page : []))
@@ -334,26 +346,23 @@ export async function runDemo (argv: string[]): Promise<void> {
       await driver.stop()
       driver = undefined
       served = true
-      write(`\nthe mesh stays up: open ${first.page}/ in a browser, press Join, then Run MapReduce. Ctrl-C stops it.\n`)
+      write(`\nthe mesh stays up: open ${first.page}/ in a browser, press Join, then Run MapReduce. Ctrl-C (or SIGTERM) stops it.\n`)
       await new Promise(resolve => signal.addEventListener('abort', resolve, { once: true }))
     }
   } catch (err) {
     if (!signal.aborted) throw err
   } finally {
+    stopping = true
     await driver?.stop().catch((err: Error) => { process.stderr.write(`stopping the driver: ${err.message}\n`) })
+    // Peers still starting get SIGTERM: one still loading its modules dies of it at once,
+    // one further on stops as soon as its start allows.
+    for (const child of children) if (!peers.some(p => p.child === child)) child.kill('SIGTERM')
     await Promise.allSettled(starting)
     await Promise.allSettled(peers.map(async p => await p.stop()))
-    process.removeListener('SIGINT', onSignal)
-    process.removeListener('SIGTERM', onSignal)
+    stopListening()
   }
-  if (signal.aborted) {
-    if (served) {
-      write('every peer is stopped.\n')
-      return
-    }
-    process.stderr.write('interrupted; every peer is stopped.\n')
-    process.exit(130)
-  }
+  if (failure !== undefined) throw failure
+  if (signal.aborted) write(served ? 'every peer is stopped.\n' : 'stopped before the end of the run; every peer is stopped.\n')
 }
 
 /** --stun and --turn again, for the peer that serves the page */

@@ -19,12 +19,12 @@ import { parseBytes } from '../core/constants.ts'
 import { startMetricsServer } from './metrics.ts'
 import { startPageServer } from './page-server.ts'
 import type { PageServer } from './page-server.ts'
+import { UsageError, checkMultiaddr, describeError, oneLine } from './cli-errors.ts'
+import { SHUTDOWN_DEFAULTS, serveUntilStopped, within } from './shutdown.ts'
 import { SERVE_FLAGS, SERVE_USAGE, ServeFlagError, insecurePageNote, loadTls, parseServeFlags, publicHostOf } from './serve-flags.ts'
 import type { ServeOptions } from './serve-flags.ts'
 
-export class UsageError extends Error {
-  override name = 'UsageError'
-}
+export { UsageError }
 
 const USAGE = `usage: refmesh <command> [options]
 
@@ -45,6 +45,7 @@ commands:
              --workers <n>            workers in the pool (default: one per core)
              --no-prefetch            fetch a queued call's arguments only when it gets a slot (for comparison)
              --no-swarm               receivers pull only from complete holders, not from each other (for comparison)
+             --no-admission           start every call at once, without waiting for room in memory (for comparison)
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
              --page-port <port>       serve the mesh page, for browser tabs to join this peer (0: any port;
@@ -52,23 +53,30 @@ commands:
              --mesh-secret <secret>   a private mesh: only peers that prove this secret talk refmesh with
                                       this one (or set REFMESH_MESH_SECRET, which keeps it out of ps)
              --json                   print one JSON line {peer, addrs} when ready
-  status   print the mesh as one peer sees it
+             --stop-on-stdin-end      also stop when stdin ends (for a parent that stops it by closing a pipe);
+                                      otherwise it runs until SIGINT or SIGTERM, whatever stdin is
+  status   print the mesh as one peer sees it: its peers, their functions and the names they publish
              --bootstrap <multiaddr>  the peer to ask (required)
+             --timeout <seconds>      how long to wait for it (default 10)
+             --mesh-secret <secret>   the mesh's secret, when it is private (or set REFMESH_MESH_SECRET)
              --json                   print JSON
   share <file>         put a file into the mesh, publish it under a name, and serve it until stopped
              --name <name>            the name others fetch it by (required)
              --listen, --bootstrap, --identity, --store-capacity, --spill-dir, --spill-capacity, --no-spill,
-             --mesh-secret            as for peer (a file larger than the store goes to disk as it is read)
+             --mesh-secret, --stop-on-stdin-end
+                                      as for peer (a file larger than the store goes to disk as it is read)
              --json                   print one JSON line {peer, addrs, name, size} when it is published
   fetch <name> <out>   write out the file published under <name>, pulling from every peer that holds chunks
              --bootstrap <multiaddr>  a peer of the mesh to join through (required; repeatable)
-             --timeout <seconds>      how long to look for a peer that publishes <name> (default 15)
+             --timeout <seconds>      how long to wait to join, and then to find a peer that publishes <name>
+                                      (default 15)
              --store-capacity <size>  memory for the object on its way (default as for peer; the rest spills)
              --mesh-secret <secret>   the mesh's secret, when it is private (or set REFMESH_MESH_SECRET)
   demo     start a local mesh of three peers and run the MapReduce example
              --maps <n> --reduces <n> --shard-bytes <size> --seed <n>
-             --serve                  then keep the mesh up (until Ctrl-C) and serve the mesh page for
-                                      browser tabs to join it (built first if missing or stale; npm start)
+             --serve                  then keep the mesh up (until SIGINT or SIGTERM, to it or any of its
+                                      peers, or its parent's exit) and serve the mesh page for browser tabs
+                                      to join it (built first if missing or stale; npm start)
              --page-port <port>       the page's port with --serve (default 0: any free port)
              --mesh-secret <secret>   a private mesh (or set REFMESH_MESH_SECRET): the page asks tabs for it
              --listen <ip>            the address the peers listen on (default 127.0.0.1; 0.0.0.0: every
@@ -91,8 +99,11 @@ export interface PeerCommandOptions {
   pagePort?: number
   prefetch: boolean
   swarm: boolean
+  admission: boolean
   secret?: string
   json: boolean
+  /** stop at the end of stdin, not only on SIGINT or SIGTERM */
+  stopOnStdinEnd: boolean
   /** --page-host, --announce, --tls-cert/--tls-key, --stun/--turn (node/serve-flags.ts) */
   serve: ServeOptions
 }
@@ -107,7 +118,7 @@ function parseWithPositionals (argv: string[], options: ParseArgsOptionsConfig, 
   try {
     parsed = parseArgs({ args: argv, options, strict: true, allowPositionals: count > 0 })
   } catch (err) {
-    throw new UsageError((err as Error).message)
+    throw new UsageError(oneLine((err as Error).message))
   }
   if (count > 0 && parsed.positionals.length !== count) {
     throw new UsageError(parsed.positionals.length < count ? `${what} is missing` : `unexpected argument "${parsed.positionals[count]}"`)
@@ -132,8 +143,10 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'page-port': { type: 'string' },
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
+    'no-admission': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
     json: { type: 'boolean', default: false },
+    'stop-on-stdin-end': { type: 'boolean', default: false },
     ...SERVE_FLAGS
   })
   let serve: ServeOptions
@@ -171,9 +184,9 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
   const storeCapacity = bytesOption('store-capacity')
   const spillCapacity = bytesOption('spill-capacity')
   if (v['no-spill'] === true && v['spill-dir'] !== undefined) throw new UsageError('--no-spill and --spill-dir contradict each other')
-  for (const addr of [...(v.listen as string[] ?? []), ...(v.bootstrap as string[] ?? []), ...serve.announce]) {
-    if (!addr.startsWith('/')) throw new UsageError(`"${addr}" is not a multiaddr (they look like /ip4/127.0.0.1/tcp/4001)`)
-  }
+  for (const addr of v.listen as string[] ?? []) checkMultiaddr('--listen', addr)
+  for (const addr of v.bootstrap as string[] ?? []) checkMultiaddr('--bootstrap', addr)
+  for (const addr of serve.announce) checkMultiaddr('--announce', addr)
   return {
     listen: v.listen as string[] ?? [],
     bootstrap: v.bootstrap as string[] ?? [],
@@ -189,8 +202,10 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort,
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
+    admission: v['no-admission'] !== true,
     secret,
     json: v.json === true,
+    stopOnStdinEnd: v['stop-on-stdin-end'] === true,
     serve
   }
 }
@@ -205,26 +220,57 @@ export async function loadModule (mesh: Mesh, file: string): Promise<void> {
 /** `refmesh peer`; `extra` lets a test peer add mesh options the command line does not offer (test hooks). */
 export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> = {}): Promise<void> {
   const opts = parsePeerArgs(argv)
-  const tls = await loadTls(opts.serve.tls)
-  const mesh = await createMesh({
-    ...extra,
-    listen: opts.listen.length > 0 ? opts.listen : undefined,
-    announce: opts.serve.announce,
-    announceHost: opts.serve.announceHost,
-    tls,
-    bootstrap: opts.bootstrap,
-    identityFile: opts.identity,
-    store: { capacity: opts.storeCapacity, spillCapacity: opts.spillCapacity },
-    spillDir: opts.spillDir,
-    workerModules: opts.workerModules,
-    workers: opts.workers,
-    prefetch: opts.prefetch,
-    swarm: opts.swarm,
-    secret: opts.secret
-  })
-  if (opts.module !== undefined) await loadModule(mesh, opts.module)
-  const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })
-  const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, { ...opts.serve, pageHost: opts.serve.pageHost ?? opts.metricsHost }, tls)
+  // Stop requests are heard from the start (a start can take seconds): one that comes
+  // while the peer starts gives the start a moment to end, then closes what it opened
+  // (a service manager must not wait out a 15 s bootstrap).
+  const closers: Array<() => Promise<unknown>> = []
+  const closeAll = async (): Promise<void> => { await Promise.all(closers.splice(0).map(async close => await close())) }
+  let starting: Promise<unknown> = Promise.resolve()
+  let stopRequested = false
+  const stopListening = serveUntilStopped(async () => {
+    stopRequested = true
+    await within(starting.catch(() => {}), SHUTDOWN_DEFAULTS.startGraceMs)
+    await closeAll()
+  }, { stdin: opts.stopOnStdinEnd })
+  const start = async (): Promise<{ mesh: Mesh, metrics?: { url: string }, page?: PageServer }> => {
+    const tls = await loadTls(opts.serve.tls)
+    const mesh = await createMesh({
+      ...extra,
+      listen: opts.listen.length > 0 ? opts.listen : undefined,
+      announce: opts.serve.announce,
+      announceHost: opts.serve.announceHost,
+      tls,
+      bootstrap: opts.bootstrap,
+      identityFile: opts.identity,
+      store: { capacity: opts.storeCapacity, spillCapacity: opts.spillCapacity },
+      spillDir: opts.spillDir,
+      workerModules: opts.workerModules,
+      workers: opts.workers,
+      prefetch: opts.prefetch,
+      swarm: opts.swarm,
+      admission: opts.admission,
+      secret: opts.secret
+    })
+    closers.push(async () => await mesh.stop())
+    if (opts.module !== undefined) await loadModule(mesh, opts.module)
+    const metrics = opts.metricsPort === undefined ? undefined : await startMetricsServer({ mesh, port: opts.metricsPort, host: opts.metricsHost })
+    if (metrics !== undefined) closers.push(async () => await metrics.close())
+    const page = opts.pagePort === undefined ? undefined : await servePage(mesh, opts.pagePort, { ...opts.serve, pageHost: opts.serve.pageHost ?? opts.metricsHost }, tls)
+    if (page !== undefined) closers.push(async () => await page.close())
+    return { mesh, metrics, page }
+  }
+  const startup = start()
+  starting = startup
+  let started
+  try {
+    started = await startup
+  } catch (err) {
+    stopListening()
+    await closeAll().catch(() => {})
+    throw err
+  }
+  if (stopRequested) return
+  const { mesh, metrics, page } = started
   const addrs = mesh.libp2p.getMultiaddrs().map(String)
   if (opts.json) {
     process.stdout.write(JSON.stringify({ peer: mesh.peerId, addrs, metrics: metrics?.url, page: page?.url }) + '\n')
@@ -235,16 +281,6 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
     const note = page === undefined ? undefined : insecurePageNote(page.url)
     if (note !== undefined) process.stdout.write(`${note}\n`)
   }
-  let stopping = false
-  const stop = (): void => {
-    if (stopping) return
-    stopping = true
-    Promise.all([mesh.stop(), metrics?.close(), page?.close()]).finally(() => process.exit(0))
-  }
-  process.on('SIGINT', stop)
-  process.on('SIGTERM', stop)
-  // A parent that spawned us with a pipe on stdin stops us by closing it.
-  if (!process.stdin.isTTY) process.stdin.on('end', stop).resume()
 }
 
 /** The mesh page, handing tabs this peer's browser addresses (it must listen on WebSockets or WebRTC-direct). */
@@ -262,29 +298,46 @@ async function servePage (mesh: Mesh, port: number, serve: ServeOptions, tls: Aw
   })
 }
 
+/**
+ * `refmesh status`: each peer the given one knows, with its functions, store
+ * and traffic, then the names published in the mesh with their sizes and publishers.
+ */
 async function runStatus (argv: string[]): Promise<void> {
-  const v = parse(argv, { bootstrap: { type: 'string', multiple: true }, json: { type: 'boolean', default: false } })
+  const v = parse(argv, {
+    bootstrap: { type: 'string', multiple: true },
+    timeout: { type: 'string' },
+    'mesh-secret': { type: 'string' },
+    json: { type: 'boolean', default: false }
+  })
   const bootstrap = v.bootstrap as string[] | undefined
   if (bootstrap === undefined || bootstrap.length === 0) throw new UsageError('status needs --bootstrap <multiaddr of a peer>')
-  const mesh = await createMesh({ bootstrap })
+  checkMultiaddrs('--bootstrap', bootstrap)
+  const timeoutMs = timeoutFlag(v.timeout, 10_000)
+  const mesh = await createMesh({ bootstrap: bootstrap.slice(0, 1), bootstrapTimeoutMs: timeoutMs, secret: secretFlag(v['mesh-secret']) })
   try {
-    const first = await mesh.connect(bootstrap[0], { timeoutMs: 10_000 })
-    const seen = await mesh.peerStats(first, { timeoutMs: 10_000 })
+    const first = await mesh.connect(bootstrap[0], { timeoutMs })
+    const seen = await mesh.peerStats(first, { timeoutMs })
     const all = await Promise.all([first, ...seen.peers.filter(p => p !== mesh.peerId && p !== first)].map(async p => {
-      try { return await mesh.peerStats(p, { timeoutMs: 10_000 }) } catch (err) { return { peer: p, error: (err as Error).message } }
+      try { return await mesh.peerStats(p, { timeoutMs }) } catch (err) { return { peer: p, error: (err as Error).message } }
     }))
     if (v.json === true) {
       process.stdout.write(JSON.stringify(all, null, 2) + '\n')
-    } else {
-      process.stdout.write(`mesh seen from ${first}: ${all.length} peer(s)\n`)
-      for (const s of all) {
-        if ('error' in s) { process.stdout.write(`  ${s.peer}  unreachable: ${s.error}\n`); continue }
-        const mb = (n: number): string => (n / 2 ** 20).toFixed(1) + ' MiB'
-        process.stdout.write(`  ${s.peer}\n    functions: ${s.functions.join(', ') || '-'}\n    store: ${s.store.objects} objects, ${mb(s.store.bytes)} of ${mb(s.store.capacity)}\n    calls executed: ${s.calls.executed}, running: ${s.calls.running}\n    traffic: chunks in ${mb(s.traffic.chunkIn)}, out ${mb(s.traffic.chunkOut)}\n`)
-        for (const [peer, r] of Object.entries(s.suspects ?? {})) {
-          process.stdout.write(`    suspect ${peer}: ${r.badChunks} bad chunk(s), ${r.falseClaims} false claim(s), outvoted ${r.outvoted} time(s), ${r.refused} request(s) refused\n`)
-        }
+      return
+    }
+    process.stdout.write(`mesh seen from ${first}: ${all.length} peer(s)\n`)
+    const names = new Map<string, Array<{ peer: string, bytes?: number }>>()
+    for (const s of all) {
+      if ('error' in s) { process.stdout.write(`  ${s.peer}  unreachable: ${s.error}\n`); continue }
+      process.stdout.write(`  ${s.peer}\n    functions: ${s.functions.join(', ') || '-'}\n    store: ${s.store.objects} objects, ${mib(s.store.bytes)} of ${mib(s.store.capacity)}\n    calls executed: ${s.calls.executed}, running: ${s.calls.running}\n    traffic: chunks in ${mib(s.traffic.chunkIn)}, out ${mib(s.traffic.chunkOut)}\n`)
+      for (const [peer, r] of Object.entries(s.suspects ?? {})) {
+        process.stdout.write(`    suspect ${peer}: ${r.badChunks} bad chunk(s), ${r.falseClaims} false claim(s), outvoted ${r.outvoted} time(s), ${r.refused} request(s) refused\n`)
       }
+      // Peers older than the names field report none.
+      for (const n of s.names ?? []) names.set(n.name, [...names.get(n.name) ?? [], { peer: s.peer, bytes: n.bytes }])
+    }
+    process.stdout.write(`published names: ${names.size === 0 ? 'none' : names.size}\n`)
+    for (const [name, publishers] of [...names].sort(([a], [b]) => a.localeCompare(b))) {
+      for (const p of publishers) process.stdout.write(`  ${name}  ${p.bytes === undefined ? 'size unknown' : `${p.bytes} bytes (${mib(p.bytes)})`}  published by ${p.peer}\n`)
     }
   } finally {
     await mesh.stop()
@@ -293,10 +346,8 @@ async function runStatus (argv: string[]): Promise<void> {
 
 const mib = (n: number): string => `${(n / 2 ** 20).toFixed(1)} MiB`
 
-function checkMultiaddrs (addrs: string[]): void {
-  for (const addr of addrs) {
-    if (!addr.startsWith('/')) throw new UsageError(`"${addr}" is not a multiaddr (they look like /ip4/127.0.0.1/tcp/4001)`)
-  }
+function checkMultiaddrs (flag: string, addrs: string[]): void {
+  for (const addr of addrs) checkMultiaddr(flag, addr)
 }
 
 /** --mesh-secret, or REFMESH_MESH_SECRET (which keeps it out of ps), as for peer. */
@@ -304,6 +355,14 @@ function secretFlag (value: unknown): string | undefined {
   const secret = value as string | undefined ?? process.env.REFMESH_MESH_SECRET
   if (secret !== undefined && secret.length === 0) throw new UsageError('--mesh-secret must not be empty')
   return secret
+}
+
+/** --timeout <seconds>, in milliseconds. */
+function timeoutFlag (value: unknown, defaultMs: number): number {
+  if (value === undefined) return defaultMs
+  const seconds = Number(value)
+  if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 86_400) throw new UsageError(`--timeout must be a number of seconds from 0 to 86400, not "${String(value)}"`)
+  return seconds * 1000
 }
 
 function bytesFlag (flag: string, value: unknown): number | undefined {
@@ -349,16 +408,6 @@ export function byteProgress (label: string, out: NodeJS.WriteStream = process.s
   return { update, end: () => { if (tty && drawn) out.write('\n') } }
 }
 
-/**
- * Asks to stop on SIGINT, SIGTERM, or the end of stdin when it is a pipe (a
- * parent that spawned us stops us by closing it), as `refmesh peer` does.
- */
-function onStopRequest (stop: () => void): void {
-  process.on('SIGINT', stop)
-  process.on('SIGTERM', stop)
-  if (!process.stdin.isTTY) process.stdin.on('end', stop).resume()
-}
-
 export interface ShareCommandOptions {
   file: string
   name: string
@@ -370,6 +419,7 @@ export interface ShareCommandOptions {
   spillCapacity?: number
   secret?: string
   json: boolean
+  stopOnStdinEnd: boolean
 }
 
 export function parseShareArgs (argv: string[]): ShareCommandOptions {
@@ -383,7 +433,8 @@ export function parseShareArgs (argv: string[]): ShareCommandOptions {
     'spill-capacity': { type: 'string' },
     'no-spill': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
-    json: { type: 'boolean', default: false }
+    json: { type: 'boolean', default: false },
+    'stop-on-stdin-end': { type: 'boolean', default: false }
   }, 1, 'share needs a file: refmesh share <file> --name <name>')
   const name = v.name as string | undefined
   if (name === undefined || name.length === 0) throw new UsageError('share needs --name <name>, the name others fetch the file by')
@@ -391,7 +442,8 @@ export function parseShareArgs (argv: string[]): ShareCommandOptions {
   if (v['no-spill'] === true && v['spill-dir'] !== undefined) throw new UsageError('--no-spill and --spill-dir contradict each other')
   const listen = v.listen as string[] ?? []
   const bootstrap = v.bootstrap as string[] ?? []
-  checkMultiaddrs([...listen, ...bootstrap])
+  checkMultiaddrs('--listen', listen)
+  checkMultiaddrs('--bootstrap', bootstrap)
   return {
     file: positionals[0],
     name,
@@ -402,7 +454,8 @@ export function parseShareArgs (argv: string[]): ShareCommandOptions {
     spillDir: v['no-spill'] === true ? false : v['spill-dir'] as string | undefined,
     spillCapacity: bytesFlag('spill-capacity', v['spill-capacity']),
     secret: secretFlag(v['mesh-secret']),
-    json: v.json === true
+    json: v.json === true,
+    stopOnStdinEnd: v['stop-on-stdin-end'] === true
   }
 }
 
@@ -419,7 +472,19 @@ export async function runShare (argv: string[]): Promise<void> {
   }
   // Only now: re-executing first would only delay the message for a bad flag or file.
   execWithMallocTuning()
-  const mesh = await createMesh({
+  const interrupted = new AbortController()
+  let stopping = false
+  let mesh: Mesh | undefined
+  let starting: Promise<Mesh> | undefined
+  // Heard from the start, as for peer: a stop while the mesh starts waits for it, then stops it.
+  const stopListening = serveUntilStopped(async () => {
+    stopping = true
+    interrupted.abort(new Error('interrupted'))
+    const started = mesh ?? await within(starting?.catch(() => undefined) ?? Promise.resolve(undefined), SHUTDOWN_DEFAULTS.startGraceMs)
+    started?.unpublish(opts.name)
+    await started?.stop()
+  }, { stdin: opts.stopOnStdinEnd })
+  starting = createMesh({
     listen: opts.listen.length > 0 ? opts.listen : undefined,
     bootstrap: opts.bootstrap,
     identityFile: opts.identity,
@@ -427,15 +492,13 @@ export async function runShare (argv: string[]): Promise<void> {
     spillDir: opts.spillDir,
     secret: opts.secret
   })
-  const interrupted = new AbortController()
-  let stopping = false
-  onStopRequest(() => {
-    if (stopping) return
-    stopping = true
-    interrupted.abort(new Error('interrupted'))
-    mesh.unpublish(opts.name)
-    mesh.stop().finally(() => process.exit(0))
-  })
+  try {
+    mesh = await starting
+  } catch (err) {
+    stopListening()
+    throw err
+  }
+  if (stopping) return
   const started = performance.now()
   const progress = byteProgress(`reading ${basename(opts.file)}`)
   let read = 0
@@ -454,6 +517,7 @@ export async function runShare (argv: string[]): Promise<void> {
     file.destroy()
     // Stopping already: the handler above exits once the mesh has stopped.
     if (interrupted.signal.aborted) return
+    stopListening()
     await mesh.stop()
     throw new Error(`share: reading "${opts.file}" into the mesh failed: ${(err as Error).message}`)
   } finally {
@@ -473,7 +537,7 @@ export async function runShare (argv: string[]): Promise<void> {
     const dialable = addrs.find(a => !a.includes('/webrtc')) ?? addrs[0]
     process.stdout.write(`refmesh peer ${mesh.peerId}\naddresses:\n${addrs.map(a => `  ${a}`).join('\n')}\n`)
     process.stdout.write(`fetch it with:\n  refmesh fetch ${opts.name} <out> --bootstrap ${dialable}\n`)
-    process.stdout.write('serving until Ctrl-C\n')
+    process.stdout.write('serving until SIGINT (Ctrl-C) or SIGTERM\n')
   }
 }
 
@@ -495,13 +559,8 @@ export function parseFetchArgs (argv: string[]): FetchCommandOptions {
   }, 2, 'fetch needs a name and an output file: refmesh fetch <name> <out> --bootstrap <multiaddr>')
   const bootstrap = v.bootstrap as string[] ?? []
   if (bootstrap.length === 0) throw new UsageError('fetch needs --bootstrap <multiaddr of a peer in the mesh>')
-  checkMultiaddrs(bootstrap)
-  let timeoutMs = 15_000
-  if (v.timeout !== undefined) {
-    const seconds = Number(v.timeout)
-    if (!Number.isFinite(seconds) || seconds <= 0 || seconds > 86_400) throw new UsageError(`--timeout must be a number of seconds from 0 to 86400, not "${String(v.timeout)}"`)
-    timeoutMs = seconds * 1000
-  }
+  checkMultiaddrs('--bootstrap', bootstrap)
+  const timeoutMs = timeoutFlag(v.timeout, 15_000)
   return { name: positionals[0], out: positionals[1], bootstrap, timeoutMs, storeCapacity: bytesFlag('store-capacity', v['store-capacity']), secret: secretFlag(v['mesh-secret']) }
 }
 
@@ -521,11 +580,7 @@ export async function runFetch (argv: string[]): Promise<void> {
   let mesh: Mesh | undefined
   let file: Awaited<ReturnType<typeof open>> | undefined
   try {
-    try {
-      mesh = await createMesh({ bootstrap: opts.bootstrap, store: { capacity: opts.storeCapacity }, secret: opts.secret })
-    } catch (err) {
-      throw new Error(`fetch: could not join the mesh through ${opts.bootstrap.join(', ')}: ${(err as Error).message}`)
-    }
+    mesh = await createMesh({ bootstrap: opts.bootstrap, bootstrapTimeoutMs: opts.timeoutMs, store: { capacity: opts.storeCapacity }, secret: opts.secret })
     const started = performance.now()
     let ref
     try {
@@ -534,7 +589,8 @@ export async function runFetch (argv: string[]): Promise<void> {
       if ((err as Error).name === 'NameNotFoundError') throw new Error(`fetch: no peer in the mesh publishes "${opts.name}" (looked for ${opts.timeoutMs / 1000} s through ${opts.bootstrap.join(', ')})`)
       throw err
     }
-    const before = mesh.stats().trafficByPeer
+    const publisher = ref.owner
+    const { trafficByPeer: before, transfer: { duplicateChunks: duplicatesBefore } } = mesh.stats()
     const progress = byteProgress(`fetching ${opts.name}`)
     let total = -1
     let written = 0
@@ -560,7 +616,7 @@ export async function runFetch (argv: string[]): Promise<void> {
       .filter(p => p.bytes > 0)
       .sort((a, b) => b.bytes - a.bytes)
     process.stdout.write(`fetched "${opts.name}": ${written} bytes (${mib(written)}) to ${opts.out} in ${seconds.toFixed(1)} s\n`)
-    if (from.length > 0) process.stdout.write(`chunks from ${from.length} peer(s): ${from.map(p => `${p.peer.slice(-8)} ${mib(p.bytes)}`).join(', ')}\n`)
+    if (from.length > 0) process.stdout.write(chunkSources(from, publisher, mesh.stats().transfer.duplicateChunks - duplicatesBefore))
   } catch (err) {
     await file?.close().catch(() => {})
     await unlink(partial).catch(() => {})
@@ -573,11 +629,43 @@ export async function runFetch (argv: string[]): Promise<void> {
   }
 }
 
+/**
+ * Where a fetch's chunks came from, by peer, counted on the wire (frames
+ * included). Near the end a pull asks for the last chunks from more than one
+ * holder, so some arrive twice: the table counts both copies and says so,
+ * rather than let a sum above the file's size puzzle a reader.
+ */
+export function chunkSources (from: Array<{ peer: string, bytes: number }>, publisher: string, duplicateChunks: number): string {
+  const received = from.reduce((n, p) => n + p.bytes, 0)
+  const rows = from.map(p => `  ${p.peer}  ${mib(p.bytes).padStart(10)}${p.peer === publisher ? '  (the publisher)' : ''}\n`)
+  const twice = duplicateChunks === 0
+    ? ''
+    : `${duplicateChunks} chunk(s) came twice, and count twice above: the last chunks are asked of a second peer as well, to finish sooner\n`
+  return `chunks received from ${from.length} peer(s), ${mib(received)} on the wire:\n${rows.join('')}${twice}`
+}
+
+/** The part of USAGE about one command, for `refmesh <command> --help`. */
+export function commandUsage (command: string): string | undefined {
+  const lines = USAGE.split('\n')
+  const first = lines.findIndex(l => l.startsWith(`  ${command} `))
+  if (first < 0) return undefined
+  const next = lines.findIndex((l, i) => i > first && /^ {2}\S/.test(l))
+  return `usage: refmesh ${command} ...\n\n${lines.slice(first, next < 0 ? undefined : next).join('\n').trimEnd()}\n`
+}
+
+const COMMANDS = ['peer', 'status', 'share', 'fetch', 'demo']
+
 export async function main (argv: string[]): Promise<number> {
   const [command, ...rest] = argv
+  if (command !== undefined && COMMANDS.includes(command) && (rest.includes('--help') || rest.includes('-h'))) {
+    process.stdout.write(commandUsage(command) ?? USAGE)
+    return 0
+  }
   try {
     switch (command) {
       case 'peer':
+        // Only now: re-executing first would only delay the message for a bad flag.
+        parsePeerArgs(rest)
         execWithMallocTuning()
         await runPeer(rest)
         return -1
@@ -593,15 +681,17 @@ export async function main (argv: string[]): Promise<number> {
         process.stdout.write(USAGE)
         return command === undefined ? 2 : 0
       default:
-        throw new UsageError(`unknown command "${command}"`)
+        throw new UsageError(`unknown command "${command}"; the commands are ${COMMANDS.join(', ')} (refmesh --help)`)
     }
   } catch (err) {
-    // By name: the demo has a UsageError of its own (importing this module back from it would deadlock).
+    // By name as well: a UsageError class loaded twice (the demo imports this module's helpers) is still one.
     if (err instanceof Error && err.name === 'UsageError') {
-      process.stderr.write(`refmesh: ${err.message}\n\n${USAGE}`)
+      const help = command !== undefined && COMMANDS.includes(command) ? `refmesh ${command} --help` : 'refmesh --help'
+      process.stderr.write(`refmesh: ${oneLine(err.message)} (${help} lists the options)\n`)
       return 2
     }
-    process.stderr.write(`refmesh: ${(err as Error).message}\n`)
+    const secret = rest.includes('--mesh-secret') || process.env.REFMESH_MESH_SECRET !== undefined
+    process.stderr.write(describeError(err, secret).split('\n').map(line => line.startsWith('    at ') ? line : `refmesh: ${line}`).join('\n') + '\n')
     return 1
   }
 }

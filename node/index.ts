@@ -73,6 +73,19 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   spillDir?: string | false
 }
 
+/** No bootstrap peer could be joined: each address with its own error, and how long the joins took. */
+export class JoinError extends PeerDiedError {
+  override name = 'JoinError'
+  readonly failures: Array<{ addr: string, error: Error }>
+  readonly waitedMs: number
+
+  constructor (failures: Array<{ addr: string, error: Error }>, waitedMs: number) {
+    super(`could not join through any bootstrap peer: ${failures.map(f => f.error.message).join('; ')}`)
+    this.failures = failures
+    this.waitedMs = waitedMs
+  }
+}
+
 /** a PEM certificate (chain) and its private key, as node:tls takes them */
 export interface TlsFiles {
   cert: string | Buffer
@@ -206,10 +219,11 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     const bootstrap = options.bootstrap ?? []
     if (bootstrap.length > 0) {
       const timeoutMs = options.bootstrapTimeoutMs ?? NODE_DEFAULTS.bootstrapTimeoutMs
+      const started = performance.now()
       const results = await Promise.allSettled(bootstrap.map(addr => mesh.connect(addr, { timeoutMs })))
       if (results.every(r => r.status === 'rejected')) {
-        const reasons = results.map(r => (r as PromiseRejectedResult).reason as Error).map(e => e.message).join('; ')
-        throw new PeerDiedError(`could not join through any bootstrap peer: ${reasons}`)
+        const failures = results.map((r, i) => ({ addr: bootstrap[i], error: (r as PromiseRejectedResult).reason as Error }))
+        throw new JoinError(failures, performance.now() - started)
       }
     }
   } catch (err) {

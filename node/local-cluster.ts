@@ -40,10 +40,13 @@ export interface SpawnPeerOptions {
   netns?: string
   /** the address to listen on; loopback by default */
   listen?: string
+  /** called with the process as soon as it is spawned, before it is ready (to kill it however its start ends) */
+  onSpawn?: (child: ChildProcess) => void
 }
 
 export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProcess> {
-  const args = [opts.entry ?? CLI, 'peer', '--json', '--listen', opts.listen ?? '/ip4/127.0.0.1/tcp/0']
+  // The peer stops when its stdin, a pipe from this process, ends: at stop(), or when this process dies, however.
+  const args = [opts.entry ?? CLI, 'peer', '--json', '--stop-on-stdin-end', '--listen', opts.listen ?? '/ip4/127.0.0.1/tcp/0']
   if (opts.module !== undefined) args.push('--module', opts.module)
   for (const m of opts.workerModules ?? []) args.push('--worker-module', m)
   if (opts.workers !== undefined) args.push('--workers', String(opts.workers))
@@ -54,6 +57,7 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
   // `ip netns exec` execs the command in place, so the child's pid is the peer's and a kill reaches it.
   const [command, argv] = opts.netns === undefined ? [process.execPath, args] : ['ip', ['netns', 'exec', opts.netns, process.execPath, ...args]]
   const child = spawn(command, argv, { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...MALLOC_ENV, ...opts.env } })
+  opts.onSpawn?.(child)
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-20_000) })
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))

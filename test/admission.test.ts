@@ -56,3 +56,14 @@ test('past its wait bound a call starts anyway, unless memory is being freed; an
   await assert.rejects(aborted, { name: 'AbortError' })
   running()
 })
+
+test('admission off (`admission: false`, `refmesh peer --no-admission`, for comparison): every call starts at once, whatever the room', async () => {
+  const admission = new MemoryAdmission({ room: () => 0, maxWaitMs: 60_000, freeing: () => true, enabled: false })
+  const started = await Promise.all(Array.from({ length: 8 }, async () => await admission.start('make', 64 * MiB)))
+  assert.equal(started.length, 8)
+  assert.equal(admission.check('make', 64 * MiB), 'start')
+  // The same with admission on: once one call has started, the next waits.
+  const on = new MemoryAdmission({ room: () => 0, maxWaitMs: 60_000, freeing: () => true })
+  await on.start('make', 64 * MiB)
+  assert.equal(on.check('make', 64 * MiB), 'wait')
+})

@@ -1,6 +1,9 @@
 /** The API of DESIGN.md section 1: calls, wait, errors, timeouts, nested calls, a single-peer mesh. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { createMesh, shared, DEFAULTS, FunctionNotFoundError, RemoteError, TimeoutError } from '../node/index.ts'
 import type { Ref } from '../node/index.ts'
 import { startMesh, waitForEmptyStores } from './helpers.ts'
@@ -46,24 +49,32 @@ test('using releases a Ref at the end of its scope', async () => {
 
 test('wait returns the first ready Refs and leaves the rest pending', async () => {
   const t = await startMesh(2)
+  const dir = mkdtempSync(join(tmpdir(), 'refmesh-wait-'))
   try {
-    const sleep = t.caller.fn<Sleep>('sleep')
-    const slow = sleep.remote(3_000)
-    const fast = sleep.remote(50)
-    const medium = sleep.remote(200)
+    // Each call finishes when the test creates its file: the order is the test's, not a race of sleeps.
+    const until = t.caller.fn<(path: string) => string>('untilFile')
+    const gate = (name: string): string => join(dir, name)
+    const slow = until.remote(gate('slow'))
+    const fast = until.remote(gate('fast'))
+    const medium = until.remote(gate('medium'))
+    writeFileSync(gate('fast'), '')
     const { ready, pending } = await t.caller.wait([slow, fast, medium], { count: 1, timeoutMs: 10_000 })
     assert.deepEqual(ready, [fast])
     assert.deepEqual(pending, [slow, medium])
+    writeFileSync(gate('medium'), '')
     const two = await t.caller.wait([slow, fast, medium], { count: 2, timeoutMs: 10_000 })
     assert.deepEqual(two.ready, [fast, medium])
+    assert.deepEqual(two.pending, [slow])
     // A timeout returns what is ready so far instead of throwing.
     const timed = await t.caller.wait([slow], { timeoutMs: 100 })
     assert.deepEqual(timed, { ready: [], pending: [slow] })
-    assert.equal(await t.caller.get(slow, { timeoutMs: 10_000 }), 3_000)
+    writeFileSync(gate('slow'), '')
+    assert.equal(await t.caller.get(slow, { timeoutMs: 10_000 }), 'slow')
     for (const r of [slow, fast, medium]) r.release()
     await waitForEmptyStores(t)
   } finally {
     await t.close()
+    rmSync(dir, { recursive: true, force: true })
   }
 })
 

@@ -10,8 +10,20 @@ test('fuzzing: 6,000 generated, mutated and random frames through every wire dec
   assert.ok(counts.typedErrors > 0 && counts.accepted > 0, `both kinds seen: ${JSON.stringify(counts)}`)
 })
 
-test('fuzzing over the wire: garbage on 60 control and chunk streams leaves the peer up and serving honest calls and pulls', async () => {
-  const { streams, frames } = await fuzzPeer(wireGarbage(480))
+test('fuzzing over the wire: near-valid garbage on 60 control and chunk streams reaches the peer\'s decoders, each frame decoded or refused typed; the peer stays up and serves honest calls and pulls', async () => {
+  const { streams, sent, answered, reset, seen } = await fuzzPeer(wireGarbage(60))
+  const report = JSON.stringify({ sent, answered, reset, seen })
   assert.equal(streams, 60)
-  assert.ok(frames >= 60, `${frames} frames sent before the peer closed the streams`)
+  // Counted at the peer: the frames reached each protocol's decoder, and both outcomes happened there.
+  for (const decoder of ['envelope', 'chunkRequest'] as const) {
+    assert.ok(seen[decoder].decoded >= 20, `${decoder}: frames decoded at the peer: ${report}`)
+    assert.ok(seen[decoder].typed >= 10, `${decoder}: frames refused with a typed error at the peer: ${report}`)
+    assert.equal(seen[decoder].untyped, 0, `${decoder}: untyped errors at the peer: ${report}`)
+  }
+  assert.ok(seen.framing.typed >= 5, `frames the framing refused (too long, bad varint): ${report}`)
+  assert.equal(seen.framing.untyped, 0, report)
+  // Every stream ended with the peer answering its probe or resetting it: nothing was cut off unread.
+  assert.equal(answered + reset, streams)
+  // At least the two valid-only streams (the positive control) were read to the end and answered.
+  assert.ok(answered >= 2, `streams read to their end and answered: ${report}`)
 })

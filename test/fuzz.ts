@@ -54,17 +54,24 @@ const validFrames = fc.oneof(
 const kinds = ['envelope', 'chunkRequest', 'chunkHeader', 'peerState', 'value', 'args'] as const
 type Kind = typeof kinds[number]
 
-/** Mutations of a valid frame: what a buggy or hostile peer sends. */
-const mutated = fc.tuple(validFrames, fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 6 }), fc.nat(), fc.constantFrom('flip', 'truncate', 'splice', 'repeat', 'prefix'), bytes(16)).map(([f, flips, cut, how, extra]) => {
-  const b = f.bytes.slice()
-  switch (how) {
-    case 'flip': for (const [at, v] of flips) if (b.length > 0) b[at % b.length] = v; return { kind: f.kind as Kind, bytes: b }
-    case 'truncate': return { kind: f.kind as Kind, bytes: b.subarray(0, b.length === 0 ? 0 : cut % b.length) }
-    case 'splice': { const at = b.length === 0 ? 0 : cut % b.length; return { kind: f.kind as Kind, bytes: new Uint8Array([...b.subarray(0, at), ...extra, ...b.subarray(at)]) } }
-    case 'repeat': return { kind: f.kind as Kind, bytes: new Uint8Array([...b, ...b]) }
-    default: return { kind: f.kind as Kind, bytes: new Uint8Array([...extra, ...b]) }
-  }
-})
+type Framed = { kind: Kind, bytes: Uint8Array }
+
+/** Mutations of a valid frame body: what a buggy or hostile peer sends. */
+function mutate (valid: fc.Arbitrary<Framed>): fc.Arbitrary<Framed> {
+  return fc.tuple(valid, fc.array(fc.tuple(fc.nat(), fc.nat(255)), { minLength: 1, maxLength: 6 }), fc.nat(), fc.constantFrom('flip', 'truncate', 'splice', 'repeat', 'prefix'), bytes(16)).map(([f, flips, cut, how, extra]) => {
+    const b = f.bytes.slice()
+    switch (how) {
+      case 'flip': for (const [at, v] of flips) if (b.length > 0) b[at % b.length] = v; return { kind: f.kind, bytes: b }
+      case 'truncate': return { kind: f.kind, bytes: b.subarray(0, b.length === 0 ? 0 : cut % b.length) }
+      case 'splice': { const at = b.length === 0 ? 0 : cut % b.length; return { kind: f.kind, bytes: new Uint8Array([...b.subarray(0, at), ...extra, ...b.subarray(at)]) } }
+      case 'repeat': return { kind: f.kind, bytes: new Uint8Array([...b, ...b]) }
+      default: return { kind: f.kind, bytes: new Uint8Array([...extra, ...b]) }
+    }
+  })
+}
+const mutated = mutate(validFrames as fc.Arbitrary<Framed>)
+const validEnvelopes: fc.Arbitrary<Framed> = envelope.map(e => ({ kind: 'envelope' as const, bytes: EnvelopeCodec.encode(e) }))
+const validChunkRequests: fc.Arbitrary<Framed> = fc.record({ id: bytes(16), indices: fc.array(fc.nat(64), { maxLength: 8 }), bitfield: fc.boolean(), watch: fc.boolean() }).map(r => ({ kind: 'chunkRequest' as const, bytes: ChunkRequestCodec.encode(r) }))
 const randomFrames = fc.tuple(fc.constantFrom(...kinds), bytes(256)).map(([kind, b]) => ({ kind, bytes: b }))
 
 /** Decodes `bytes` as `kind`; returns the error's name when it threw. */
@@ -116,14 +123,37 @@ export function fuzzDecoders (runs: number, seed?: number): FuzzCounts {
   return counts
 }
 
-/** Garbage for the wire: whole frames (length-prefixed) of mutated or random bytes, and raw junk. */
-export function wireGarbage (count: number, seed?: number): Uint8Array[] {
-  const frames = fc.sample(fc.oneof(
-    mutated.map(m => frame(encodeVarint(m.bytes.byteLength), m.bytes).subarray()),
-    randomFrames.map(r => r.bytes),
-    fc.constant(encodeVarint(2 ** 31)) // a length far beyond any limit
-  ), { numRuns: count, seed })
-  return frames
+export type WireProtocol = 'control' | 'chunk'
+export interface GarbageStream { protocol: WireProtocol, frames: Uint8Array[] }
+
+/**
+ * Garbage for the wire, stream by stream (control and chunk alternate): mostly
+ * near-valid frames (a valid Envelope or ChunkRequest, mutated, behind one length
+ * prefix, so it reaches the protocol's decoder), some valid ones, and now and then
+ * a length far beyond any limit (the framing refuses it). The first two streams
+ * (one of each protocol) carry valid frames only: the positive control, which the
+ * peer must read to the end and answer. Unframed junk is left to the in-process
+ * framing property: its first bytes read as a plausible length make the peer wait
+ * for a body that never comes, which is right but ends nothing.
+ */
+export function wireGarbage (streams: number, framesPerStream = 4, seed?: number): GarbageStream[] {
+  const framed = (arb: fc.Arbitrary<Framed>): fc.Arbitrary<Uint8Array> => arb.map(m => frame(m.bytes).subarray())
+  const garbageFor = (valid: fc.Arbitrary<Framed>): fc.Arbitrary<Uint8Array> => fc.oneof(
+    { arbitrary: framed(mutate(valid)), weight: 8 },
+    { arbitrary: framed(valid), weight: 4 },
+    { arbitrary: fc.constant(encodeVarint(2 ** 31)), weight: 1 }
+  )
+  const sample = (arb: fc.Arbitrary<Uint8Array>): Uint8Array[] => fc.sample(arb, { numRuns: streams * framesPerStream, seed })
+  const control = sample(garbageFor(validEnvelopes))
+  const chunk = sample(garbageFor(validChunkRequests))
+  const validControl = sample(framed(validEnvelopes))
+  const validChunk = sample(framed(validChunkRequests))
+  return Array.from({ length: streams }, (_, s) => {
+    const range = [s * framesPerStream, (s + 1) * framesPerStream] as const
+    return s % 2 === 0
+      ? { protocol: 'control' as const, frames: (s < 2 ? validControl : control).slice(...range) }
+      : { protocol: 'chunk' as const, frames: (s < 2 ? validChunk : chunk).slice(...range) }
+  })
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
@@ -132,6 +162,6 @@ if (import.meta.url === `file://${process.argv[1]}`) {
   const counts = fuzzDecoders(runs)
   console.log(`decoders: ${counts.frames} frames in ${Math.round(performance.now() - started)} ms: ${counts.accepted} accepted, ${counts.typedErrors} refused with typed errors, 0 untyped`)
   const { fuzzPeer } = await import('./fuzz-peer.ts')
-  const wire = await fuzzPeer(wireGarbage(8 * Number(process.env.FUZZ_STREAMS ?? 400)))
-  console.log(`wire: ${wire.frames} garbage frames on ${wire.streams} streams at a peer process; it stayed up and served an honest call and a 4 MiB pull afterwards`)
+  const wire = await fuzzPeer(wireGarbage(Number(process.env.FUZZ_STREAMS ?? 400)))
+  console.log(`wire: ${wire.sent} frames sent on ${wire.streams} streams at a peer process (${wire.answered} read to the end and answered, ${wire.reset} reset by the peer); its decoders saw ${JSON.stringify(wire.seen)}; it stayed up and served an honest call and a 4 MiB pull afterwards`)
 }

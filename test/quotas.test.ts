@@ -10,9 +10,11 @@ import { createMesh } from '../node/index.ts'
 import type { Mesh } from '../node/index.ts'
 import { waitFor } from '../node/local-cluster.ts'
 import { CHUNK_PROTOCOL } from '../core/transfer.ts'
+import { CONTROL_PROTOCOL } from '../core/channel.ts'
+import { encodeArgs } from '../core/codec.ts'
 import { STATE_TOPIC } from '../core/gossip.ts'
-import { ChunkRequestCodec } from '../core/protocol/messages.ts'
-import { frame } from '../core/protocol/framing.ts'
+import { ChunkHeaderCodec, ChunkRequestCodec, ChunkStatus, EnvelopeCodec } from '../core/protocol/messages.ts'
+import { FrameDecoder, decodeVarint, frame } from '../core/protocol/framing.ts'
 import register from './fixtures/functions.ts'
 
 test('a flooding peer past its call, chunk and gossip quotas is refused, then hung up on; an honest peer\'s calls keep completing', async () => {
@@ -43,11 +45,27 @@ test('a flooding peer past its call, chunk and gossip quotas is refused, then hu
       }
     })()
 
-    // Chunks: batches of 8 on 6 streams at once, beyond 8 in flight.
+    // Chunks: batches of 8 on 6 streams at once, beyond 8 in flight; the flooder reads what comes back.
     const id = peerIdFromString(t)
+    const chunkAnswers = { ok: 0, refused: 0 }
     await Promise.all(Array.from({ length: 6 }, async () => {
       const stream = await flooder.libp2p.dialProtocol(id, CHUNK_PROTOCOL).catch(() => undefined)
       if (stream === undefined) return
+      void (async () => {
+        const decoder = new FrameDecoder(2 * 2 ** 20)
+        try {
+          for await (const data of stream) {
+            for (const f of decoder.push(data)) {
+              const [headerLength, prefix] = decodeVarint(f)!
+              const { status } = ChunkHeaderCodec.decode(f.subarray(prefix, prefix + headerLength))
+              if (status === ChunkStatus.REFUSED) chunkAnswers.refused++
+              if (status === ChunkStatus.OK) chunkAnswers.ok++
+            }
+          }
+        } catch {
+          // Hung up on: the end of this stream.
+        }
+      })()
       for (let i = 0; i < 10; i++) {
         try { stream.send(frame(ChunkRequestCodec.encode({ id: big.id, indices: [0, 1, 2, 3, 4, 5, 6, 7], bitfield: false }))) } catch { break }
       }
@@ -57,8 +75,30 @@ test('a flooding peer past its call, chunk and gossip quotas is refused, then hu
     for (let i = 0; i < 60; i++) await pubsub.publish(STATE_TOPIC, new Uint8Array([i & 255])).catch(() => {})
 
     await waitFor('chunk requests past the quota to be refused', () => target.stats().quotas.chunks > 0 ? true : undefined, 10_000)
+    // The flooder is told so, chunk by chunk, while the quota's worth is served.
+    await waitFor('the flooder to receive REFUSED chunk frames', () => chunkAnswers.refused > 0 ? true : undefined, 10_000)
+    await waitFor('chunks within the quota to be served', () => chunkAnswers.ok > 0 ? true : undefined, 10_000)
     await waitFor('gossip past the rate to be ignored', () => target.stats().quotas.gossip > 0 ? true : undefined, 10_000)
-    // Calls: 200 long ones at once (a plain function: nothing on the caller's side holds them back).
+    // Calls, first on a control stream of the flooder's own: 20 long ones at a quota of 16. What the
+    // target answers is read off the wire, since the flooder's mesh would take a refusal as a
+    // reason to place the call again later (and is hung up on before it gives up).
+    const control = await flooder.libp2p.dialProtocol(id, CONTROL_PROTOCOL)
+    const callReplies: string[] = []
+    void (async () => {
+      const decoder = new FrameDecoder(2 ** 20)
+      try {
+        for await (const data of control) for (const f of decoder.push(data)) callReplies.push(EnvelopeCodec.decode(f.subarray()).error?.name ?? 'a call reply')
+      } catch {
+        // Hung up on later in the test.
+      }
+    })()
+    const sleepArgs = encodeArgs([3_000]).bytes
+    for (let i = 1; i <= 20; i++) {
+      const resultId = crypto.getRandomValues(new Uint8Array(16))
+      control.send(frame(EnvelopeCodec.encode({ id: i, reply: false, call: { resultId, fn: 'sleep', args: sleepArgs, timeoutMs: 60_000, argBytes: 0, maySpillBack: false } })))
+    }
+    await waitFor('the flooder to receive QuotaExceededError for the calls past its quota', () => callReplies.filter(n => n === 'QuotaExceededError').length >= 4 ? true : undefined, 10_000)
+    // Then 200 through the flooder's mesh at once (a plain function: nothing on the caller's side holds them back).
     const flood = Array.from({ length: 200 }, () => flooder.fn<(ms: number) => number>('sleep').options({ peer: t, timeoutMs: 60_000 }).remote(3_000))
     await waitFor('calls past the quota to be refused', () => target.stats().quotas.calls > 0 ? true : undefined, 10_000)
     await waitFor('the target to hang up on the flooder', () => target.stats().quotas.hangUps > 0 && flooder.libp2p.getConnections(id).length === 0 ? true : undefined, 30_000)

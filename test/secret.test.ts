@@ -10,25 +10,63 @@ import { createMesh } from '../node/index.ts'
 import type { Mesh } from '../node/index.ts'
 import { spawnPeers, stopAll, waitFor, waitForFullMesh } from '../node/local-cluster.ts'
 import { CHUNK_PROTOCOL } from '../core/transfer.ts'
-import { ChunkRequestCodec } from '../core/protocol/messages.ts'
-import { frame } from '../core/protocol/framing.ts'
+import { CONTROL_PROTOCOL } from '../core/channel.ts'
+import { encodeArgs } from '../core/codec.ts'
+import { ChunkRequestCodec, EnvelopeCodec } from '../core/protocol/messages.ts'
+import { FrameDecoder, frame } from '../core/protocol/framing.ts'
 import { FIXTURES } from './helpers.ts'
 import { pattern } from './fixtures/functions.ts'
 
 const SECRET = 'correct horse battery staple'
 const MiB = 2 ** 20
 
-/** What a rogue gets from asking a member for a chunk directly: the bytes, or nothing. */
-async function askChunk (rogue: Mesh, member: string, id: Uint8Array): Promise<number> {
-  let got = 0
+/**
+ * Asks `member` for chunk 0 of `id` on a chunk stream of `asker`'s own: the bytes
+ * that came back (a whole chunk is answer enough), and how the stream ended
+ * ('answered', or the error that ended it).
+ */
+async function askChunk (asker: Mesh, member: string, id: Uint8Array): Promise<{ bytes: number, ended: string }> {
+  let bytes = 0
   try {
-    const stream = await rogue.libp2p.dialProtocol(peerIdFromString(member), CHUNK_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+    const stream = await asker.libp2p.dialProtocol(peerIdFromString(member), CHUNK_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
     stream.send(frame(ChunkRequestCodec.encode({ id, indices: [0], bitfield: false })))
-    for await (const data of stream) got += data.byteLength
-  } catch {
-    // Refused: the stream or the connection was closed on us.
+    for await (const data of stream) {
+      bytes += data.byteLength
+      if (bytes >= MiB) {
+        stream.abort(new Error('done'))
+        return { bytes, ended: 'answered' }
+      }
+    }
+    return { bytes, ended: 'closed' }
+  } catch (err) {
+    return { bytes, ended: (err as Error).name }
   }
-  return got
+}
+
+/**
+ * Sends `member` a call of add(1, 1) on a control stream of `asker`'s own, past
+ * anything the asker's mesh would check first: 'answered' when a reply came back,
+ * else how the stream ended.
+ */
+async function askCall (asker: Mesh, member: string): Promise<string> {
+  try {
+    const stream = await asker.libp2p.dialProtocol(peerIdFromString(member), CONTROL_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+    const resultId = crypto.getRandomValues(new Uint8Array(16))
+    stream.send(frame(EnvelopeCodec.encode({ id: 7, reply: false, call: { resultId, fn: 'add', args: encodeArgs([1, 1]).bytes, timeoutMs: 5_000, argBytes: 0, maySpillBack: false } })))
+    const decoder = new FrameDecoder(MiB)
+    for await (const data of stream) {
+      for (const f of decoder.push(data)) {
+        const env = EnvelopeCodec.decode(f.subarray())
+        if (env.reply && env.id === 7) {
+          stream.abort(new Error('done'))
+          return env.callReply !== undefined ? 'answered' : `error reply ${env.error?.name}`
+        }
+      }
+    }
+    return 'closed'
+  } catch (err) {
+    return (err as Error).name
+  }
 }
 
 test('a private mesh: members run calls and pull chunks; peers without the secret, or with a wrong one, get nothing and are hung up on', async () => {
@@ -46,6 +84,11 @@ test('a private mesh: members run calls and pull chunks; peers without the secre
     // A fresh object that lives only on peer 1, for the rogues to ask for.
     const kept = member.fn<(n: number, s: number) => Uint8Array>('make').options({ peer: peers[1].peer }).remote(4 * MiB, 4)
     await member.wait([kept], { timeoutMs: 30_000 })
+    // The positive control: a member asking the same way gets the chunk.
+    const asked = await askChunk(member, peers[1].peer, kept.id)
+    assert.equal(asked.ended, 'answered', `a member's direct chunk request is answered: ${JSON.stringify(asked)}`)
+    assert.ok(asked.bytes >= MiB)
+    assert.equal(await askCall(member, peers[0].peer), 'answered', 'a member\'s call on a stream of its own is answered')
 
     for (const secret of [undefined, 'a wrong guess']) {
       // Joining through a member fails: the member never says hello to it.
@@ -54,9 +97,15 @@ test('a private mesh: members run calls and pull chunks; peers without the secre
       const rogue = await createMesh({ secret, authTimeoutMs: 3_000 })
       rogues.push(rogue)
       for (const p of peers) await rogue.libp2p.dial(multiaddr(p.addrs[0]), { signal: AbortSignal.timeout(5_000) }).catch(() => {})
-      const call = rogue.fn<(a: number, b: number) => number>('add').options({ timeoutMs: 5_000 }).remote(1, 1)
-      await assert.rejects(rogue.get(call, { timeoutMs: 10_000 }), `a rogue (secret ${String(secret)}) cannot run a call`)
-      assert.equal(await askChunk(rogue, peers[1].peer, kept.id), 0, 'nor fetch a chunk')
+      // Through its mesh: it never learned who offers `add` (no member said hello).
+      const call = rogue.fn<(a: number, b: number) => number>('add').options({ peer: peers[0].peer, timeoutMs: 5_000 }).remote(1, 1)
+      await assert.rejects(rogue.get(call, { timeoutMs: 10_000 }), (err: Error) => err.name === 'FunctionNotFoundError')
+      // On the wire, as the member was asked above: no reply, the stream is closed on it.
+      const rogueCall = await askCall(rogue, peers[0].peer)
+      assert.ok(rogueCall !== 'answered' && !rogueCall.startsWith('error reply'), `a rogue's call on a stream of its own gets no reply (${rogueCall})`)
+      const rogueAsked = await askChunk(rogue, peers[1].peer, kept.id)
+      assert.equal(rogueAsked.bytes, 0, `nor a direct chunk request (${JSON.stringify(rogueAsked)})`)
+      assert.notEqual(rogueAsked.ended, 'answered')
       await waitFor('the members to hang up on it', () => rogue.libp2p.getConnections().length === 0 ? true : undefined, 15_000)
       for (const p of peers) {
         const s = await member.peerStats(p.peer)

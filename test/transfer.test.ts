@@ -3,7 +3,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
 import { spawnPeer, stopAll, waitFor } from '../node/local-cluster.ts'
-import { createMesh } from '../node/index.ts'
+import { DEFAULTS, createMesh } from '../node/index.ts'
+import type { Ref } from '../node/index.ts'
 import { FIXTURES, startMesh, waitForEmptyStores } from './helpers.ts'
 import { checksum, pattern } from './fixtures/functions.ts'
 
@@ -41,26 +42,48 @@ test('x = f(); y = g(x) with x of 64 MiB: x moves from f\'s peer to g\'s, never 
   }
 })
 
-test('a chunk corrupted in transit is detected, counted, and refetched from another holder', async () => {
+/** A shortened window, so the test sees a caught peer asked again (the default is 10 minutes). */
+const AVOID_BAD_SOURCE_MS = 20_000
+
+/** A mesh in this process whose transfer takes `windows` instead of the defaults (read when the mesh starts). */
+async function meshWithWindows (windows: Partial<Record<'avoidBadSourceMs' | 'avoidDeniedMs', number>>, options: Parameters<typeof createMesh>[0]): Promise<Awaited<ReturnType<typeof createMesh>>> {
+  const saved = { avoidBadSourceMs: DEFAULTS.avoidBadSourceMs, avoidDeniedMs: DEFAULTS.avoidDeniedMs }
+  Object.assign(DEFAULTS, windows)
+  try {
+    return await createMesh(options)
+  } finally {
+    Object.assign(DEFAULTS, saved)
+  }
+}
+
+test('a chunk corrupted in transit is detected, counted, and refetched from another holder; the liar is left out of pulls for its window, then asked again', async () => {
   const t = await startMesh(1)
   const liar = await spawnPeer({ module: FIXTURES, entry: fileURLToPath(new URL('./fixtures/corrupting-peer.ts', import.meta.url)), bootstrap: [t.peers[0].addrs[0]] })
-  const reader = await spawnPeer({ module: FIXTURES, bootstrap: [t.peers[0].addrs[0]] })
+  // The reader is a mesh of this process, so its window can be shortened.
+  const reader = await meshWithWindows({ avoidBadSourceMs: AVOID_BAD_SOURCE_MS }, { bootstrap: [t.peers[0].addrs[0]] })
   try {
     const signal = AbortSignal.timeout(15_000)
-    await t.caller.waitForPeer(liar.peer, { signal })
-    await t.caller.waitForPeer(reader.peer, { signal })
+    await reader.waitForPeer(liar.peer, { signal })
     const [owner] = t.peers
+    await reader.waitForPeer(owner.peer, { signal })
+    const make = reader.fn<Make>('make').options({ peer: owner.peer })
+    const checksumOnLiar = reader.fn<Checksum>('checksum').options({ peer: liar.peer })
+    /** a fresh object on the owner, copied to the liar first, so it has two holders */
+    const twoHolders = async (n: number, seed: number): Promise<[Ref<Uint8Array>, Ref<unknown>]> => {
+      const made = make.remote(n, seed)
+      const copied = checksumOnLiar.remote(made)
+      assert.deepEqual(await reader.get(copied, { timeoutMs: 30_000 }), { length: n, checksum: checksum(pattern(n, seed)) })
+      return [made, copied]
+    }
     // Enough chunks that the reader hears from both holders before it is done.
-    const expected = { length: 32 * MiB, checksum: checksum(pattern(32 * MiB, 9)) }
-    const x = t.caller.fn<Make>('make').options({ peer: owner.peer }).remote(32 * MiB, 9)
-    // The liar fetches an honest copy first, so it becomes a second holder.
-    const first = t.caller.fn<Checksum>('checksum').options({ peer: liar.peer }).remote(x)
-    assert.deepEqual(await t.caller.get(first, { timeoutMs: 30_000 }), expected)
-    assert.equal((await t.stats(liar.peer)).transfer.badChunks, 0)
+    const [x, first] = await twoHolders(32 * MiB, 9)
+    assert.equal((await reader.peerStats(liar.peer)).transfer.badChunks, 0)
 
-    const second = t.caller.fn<Checksum>('checksum').options({ peer: reader.peer }).remote(x)
-    assert.deepEqual(await t.caller.get(second, { timeoutMs: 30_000 }), expected)
-    const rs = await t.stats(reader.peer)
+    // The catch happens during this pull: the window opens between these two times.
+    const pullStarted = performance.now()
+    assert.deepEqual(await reader.get(x, { timeoutMs: 30_000 }), pattern(32 * MiB, 9))
+    const caughtAt = performance.now()
+    const rs = reader.stats()
     assert.ok(rs.transfer.badChunks > 0, `the reader pulled from the corrupting holder and noticed: ${JSON.stringify({ transfer: rs.transfer, suspects: rs.suspects, traffic: rs.trafficByPeer })}`)
     assert.ok(rs.trafficByPeer[liar.peer].chunkIn > 0)
     assert.equal(rs.transfer.chunksFetched, 32, 'every chunk ended verified exactly once')
@@ -69,20 +92,26 @@ test('a chunk corrupted in transit is detected, counted, and refetched from anot
 
     // Caught once, the liar is left out of the reader's next pulls, though it holds the object.
     const liarBytes = rs.trafficByPeer[liar.peer].chunkIn
-    const z = t.caller.fn<Make>('make').options({ peer: owner.peer }).remote(8 * MiB, 10)
-    const zLiar = t.caller.fn<Checksum>('checksum').options({ peer: liar.peer }).remote(z)
-    const zExpected = { length: 8 * MiB, checksum: checksum(pattern(8 * MiB, 10)) }
-    assert.deepEqual(await t.caller.get(zLiar, { timeoutMs: 30_000 }), zExpected)
-    const zReader = t.caller.fn<Checksum>('checksum').options({ peer: reader.peer }).remote(z)
-    assert.deepEqual(await t.caller.get(zReader, { timeoutMs: 30_000 }), zExpected)
-    const after = await t.stats(reader.peer)
+    const [z, zLiar] = await twoHolders(32 * MiB, 10)
+    assert.deepEqual(await reader.get(z, { timeoutMs: 30_000 }), pattern(32 * MiB, 10))
+    assert.ok(performance.now() - pullStarted < AVOID_BAD_SOURCE_MS, 'this pull ran inside the window')
+    const after = reader.stats()
     assert.equal(after.trafficByPeer[liar.peer].chunkIn, liarBytes, 'not one byte more was asked of the liar')
-    assert.equal(after.transfer.chunksFetched, 40)
+    assert.equal(after.transfer.chunksFetched, 64)
 
-    for (const r of [x, first, second, z, zLiar, zReader]) r.release()
-    await waitForEmptyStores({ ...t, peers: [...t.peers, liar, reader] })
+    // Past the window, it is asked again (and caught again).
+    await waitFor('the bad-source window to pass', () => performance.now() - caughtAt > AVOID_BAD_SOURCE_MS ? true : undefined, AVOID_BAD_SOURCE_MS + 5_000, 200)
+    const [w, wLiar] = await twoHolders(32 * MiB, 11)
+    assert.deepEqual(await reader.get(w, { timeoutMs: 30_000 }), pattern(32 * MiB, 11))
+    const later = reader.stats()
+    assert.ok(later.trafficByPeer[liar.peer].chunkIn > liarBytes, 'the liar was asked again once its window passed')
+    assert.ok(later.transfer.badChunks > rs.transfer.badChunks, 'and caught again')
+
+    for (const r of [x, first, z, zLiar, w, wLiar]) r.release()
+    await waitForEmptyStores({ ...t, caller: reader, peers: [...t.peers, liar] })
   } finally {
-    await stopAll([liar, reader])
+    await reader.stop()
+    await stopAll([liar])
     await t.close()
   }
 })

@@ -6,7 +6,8 @@
  *  - refmesh: the time until all N hold the object (mesh.broadcast);
  *  - the physical limit S / B, and one point-to-point transfer measured;
  *  - a star: the same peers started with --no-swarm, every receiver pulling
- *    only from the holder.
+ *    only from the holder, after the same warm-up transfer as refmesh's run;
+ *  - the CPU each receiver spends (/proc/<pid>/stat), mean over receivers.
  *  - on loopback, refmesh and WebTorrent 3.0.21 (one process per peer each;
  *    WebTorrent is installed into test/bench/webtorrent/ on first use), with
  *    the CPU seconds both spend (all their processes, from /proc) per GiB received;
@@ -22,6 +23,7 @@
  * `--link-bound-only`: the link-bound and uneven runs alone (about 2 minutes).
  */
 import { execFile } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { loadavg } from 'node:os'
 import { promisify } from 'node:util'
@@ -49,6 +51,14 @@ const execFileAsync = promisify(execFile)
 
 interface HostList { names: string[], addrs: string[] }
 
+/** CPU time (user + system, all threads) a process has used, in ms, from /proc/<pid>/stat. */
+function cpuMs (pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+  // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  return (Number(fields[11]) + Number(fields[12])) * 1000 / 100 // USER_HZ is 100 on Linux
+}
+
 /** Host 0 runs the driver, host 1 the holder, hosts 2.. the receivers; without hosts, all on loopback. */
 async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[]) => Promise<T>): Promise<T> {
   const at = (i: number): { netns?: string, listen?: string } => hosts === undefined ? {} : { netns: hosts.names[i], listen: `/ip4/${hosts.addrs[i]}/tcp/0` }
@@ -72,7 +82,7 @@ async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (m
 }
 
 /** Makes a fresh object on the holder and times its broadcast to `receivers`. */
-interface Timed { ms: number, holderUpload: number, tree: string[], cpuS: number, idle: number }
+interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number }
 
 async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number, size = SIZE): Promise<Timed> {
   const inBefore = new Map<string, Record<string, number>>()
@@ -82,13 +92,16 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
   const before = (await mesh.peerStats(holder.peer)).traffic.chunkOut
   // CPU of the holder and the receivers (all threads), and the machine's idle share, over the broadcast.
   const pids = [holder, ...receivers].map(p => p.child.pid as number)
-  const cpuBefore = pids.reduce((n, pid) => n + processCpuS(pid), 0)
+  const cpuBefore = receivers.map(r => cpuMs(r.child.pid as number))
+  const allCpuBefore = pids.reduce((n, pid) => n + processCpuS(pid), 0)
   const machineBefore = machineCpu()
   const started = performance.now()
   const { failed } = await mesh.broadcast(x, { peers: receivers.map(r => r.peer), timeoutMs: 300_000 })
   const ms = performance.now() - started
   const idle = idleShare(machineBefore, machineCpu())
-  const cpuS = pids.reduce((n, pid) => n + processCpuS(pid), 0) - cpuBefore
+  const cpuS = pids.reduce((n, pid) => n + processCpuS(pid), 0) - allCpuBefore
+  // Mean CPU a receiver spent over the broadcast (including its idle gossip, ~30 ms/s).
+  const receiverCpuMs = receivers.reduce((n, r, i) => n + cpuMs(r.child.pid as number) - cpuBefore[i], 0) / receivers.length
   if (failed.length > 0) throw new Error(`broadcast failed on ${failed.map(f => `${f.peer}: ${f.error.message}`).join('; ')}`)
   const holderUpload = (await mesh.peerStats(holder.peer)).traffic.chunkOut - before
   // Who fed whom: the MiB each receiver got from each peer during this broadcast.
@@ -102,7 +115,7 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
       .sort((a, b) => b[1] - a[1])
     tree.push(`${name(r.peer)} <- ${got.map(([p, n]) => `${name(p)} ${(n / MiB).toFixed(0)} MiB`).join(', ')}`)
   }
-  return { ms, holderUpload, tree, cpuS, idle }
+  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle }
 }
 
 /** The link-bound runs: refmesh and (with a star) the star, one object of UPLINK_SIZE to every receiver. */
@@ -118,8 +131,13 @@ async function driver (hosts: HostList): Promise<void> {
     const all = await timedBroadcast(mesh, holder, receivers, 2)
     return { p2p, all }
   })
-  const star = await cluster(hosts, false, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers, 3))
-  console.log(`broadcast-result ${JSON.stringify({ p2pMs: swarm.p2p.ms, refmeshMs: swarm.all.ms, refmeshUpload: swarm.all.holderUpload, starMs: star.ms, starUpload: star.holderUpload, tree: swarm.all.tree })}`)
+  // The star gets the same warm-up transfer as the swarm (one object to one receiver), so neither runs cold.
+  const star = await cluster(hosts, false, async (mesh, holder, receivers) => {
+    const p2p = await timedBroadcast(mesh, holder, receivers.slice(0, 1), 1)
+    const all = await timedBroadcast(mesh, holder, receivers, 3)
+    return { p2p, all }
+  })
+  console.log(`broadcast-result ${JSON.stringify({ p2pMs: swarm.p2p.ms, starP2pMs: star.p2p.ms, refmeshMs: swarm.all.ms, refmeshUpload: swarm.all.holderUpload, refmeshReceiverCpuMs: swarm.all.receiverCpuMs, p2pReceiverCpuMs: swarm.p2p.receiverCpuMs, starMs: star.all.ms, starUpload: star.all.holderUpload, tree: swarm.all.tree })}`)
 }
 
 const driverAt = process.argv.indexOf('--driver')
@@ -160,7 +178,7 @@ if (process.argv.includes('--link-bound-only')) {
   process.exit(0)
 }
 const hosts = await createHosts({ hosts: 2 + RECEIVERS, rateMbit: MBIT })
-let result: { p2pMs: number, refmeshMs: number, refmeshUpload: number, starMs: number, starUpload: number, tree: string[] }
+let result: { p2pMs: number, starP2pMs: number, refmeshMs: number, refmeshUpload: number, refmeshReceiverCpuMs: number, p2pReceiverCpuMs: number, starMs: number, starUpload: number, tree: string[] }
 try {
   const { stdout } = await execFileAsync('ip', ['netns', 'exec', hosts.names[0], process.execPath, fileURLToPath(import.meta.url), '--driver', JSON.stringify({ names: hosts.names, addrs: hosts.addrs })], { maxBuffer: 1 << 20 })
   const line = stdout.split('\n').find(l => l.startsWith('broadcast-result '))
@@ -183,6 +201,10 @@ const figures = {
   refmesh_ms: result.refmeshMs,
   limit_ms: limitMs,
   point_to_point_ms: result.p2pMs,
+  star_point_to_point_ms: result.starP2pMs,
+  receiver_cpu_ms: result.refmeshReceiverCpuMs,
+  point_to_point_receiver_cpu_ms: result.p2pReceiverCpuMs,
+  loopback_receiver_cpu_ms: loopback.receiverCpuMs,
   star_ms: result.starMs,
   refmesh_holder_upload_bytes: result.refmeshUpload,
   star_holder_upload_bytes: result.starUpload,
@@ -206,7 +228,8 @@ const figures = {
   uneven_ms: uneven.swarm.ms,
   uneven_limit_ms: unevenLimitMs,
   uneven_idle_share: uneven.swarm.idle,
-  load_average: loadavg()
+  load_average: loadavg(),
+  loadavg_1m: loadavg()[0]
 }
 const ratios = {
   vs_limit: result.refmeshMs / limitMs,
@@ -223,7 +246,8 @@ console.log('|---|---|---|')
 console.log(`| refmesh: ${RECEIVERS} receivers hold ${SIZE / MiB} MiB, ${MBIT} Mbit/s links | ${fmt(result.refmeshMs)} | ${(result.refmeshUpload / SIZE).toFixed(2)} |`)
 console.log(`| physical limit S / B | ${fmt(limitMs)} | |`)
 console.log(`| one point-to-point transfer, measured | ${fmt(result.p2pMs)} | |`)
-console.log(`| star: every receiver pulls from the holder only | ${fmt(result.starMs)} | ${(result.starUpload / SIZE).toFixed(2)} |`)
+console.log(`| CPU of a receiver over the broadcast, mean (point-to-point: ${fmt(result.p2pReceiverCpuMs)}; loopback: ${fmt(loopback.receiverCpuMs)}) | ${fmt(result.refmeshReceiverCpuMs)} | |`)
+console.log(`| star: every receiver pulls from the holder only (after the same warm-up transfer, ${fmt(result.starP2pMs)}) | ${fmt(result.starMs)} | ${(result.starUpload / SIZE).toFixed(2)} |`)
 console.log(`| loopback: refmesh, ${LOOPBACK_RECEIVERS} receivers, one process each | ${fmt(loopback.ms)} | ${(loopback.holderUpload / SIZE).toFixed(2)} |`)
 console.log(`| loopback: WebTorrent 3.0.21, 1 seeder + ${LOOPBACK_RECEIVERS} leechers, one process each | ${fmt(webtorrentMs)} | |`)
 console.log(`| CPU s per GiB received, loopback: refmesh ${figures.loopback_refmesh_cpu_s_per_gib.toFixed(1)}, WebTorrent ${figures.loopback_webtorrent_cpu_s_per_gib.toFixed(1)} | | |`)
@@ -234,6 +258,7 @@ console.log(`| link-bound: star (machine idle ${pct(uplink.star.idle)}) | ${fmt(
 console.log(`| uneven uplinks: receivers alternately ${UNEVEN_MBIT.join(' and ')} Mbit/s, holder ${UPLINK_MBIT} (machine idle ${pct(uneven.swarm.idle)}) | ${fmt(uneven.swarm.ms)} | ${(uneven.swarm.holderUpload / UPLINK_SIZE).toFixed(2)} |`)
 console.log(`| uneven uplinks: its limit max(S / u_holder, N S / sum of uplinks) | ${fmt(unevenLimitMs)} | |`)
 console.log(`| ratios: refmesh / limit ${ratios.vs_limit.toFixed(2)} (target 1.3, ${met(ratios.vs_limit, 1.3)}), refmesh / star ${ratios.vs_star.toFixed(2)} (target 0.25, ${met(ratios.vs_star, 0.25)}), refmesh / WebTorrent ${ratios.vs_webtorrent.toFixed(2)} (target 1.0, ${met(ratios.vs_webtorrent, 1.0)}), link-bound refmesh / limit ${ratios.vs_limit_uplink.toFixed(2)} (target 1.3, ${met(ratios.vs_limit_uplink, 1.3)}), link-bound refmesh / star ${ratios.vs_star_uplink.toFixed(2)} (target 0.25, ${met(ratios.vs_star_uplink, 0.25)}), uneven / its limit ${ratios.vs_limit_uneven.toFixed(2)} | | |`)
+console.log(`load average (1 min) at the end: ${figures.loadavg_1m.toFixed(2)}`)
 console.log('\nThe tree that formed in the limited run (MiB each receiver got from each peer):')
 for (const line of result.tree) console.log(`  ${line}`)
 console.log('\nThe tree in the link-bound run:')

@@ -49,6 +49,7 @@ async function reconstruct (): Promise<{ originalMs: number, recoveryMs: number,
 const rec = await reconstruct()
 const calm = await runChaos({ peers: 6, kills: 0, everyMs: 0, job: JOB })
 const chaos = await runChaos({ peers: 6, kills: 1, everyMs: Math.round(calm.result.elapsedMs / 2), job: JOB })
+if (chaos.kills.length === 0) throw new Error('the MapReduce run ended before its kill: the with-failure figure would be a no-failure time')
 if (chaos.result.digest !== chaos.expected.digest) throw new Error('the run with a kill counted differently')
 
 const figures = {

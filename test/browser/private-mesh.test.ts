@@ -20,7 +20,7 @@ test('a private mesh in browsers: tabs with the secret join and work together; t
     const links = await a.page.evaluate((peer) => window.refmesh.links(peer).map(l => l.transport), b.peer)
     assert.ok(links.includes('webrtc'), `tab to tab over WebRTC (${links.join(', ')})`)
 
-    // Members work together: a call on the Node peer, and an object tab B made pulled by tab A.
+    // Members work together: a call on the Node peer, and each tab pulls an object the other made.
     await b.page.evaluate(async (MiB) => {
       const r = window.refmesh
       const ref = r.mesh!.put(r.pattern(4 * MiB, 7))
@@ -41,6 +41,22 @@ test('a private mesh in browsers: tabs with the secret join and work together; t
       return { ...result, private: stats.auth.private, peers: stats.peers.length }
     }, { node: node.peer, MiB })
     assert.deepEqual(worked, { sum: 42, same: true, size: 4 * MiB, private: true, peers: 2 })
+    // And the other way: an object tab A made, pulled by tab B.
+    await a.page.evaluate(async (MiB) => {
+      const r = window.refmesh
+      const ref = r.mesh!.put(r.pattern(4 * MiB, 8))
+      await r.mesh!.wait([ref], { timeoutMs: 20_000 })
+      r.mesh!.publish('private-blob-a', ref)
+      ref.release()
+    }, MiB)
+    const back = await b.page.evaluate(async (MiB) => {
+      const r = window.refmesh
+      const blob = await r.mesh!.lookup('private-blob-a', { timeoutMs: 20_000 })
+      const bytes = await r.mesh!.get(blob, { timeoutMs: 30_000 }) as Uint8Array
+      blob.release()
+      return { same: r.checksum(bytes) === r.checksum(r.pattern(4 * MiB, 8)), size: bytes.byteLength }
+    }, MiB)
+    assert.deepEqual(back, { same: true, size: 4 * MiB }, 'tab B pulled the object tab A made')
 
     // A visitor: the page asks for the secret and will not join without it.
     const page = await c.context.newPage()
