@@ -102,7 +102,11 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
   const cpuS = pids.reduce((n, pid) => n + processCpuS(pid), 0) - allCpuBefore
   // Mean CPU a receiver spent over the broadcast (including its idle gossip, ~30 ms/s).
   const receiverCpuMs = receivers.reduce((n, r, i) => n + cpuMs(r.child.pid as number) - cpuBefore[i], 0) / receivers.length
-  if (failed.length > 0) throw new Error(`broadcast failed on ${failed.map(f => `${f.peer}: ${f.error.message}`).join('; ')}`)
+  if (failed.length > 0) {
+    // Say whether the peers behind the failures were still running, and what they last wrote.
+    const state = (p: PeerProcess): string => `${p === holder ? 'holder' : p.peer} ${p.child.exitCode !== null || p.child.signalCode !== null ? `exited (${p.child.exitCode ?? p.child.signalCode})` : 'running'}: ${p.stderr().slice(-400)}`
+    throw new Error(`broadcast failed on ${failed.map(f => `${f.peer}: ${f.error.message}`).join('; ')}\n${[holder, ...receivers].map(state).join('\n')}`)
+  }
   const holderUpload = (await mesh.peerStats(holder.peer)).traffic.chunkOut - before
   // Who fed whom: the MiB each receiver got from each peer during this broadcast.
   const name = (p: string): string => p === holder.peer ? 'holder' : `r${receivers.findIndex(r => r.peer === p) + 1}`
@@ -167,14 +171,23 @@ if (!await netnsAvailable()) {
   process.exit(2)
 }
 // Link-bound: 20 Mbit/s uplinks everywhere, then uneven receivers' uplinks.
-const uplink = await inHosts<{ swarm: Timed, star: Timed }>({ rateMbit: UPLINK_MBIT }, 'uplink')
+/** a link-bound run that failed is reported as such; the other figures still stand */
+async function orFailed<T> (run: () => Promise<T>): Promise<T | undefined> {
+  try {
+    return await run()
+  } catch (err) {
+    console.error(`a link-bound run failed: ${(err as Error).message.slice(0, 4000)}`)
+    return undefined
+  }
+}
+const uplink = await orFailed(async () => await inHosts<{ swarm: Timed, star: Timed }>({ rateMbit: UPLINK_MBIT }, 'uplink'))
 const unevenRates = [UPLINK_MBIT, UPLINK_MBIT, ...Array.from({ length: RECEIVERS }, (_, k) => UNEVEN_MBIT[k % UNEVEN_MBIT.length])]
-const uneven = await inHosts<{ swarm: Timed }>({ rateMbit: UPLINK_MBIT, rates: unevenRates }, 'uneven')
+const uneven = await orFailed(async () => await inHosts<{ swarm: Timed }>({ rateMbit: UPLINK_MBIT, rates: unevenRates }, 'uneven'))
 const uplinkLimitMs = UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6) * 1000
 const receiverUplinks = unevenRates.slice(2).reduce((a, b) => a + b, 0)
 const unevenLimitMs = Math.max(UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6), RECEIVERS * UPLINK_SIZE * 8 / ((UPLINK_MBIT + receiverUplinks) * 1e6)) * 1000
 if (process.argv.includes('--link-bound-only')) {
-  console.log(JSON.stringify({ uplink, uneven, uplinkLimitMs, unevenLimitMs, vs_limit_uplink: uplink.swarm.ms / uplinkLimitMs, vs_star_uplink: uplink.swarm.ms / uplink.star.ms, vs_limit_uneven: uneven.swarm.ms / unevenLimitMs, load_average: loadavg() }, null, 1))
+  console.log(JSON.stringify({ uplink, uneven, uplinkLimitMs, unevenLimitMs, load_average: loadavg() }, null, 1))
   process.exit(0)
 }
 const hosts = await createHosts({ hosts: 2 + RECEIVERS, rateMbit: MBIT })
@@ -217,17 +230,18 @@ const figures = {
   uplink_mbit: UPLINK_MBIT,
   uplink_object_bytes: UPLINK_SIZE,
   uplink_limit_ms: uplinkLimitMs,
-  uplink_refmesh_ms: uplink.swarm.ms,
-  uplink_star_ms: uplink.star.ms,
-  uplink_refmesh_holder_upload_bytes: uplink.swarm.holderUpload,
-  uplink_refmesh_idle_share: uplink.swarm.idle,
-  uplink_refmesh_own_cpu_share: ownShare(uplink.swarm),
-  uplink_star_idle_share: uplink.star.idle,
-  uplink_refmesh_cpu_s_per_gib: perGiB(uplink.swarm.cpuS, RECEIVERS, UPLINK_SIZE),
+  // null: that run failed (its error is on stderr)
+  uplink_refmesh_ms: uplink?.swarm.ms ?? null,
+  uplink_star_ms: uplink?.star.ms ?? null,
+  uplink_refmesh_holder_upload_bytes: uplink?.swarm.holderUpload ?? null,
+  uplink_refmesh_idle_share: uplink?.swarm.idle ?? null,
+  uplink_refmesh_own_cpu_share: uplink === undefined ? null : ownShare(uplink.swarm),
+  uplink_star_idle_share: uplink?.star.idle ?? null,
+  uplink_refmesh_cpu_s_per_gib: uplink === undefined ? null : perGiB(uplink.swarm.cpuS, RECEIVERS, UPLINK_SIZE),
   uneven_receiver_mbit: UNEVEN_MBIT,
-  uneven_ms: uneven.swarm.ms,
+  uneven_ms: uneven?.swarm.ms ?? null,
   uneven_limit_ms: unevenLimitMs,
-  uneven_idle_share: uneven.swarm.idle,
+  uneven_idle_share: uneven?.swarm.idle ?? null,
   load_average: loadavg(),
   loadavg_1m: loadavg()[0]
 }
@@ -235,11 +249,12 @@ const ratios = {
   vs_limit: result.refmeshMs / limitMs,
   vs_star: result.refmeshMs / result.starMs,
   vs_webtorrent: loopback.ms / webtorrentMs,
-  vs_limit_uplink: uplink.swarm.ms / uplinkLimitMs,
-  vs_star_uplink: uplink.swarm.ms / uplink.star.ms,
-  vs_limit_uneven: uneven.swarm.ms / unevenLimitMs
+  vs_limit_uplink: uplink === undefined ? null : uplink.swarm.ms / uplinkLimitMs,
+  vs_star_uplink: uplink === undefined ? null : uplink.swarm.ms / uplink.star.ms,
+  vs_limit_uneven: uneven === undefined ? null : uneven.swarm.ms / unevenLimitMs
 }
-const met = (r: number, target: number): string => r <= target ? 'met' : 'MISSED'
+const met = (r: number | null, target: number): string => r === null ? 'FAILED' : r <= target ? 'met' : 'MISSED'
+const two = (r: number | null): string => r === null ? 'failed' : r.toFixed(2)
 const fmt = (n: number): string => Math.round(n).toLocaleString('en-US')
 console.log('| measure | ms | holder upload (copies) |')
 console.log('|---|---|---|')
@@ -252,17 +267,21 @@ console.log(`| loopback: refmesh, ${LOOPBACK_RECEIVERS} receivers, one process e
 console.log(`| loopback: WebTorrent 3.0.21, 1 seeder + ${LOOPBACK_RECEIVERS} leechers, one process each | ${fmt(webtorrentMs)} | |`)
 console.log(`| CPU s per GiB received, loopback: refmesh ${figures.loopback_refmesh_cpu_s_per_gib.toFixed(1)}, WebTorrent ${figures.loopback_webtorrent_cpu_s_per_gib.toFixed(1)} | | |`)
 const pct = (x: number): string => `${(100 * x).toFixed(0)}%`
-console.log(`| link-bound: refmesh, ${RECEIVERS} receivers hold ${UPLINK_SIZE / MiB} MiB, ${UPLINK_MBIT} Mbit/s uplinks (machine idle ${pct(uplink.swarm.idle)}, its own processes ${pct(ownShare(uplink.swarm))} of 2 cores) | ${fmt(uplink.swarm.ms)} | ${(uplink.swarm.holderUpload / UPLINK_SIZE).toFixed(2)} |`)
-console.log(`| link-bound: physical limit S / B | ${fmt(uplinkLimitMs)} | |`)
-console.log(`| link-bound: star (machine idle ${pct(uplink.star.idle)}) | ${fmt(uplink.star.ms)} | ${(uplink.star.holderUpload / UPLINK_SIZE).toFixed(2)} |`)
-console.log(`| uneven uplinks: receivers alternately ${UNEVEN_MBIT.join(' and ')} Mbit/s, holder ${UPLINK_MBIT} (machine idle ${pct(uneven.swarm.idle)}) | ${fmt(uneven.swarm.ms)} | ${(uneven.swarm.holderUpload / UPLINK_SIZE).toFixed(2)} |`)
-console.log(`| uneven uplinks: its limit max(S / u_holder, N S / sum of uplinks) | ${fmt(unevenLimitMs)} | |`)
-console.log(`| ratios: refmesh / limit ${ratios.vs_limit.toFixed(2)} (target 1.3, ${met(ratios.vs_limit, 1.3)}), refmesh / star ${ratios.vs_star.toFixed(2)} (target 0.25, ${met(ratios.vs_star, 0.25)}), refmesh / WebTorrent ${ratios.vs_webtorrent.toFixed(2)} (target 1.0, ${met(ratios.vs_webtorrent, 1.0)}), link-bound refmesh / limit ${ratios.vs_limit_uplink.toFixed(2)} (target 1.3, ${met(ratios.vs_limit_uplink, 1.3)}), link-bound refmesh / star ${ratios.vs_star_uplink.toFixed(2)} (target 0.25, ${met(ratios.vs_star_uplink, 0.25)}), uneven / its limit ${ratios.vs_limit_uneven.toFixed(2)} | | |`)
+if (uplink !== undefined) {
+  console.log(`| link-bound: refmesh, ${RECEIVERS} receivers hold ${UPLINK_SIZE / MiB} MiB, ${UPLINK_MBIT} Mbit/s uplinks (machine idle ${pct(uplink.swarm.idle)}, its own processes ${pct(ownShare(uplink.swarm))} of 2 cores) | ${fmt(uplink.swarm.ms)} | ${(uplink.swarm.holderUpload / UPLINK_SIZE).toFixed(2)} |`)
+  console.log(`| link-bound: physical limit S / B | ${fmt(uplinkLimitMs)} | |`)
+  console.log(`| link-bound: star (machine idle ${pct(uplink.star.idle)}) | ${fmt(uplink.star.ms)} | ${(uplink.star.holderUpload / UPLINK_SIZE).toFixed(2)} |`)
+}
+if (uneven !== undefined) {
+  console.log(`| uneven uplinks: receivers alternately ${UNEVEN_MBIT.join(' and ')} Mbit/s, holder ${UPLINK_MBIT} (machine idle ${pct(uneven.swarm.idle)}) | ${fmt(uneven.swarm.ms)} | ${(uneven.swarm.holderUpload / UPLINK_SIZE).toFixed(2)} |`)
+  console.log(`| uneven uplinks: its limit max(S / u_holder, N S / sum of uplinks) | ${fmt(unevenLimitMs)} | |`)
+}
+console.log(`| ratios: refmesh / limit ${ratios.vs_limit.toFixed(2)} (target 1.3, ${met(ratios.vs_limit, 1.3)}), refmesh / star ${ratios.vs_star.toFixed(2)} (target 0.25, ${met(ratios.vs_star, 0.25)}), refmesh / WebTorrent ${ratios.vs_webtorrent.toFixed(2)} (target 1.0, ${met(ratios.vs_webtorrent, 1.0)}), link-bound refmesh / limit ${two(ratios.vs_limit_uplink)} (target 1.3, ${met(ratios.vs_limit_uplink, 1.3)}), link-bound refmesh / star ${two(ratios.vs_star_uplink)} (target 0.25, ${met(ratios.vs_star_uplink, 0.25)}), uneven / its limit ${two(ratios.vs_limit_uneven)} | | |`)
 console.log(`load average (1 min) at the end: ${figures.loadavg_1m.toFixed(2)}`)
 console.log('\nThe tree that formed in the limited run (MiB each receiver got from each peer):')
 for (const line of result.tree) console.log(`  ${line}`)
 console.log('\nThe tree in the link-bound run:')
-for (const line of uplink.swarm.tree) console.log(`  ${line}`)
+for (const line of uplink?.swarm.tree ?? ['(failed)']) console.log(`  ${line}`)
 console.log('\nThe tree with uneven uplinks (odd receivers r1, r3, .. at 10 Mbit/s, even ones at 40):')
-for (const line of uneven.swarm.tree) console.log(`  ${line}`)
+for (const line of uneven?.swarm.tree ?? ['(failed)']) console.log(`  ${line}`)
 console.log(`bench-result ${JSON.stringify({ name: 'broadcast', figures, ratios })}`)
