@@ -122,7 +122,9 @@ export const NODE_DEFAULTS = {
   storeMemoryFraction: 0.25,
   bootstrapTimeoutMs: 15_000,
   /** inbound connections accepted per second from one address */
-  inboundConnectionsPerSecond: 64
+  inboundConnectionsPerSecond: 64,
+  /** the shortest a connection's ping may take before libp2p gives the connection up */
+  pingTimeoutMs: 30_000
 } as const
 
 /**
@@ -169,6 +171,11 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
     connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },
+    // libp2p aborts a connection whose ping takes over 5 s; behind a saturated home uplink
+    // (20 Mbit/s, eight receivers relaying) pings queue behind megabytes of chunks and take
+    // longer, and the aborts failed whole broadcasts. The mesh's own failure detector finds
+    // hung peers (core/membership.ts); this only keeps slow links up.
+    connectionMonitor: { pingTimeout: { minTimeout: NODE_DEFAULTS.pingTimeoutMs } },
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: {
