@@ -1727,7 +1727,7 @@ export class Mesh {
     const holders = [...complete, ...partial]
     const mine = assigned.get(receiver)?.filter(p => holders.includes(p))
     this.uploadRates.observe(this.membership.all().map(p => p.state?.flows))
-    const chosen = chooseParents(holders, h => kids.get(h)?.size ?? 0, mine, this.uploadRates, { fanout: DEFAULTS.ownerFanout, parents: DEFAULTS.parentsPerReceiver })
+    const chosen = chooseParents(holders, h => kids.get(h)?.size ?? 0, mine, this.uploadRates, { fanout: DEFAULTS.ownerFanout, parents: DEFAULTS.parentsPerReceiver }, h => partial.includes(h))
     for (const h of chosen) {
       let set = kids.get(h)
       if (set === undefined) kids.set(h, set = new Set())

@@ -6,7 +6,8 @@
  * fastest uploaders, in the owner's hands): a holder's fan-out is the default
  * scaled by its upload rate against the median holder's, and a receiver goes to
  * the holders that would give each child the most (rate / (children + 1)).
- * Rates come from the gossiped flows: every peer says each heartbeat how many
+ * Only receivers that relay are scaled this way; complete holders keep the
+ * default fan-out. Rates come from the gossiped flows: every peer says each heartbeat how many
  * chunk bytes per second it got from each source; a holder's upload rate is the
  * sum over the peers it feeds, and the owner keeps the peak, decaying, since an
  * idle holder is not a slow one.
@@ -58,24 +59,27 @@ export class UploadRates {
  * holder feeds now; `current` the parents it was given before (kept while they
  * hold). Returns the parents, which the caller records as the receiver's.
  */
-export function chooseParents (holders: string[], load: (h: string) => number, current: string[] | undefined, rates: UploadRates, init: TreeInit): string[] {
-  const known = holders.map(h => rates.rate(h)).filter((r): r is number => r !== undefined && r > 0).sort((a, b) => a - b)
+export function chooseParents (holders: string[], load: (h: string) => number, current: string[] | undefined, rates: UploadRates, init: TreeInit, partial: (h: string) => boolean = () => true): string[] {
+  // Only receivers that relay (partial holders) are compared and scaled: a complete holder (the
+  // owner's copy) is the fastest measured uploader early on only because no receiver has anything
+  // to upload yet, and scaling it up would put the whole broadcast back on its uplink.
+  const known = holders.filter(partial).map(h => rates.rate(h)).filter((r): r is number => r !== undefined && r > 0).sort((a, b) => a - b)
   const median = known.length > 0 ? known[Math.floor(known.length / 2)] : undefined
   const rateOf = (h: string): number => rates.rate(h) ?? median ?? 1
   const fanoutOf = (h: string): number => {
     const r = rates.rate(h)
-    if (r === undefined || median === undefined) return init.fanout
+    if (r === undefined || median === undefined || !partial(h)) return init.fanout
     const scale = Math.min(MAX_FANOUT_SCALE, Math.max(MIN_FANOUT_SCALE, r / median))
     return Math.max(1, Math.round(init.fanout * scale))
   }
   // What one more child would get from each holder; the sort is stable, so equals keep the holders' order.
-  const perChild = (h: string): number => rateOf(h) / (load(h) + 1)
+  const perChild = (h: string): number => (partial(h) ? rateOf(h) : median ?? 1) / (load(h) + 1)
   const withRoom = holders.filter(h => load(h) < fanoutOf(h)).sort((a, b) => perChild(b) - perChild(a))
   if (current !== undefined && current.length > 0) {
     // Keep its parents; add one holder with room that would serve it much faster than any of them.
     if (current.length >= 2 * init.parents || median === undefined) return current
     const best = Math.max(...current.map(h => rateOf(h) / Math.max(1, load(h))))
-    const extra = withRoom.find(h => !current.includes(h) && perChild(h) >= EXTRA_PARENT_GAIN * best)
+    const extra = withRoom.find(h => partial(h) && !current.includes(h) && perChild(h) >= EXTRA_PARENT_GAIN * best)
     return extra === undefined ? current : [...current, extra]
   }
   const chosen = withRoom.length > 0 ? withRoom : [...holders].sort((a, b) => load(a) - load(b))

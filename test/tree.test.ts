@@ -36,6 +36,19 @@ test('a holder measured 4x faster than the median feeds more receivers; a slow o
   assert.ok(kids.get('fast')?.includes('r0'), 'the first receiver goes to the fast holder')
 })
 
+test('a complete holder (the owner\'s copy) keeps the default fan-out however fast it measured', () => {
+  const rates = new UploadRates()
+  rates.observe([[{ from: 'owner', bytesPerSecond: 8 * MB }, { from: 'r1', bytesPerSecond: 1 * MB }, { from: 'r2', bytesPerSecond: 1 * MB }]])
+  const kids = new Map<string, number>()
+  // Three receivers fill the three holders' default room exactly.
+  for (let k = 0; k < 3; k++) {
+    for (const h of chooseParents(['owner', 'r1', 'r2'], h => kids.get(h) ?? 0, undefined, rates, init, h => h !== 'owner')) kids.set(h, (kids.get(h) ?? 0) + 1)
+  }
+  assert.equal(kids.get('owner'), 2)
+  // Nor is it added to a receiver's parents as a faster one.
+  assert.deepEqual(chooseParents(['owner', 'r1', 'r2'], h => h === 'owner' ? 0 : 2, ['r1', 'r2'], rates, init, h => h !== 'owner'), ['r1', 'r2'])
+})
+
 test('a receiver keeps its parents and gains one that would serve it much faster', () => {
   const rates = new UploadRates()
   rates.observe([[{ from: 'a', bytesPerSecond: 1 * MB }, { from: 'b', bytesPerSecond: 1 * MB }, { from: 'fast', bytesPerSecond: 5 * MB }]])
