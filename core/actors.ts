@@ -14,12 +14,23 @@
  *    (as a SharedRef) and reclaiming it work like any Ref. When the owner frees
  *    it (no handle left anywhere), it calls `actor.stop` on the actor's peer;
  *  - a method call is `actor.call/<name>(instance, method, caller, seq, ...args)`
- *    required on the actor's peer, with no retries (the state died with the peer:
- *    PeerDiedError). `seq` counts the calls this peer made to this instance; the
- *    actor's peer runs them in that order, whatever order they arrive in.
+ *    required on the actor's peer. `seq` counts the calls this peer made to this
+ *    instance; the actor's peer runs them in that order, whatever order they
+ *    arrive in.
+ *
+ * Restarts (Ray's max_restarts and max_task_retries): the creator keeps the
+ * class's constructor arguments (`ActorLife`). When the actor's peer dies, its
+ * handles on the creator make the actor again on another peer offering the
+ * class (at most `maxRestarts` times, one restart however many calls notice),
+ * from those arguments: the state it had built up is lost, only what its
+ * constructor makes is there again. A call in flight then runs again on the new
+ * instance if it has tries left (`maxTaskRetries`; calls are then at-least-once),
+ * else fails with ActorDiedError, as does every call once the actor may not
+ * restart. Handles on other peers (`actorFromRef`) cannot restart it: their calls
+ * fail with ActorDiedError when its first peer dies.
  */
 import { logger } from '@libp2p/logger'
-import { ActorNotFoundError } from './errors.ts'
+import { ActorDiedError, ActorNotFoundError } from './errors.ts'
 import type { Ref } from './ref.ts'
 import type { PlacementOptions } from './scheduler.ts'
 import type { RemoteArgs } from './mesh.ts'
@@ -48,10 +59,62 @@ export type ActorHandle<T> = Methods<T> & {
   release: () => void
 }
 
-/** Makes actors of one class: `mesh.actor<T>(name).options({ peer }).create(...args)`. */
+export interface ActorOptions extends PlacementOptions {
+  /** times the actor is made again on another peer when its peer dies (default 0) */
+  maxRestarts?: number
+  /** times a call in flight when the actor's peer died runs again on the restarted actor (default 0) */
+  maxTaskRetries?: number
+}
+
+/** Makes actors of one class: `mesh.actor<T>(name).options({ peer, maxRestarts }).create(...args)`. */
 export interface ActorFactory<T> {
-  options: (more: PlacementOptions) => ActorFactory<T>
+  options: (more: ActorOptions) => ActorFactory<T>
   create: (...args: unknown[]) => Promise<ActorHandle<T>>
+}
+
+/**
+ * One actor as its handles on one peer see it, across restarts: where it lives
+ * now, and (on its creator) how to make it again.
+ */
+export class ActorLife {
+  /** where it lives now; changes in place on a restart */
+  readonly desc: ActorDesc
+  readonly maxTaskRetries: number
+  private restartsLeft: number
+  private readonly makeAgain: ((dead: string) => Promise<ActorDesc>) | undefined
+  private restarting: Promise<void> | undefined
+  /** called when the actor stops for good (its constructor arguments go) */
+  readonly end: () => void
+
+  constructor (desc: ActorDesc, options: ActorOptions = {}, makeAgain?: (dead: string) => Promise<ActorDesc>, end: () => void = () => {}) {
+    this.end = end
+    for (const key of ['maxRestarts', 'maxTaskRetries'] as const) {
+      const v = options[key]
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) throw new RangeError(`${key} must be a whole number >= 0, not ${v}`)
+    }
+    this.desc = desc
+    this.restartsLeft = makeAgain === undefined ? 0 : options.maxRestarts ?? 0
+    this.maxTaskRetries = options.maxTaskRetries ?? 0
+    this.makeAgain = makeAgain
+  }
+
+  /** The actor's peer `dead` died: makes it again elsewhere (once, whoever asks), or ActorDiedError. */
+  async restart (dead: string): Promise<void> {
+    if (this.desc.peer !== dead) return
+    this.restarting ??= (async () => {
+      if (this.restartsLeft <= 0 || this.makeAgain === undefined) {
+        throw new ActorDiedError(`actor ${this.desc.name} ${this.desc.instance} died with its peer ${dead}${this.makeAgain === undefined ? '' : ' and has no restarts left'}`)
+      }
+      this.restartsLeft--
+      try {
+        Object.assign(this.desc, await this.makeAgain(dead))
+      } catch (err) {
+        throw new ActorDiedError(`actor ${this.desc.name} died with its peer ${dead} and could not be made again: ${(err as Error).message}`, { cause: err })
+      }
+      log('actor %s restarted on %s as %s (%d restarts left)', this.desc.name, this.desc.peer, this.desc.instance, this.restartsLeft)
+    })().finally(() => { this.restarting = undefined })
+    await this.restarting
+  }
 }
 
 export const ACTOR_CREATE = 'actor.create/'
@@ -178,5 +241,43 @@ export class ActorHost {
       try { dispose.call(hosted.instance) } catch (err) { log.error('disposing %s failed: %s', instance, (err as Error).message) }
     }
     return true
+  }
+}
+
+/** What restarts need to know of the mesh's failure detector. */
+export interface PeerVerdicts {
+  alive: (peer: string) => boolean
+  /** waits for the verdict on a peer that is not alive now */
+  verdict: (peer: string, signal?: AbortSignal) => Promise<'dead' | 'alive'>
+}
+
+/**
+ * The hooks of one actor method call that make it follow restarts: `bind`
+ * points it at the actor's current instance before it is sent (restarting the
+ * actor first if its peer died meanwhile); `peerDied` decides, when its
+ * executor's connection failed under it, whether it runs again on a restarted
+ * actor or fails with ActorDiedError (or with `err`, the peer being alive).
+ */
+export function actorRestarts (life: ActorLife, peers: PeerVerdicts): {
+  bind: (call: { args: unknown[], options: PlacementOptions }) => Promise<void>
+  peerDied: (executor: string, err: Error, signal?: AbortSignal) => Promise<void>
+} {
+  let triesLeft = life.maxTaskRetries
+  return {
+    bind: async (call) => {
+      const peer = life.desc.peer
+      if (!peers.alive(peer) && await peers.verdict(peer) === 'dead') await life.restart(peer)
+      call.args[0] = life.desc.instance
+      call.options = { ...call.options, peer: life.desc.peer }
+    },
+    peerDied: async (executor, err, signal) => {
+      if (await peers.verdict(executor, signal) === 'alive') throw err
+      if (triesLeft-- <= 0) {
+        // This call fails; the actor still restarts (if it may) for the calls after it.
+        await life.restart(executor).catch(() => {})
+        throw new ActorDiedError(`actor ${life.desc.name} died with its peer ${executor} while running this call${life.maxTaskRetries > 0 ? ` (tried ${life.maxTaskRetries + 1} times)` : ''}`)
+      }
+      await life.restart(executor)
+    }
   }
 }

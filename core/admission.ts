@@ -12,8 +12,17 @@
  * forever; calls past their bound start one per `maxWaitMs / 4`, so a queue
  * that waited long does not start all at once, and only while the store is not
  * already freeing memory (spill writes in flight): then room is on its way.
+ *
+ * A started call that blocks in `get` or `wait` lends its share back
+ * (`Admitted.lend`, through core/executor.ts's call context) until it resumes,
+ * as Ray releases a task's resources while it waits in `ray.get`: its nested
+ * calls, of the same function or not, then never wait on their parent's
+ * admission, and the bound above is for memory only, not for nested calls.
  */
+import { logger } from '@libp2p/logger'
 import { raceSignal } from './signals.ts'
+
+const log = logger('refmesh:admission')
 
 export interface AdmissionInit {
   /** bytes the store can still take below its admission mark */
@@ -24,6 +33,14 @@ export interface AdmissionInit {
   freeing: () => boolean
   /** false: every call starts at once, as if memory were unlimited (default true; for comparison) */
   enabled?: boolean
+}
+
+/** A started call's admission: `done` when its result is stored; `lend` while it blocks. */
+export interface Admitted {
+  /** call with the bytes its result took in the store (0 when it went inline), or with nothing when the call failed */
+  (resultBytes?: number): void
+  /** gives the call's share back while it waits on something; returns the function that takes it back (at once: the call is running) */
+  lend: () => () => void
 }
 
 export class MemoryAdmission {
@@ -59,12 +76,13 @@ export class MemoryAdmission {
    * returned function with the bytes its result took in the store (0 when it
    * went inline) once it is stored, or with nothing when the call failed.
    */
-  async start (fn: string, argBytes: number, signal?: AbortSignal): Promise<(resultBytes?: number) => void> {
+  async start (fn: string, argBytes: number, signal?: AbortSignal): Promise<Admitted> {
     const deadline = performance.now() + this.init.maxWaitMs
     const forceEvery = this.init.maxWaitMs / 4
     while (this.check(fn, argBytes) !== 'start') {
       const now = performance.now()
       if (now >= deadline && now - this.lastForced >= forceEvery && !this.init.freeing()) {
+        log('a call of %s waited its bound: starting it (%d started)', fn, this.started)
         this.lastForced = now
         break
       }
@@ -83,13 +101,12 @@ export class MemoryAdmission {
     const mean = this.meanResult.get(fn)
     // Arguments count until the call ends: they stay pinned while it runs.
     const expected = (mean ?? 0) + argBytes
-    this.expected += expected
-    this.started++
-    if (mean === undefined) this.measuring.set(fn, (this.measuring.get(fn) ?? 0) + 1)
-    let done = false
-    return (resultBytes?: number) => {
-      if (done) return
-      done = true
+    const take = (): void => {
+      this.expected += expected
+      this.started++
+      if (mean === undefined) this.measuring.set(fn, (this.measuring.get(fn) ?? 0) + 1)
+    }
+    const give = (): void => {
       this.expected -= expected
       this.started--
       if (mean === undefined) {
@@ -97,6 +114,15 @@ export class MemoryAdmission {
         if (n <= 0) this.measuring.delete(fn)
         else this.measuring.set(fn, n)
       }
+    }
+    take()
+    let done = false
+    /** gets and waits in progress that lent the share: it is given back on the first, taken on the last */
+    let lent = 0
+    const admitted = (resultBytes?: number): void => {
+      if (done) return
+      done = true
+      if (lent === 0) give()
       if (resultBytes === undefined) {
         this.recheck()
         return
@@ -106,6 +132,19 @@ export class MemoryAdmission {
       if (this.meanResult.size > 4096) this.meanResult.delete(this.meanResult.keys().next().value as string)
       this.recheck()
     }
+    admitted.lend = () => {
+      if (lent++ === 0 && !done) {
+        give()
+        this.recheck()
+      }
+      let back = false
+      return () => {
+        if (back) return
+        back = true
+        if (--lent === 0 && !done) take()
+      }
+    }
+    return admitted
   }
 
   /** Memory was freed or a call finished: waiting calls look again. */

@@ -61,6 +61,8 @@ export const DEFAULTS = {
   deadAfterBeats: 5,
   /** heartbeats missed before a peer is dead even with a connection open (it hangs) */
   deadWhileConnectedBeats: 15,
+  /** how long the redial of a peer whose last connection closed may take; refused in time, it is dead at once */
+  redialTimeoutMs: 2_000,
   /** peers listed in a hello (peer exchange); gossip carries the rest */
   helloPeers: 64,
   /** the most peers one peer keeps in its view */

@@ -120,6 +120,15 @@ export class ActorNotFoundError extends RefmeshError {
   override name = 'ActorNotFoundError'
 }
 
+/**
+ * An actor's peer died and the actor is not coming back for this call: it may
+ * not restart (`maxRestarts` used up, or no other peer offers its class), or the
+ * call used up its `maxTaskRetries`.
+ */
+export class ActorDiedError extends RefmeshError {
+  override name = 'ActorDiedError'
+}
+
 const byName: Record<string, new (message: string) => RefmeshError> = {
   FunctionNotFoundError: FunctionNotFoundError as unknown as new (message: string) => RefmeshError,
   ObjectLostError,
@@ -135,6 +144,7 @@ const byName: Record<string, new (message: string) => RefmeshError> = {
   EncodeError,
   ProtocolError,
   ActorNotFoundError,
+  ActorDiedError,
   NameNotFoundError,
   QuotaExceededError,
   QuorumError: QuorumError as unknown as new (message: string) => RefmeshError

@@ -6,6 +6,20 @@
  * as are called (they interleave at their awaits); functions of a backend (a
  * worker pool: worker_threads on Node, Web Workers in a browser) run in its
  * slots, one call per slot, the rest waiting in order.
+ *
+ * A running call that blocks in `mesh.get` or `mesh.wait` lends its share of the
+ * peer (its admission, core/admission.ts) until it resumes (`blocked`), so the
+ * nested calls it waits on never wait on it. That needs to know which running
+ * call a `get` belongs to, across the call's awaits. JavaScript has no portable
+ * way yet (AsyncContext is a proposal; AsyncLocalStorage is Node's), so the
+ * runtime supplies a `CallContext`: node/ gives one on AsyncLocalStorage, exact
+ * across awaits; without one (a browser tab) `SyncCallContext` knows the call
+ * only in its synchronous part, which covers a function's first `get` or `wait`
+ * (the `await mesh.get(...)` a recursive function makes) but not one after an
+ * earlier await, which then keeps the share, as before, bounded by the admission
+ * wait. The mesh handle a function closes over could not tell: one mesh serves
+ * many calls at once. Functions in worker slots have no mesh and cannot block on
+ * one; functions on the peer's thread hold no slot; so only admission is lent.
  */
 import { FunctionNotFoundError } from './errors.ts'
 import { Semaphore } from './semaphore.ts'
@@ -22,7 +36,55 @@ export interface ExecutorBackend {
   close(): Promise<void>
 }
 
+/** What a running call lends while it blocks: `lend()` gives it back, and returns the function that takes it again. */
+export interface CallShare {
+  lend: () => () => void
+}
+
+/** Which running call the code running now belongs to (see the header). */
+export interface CallContext {
+  run: <T>(share: CallShare, fn: () => T) => T
+  current: () => CallShare | undefined
+}
+
+/** Knows the running call only during its synchronous part: portable, and exact for a function's first await. */
+export class SyncCallContext implements CallContext {
+  private active: CallShare | undefined
+
+  run <T>(share: CallShare, fn: () => T): T {
+    const outer = this.active
+    this.active = share
+    try {
+      return fn()
+    } finally {
+      this.active = outer
+    }
+  }
+
+  current (): CallShare | undefined {
+    return this.active
+  }
+}
+
 export class Executor {
+  private readonly context: CallContext
+
+  constructor (context: CallContext = new SyncCallContext()) {
+    this.context = context
+  }
+
+  /** Runs `waiting` (a get or a wait); the running call it belongs to, if any, lends its share meanwhile. */
+  async blocked <T>(waiting: () => Promise<T>): Promise<T> {
+    const share = this.context.current()
+    if (share === undefined) return await waiting()
+    const takeBack = share.lend()
+    try {
+      return await waiting()
+    } finally {
+      takeBack()
+    }
+  }
+
   private readonly functions = new Map<string, AnyFunction>()
   private backend: ExecutorBackend | undefined
   private backendNames = new Set<string>()
@@ -97,12 +159,13 @@ export class Executor {
   }
 
   /** Runs a call; for a backend function the caller must hold a slot from acquire(). */
-  async run (name: string, args: unknown[], signal?: AbortSignal): Promise<unknown> {
+  async run (name: string, args: unknown[], signal?: AbortSignal, share?: CallShare): Promise<unknown> {
     const fn = this.functions.get(name)
     if (fn === undefined && !this.backendNames.has(name)) throw new FunctionNotFoundError(name)
     this.running++
     try {
-      return fn !== undefined ? await fn(...args) : await this.backend!.run(name, args, { signal })
+      if (fn === undefined) return await this.backend!.run(name, args, { signal })
+      return await (share === undefined ? fn(...args) : this.context.run(share, () => fn(...args)))
     } finally {
       this.running--
       this.executed++

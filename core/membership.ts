@@ -8,6 +8,14 @@
  * connection to it is open (or `deadWhileConnectedBeats` even with one, for a
  * peer that hangs without closing its connections) it is dead: it gets no new
  * calls and the mesh forgets what it borrowed or held. The view is bounded.
+ *
+ * That bound is for a peer that went silent (a partition, a stopped process).
+ * The common failure is quicker to tell: a process that died had its
+ * connections closed by its kernel, and nothing listens on its ports any more.
+ * So when a peer's last connection closes, the mesh redials it
+ * (core/redial.ts), and a refused redial is a verdict at once
+ * (`declareDead(peer, 'refused')`); a redial that times out proves nothing and
+ * leaves the peer to the heartbeat bound. `deaths` counts both causes.
  */
 export interface PeerState {
   peer: string
@@ -42,6 +50,9 @@ export interface ChunkFlow { from: string, bytesPerSecond: number }
 
 export type Liveness = 'alive' | 'suspect' | 'dead'
 
+/** How a death was told: its connections closed and a redial was refused, or it was silent past the heartbeat bound. */
+export type DeathCause = 'refused' | 'silent'
+
 export interface PeerRecord {
   peer: string
   functions: Set<string>
@@ -64,7 +75,9 @@ export class Membership {
   private readonly init: MembershipInit
   private readonly peers = new Map<string, PeerRecord>()
   private readonly changeListeners = new Set<() => void>()
-  private readonly deathListeners = new Set<(peer: string) => void>()
+  private readonly deathListeners = new Set<(peer: string, cause: DeathCause) => void>()
+  /** peers declared dead, by how */
+  readonly deaths: Record<DeathCause, number> = { refused: 0, silent: 0 }
 
   constructor (init: MembershipInit) {
     this.init = init
@@ -112,16 +125,53 @@ export class Membership {
       const silent = now - rec.lastHeard
       const deadAfter = (rec.connected ? this.init.deadWhileConnectedBeats : this.init.deadAfterBeats) * beat
       if (silent > deadAfter) {
-        this.peers.delete(rec.peer)
-        rec.liveness = 'dead'
+        this.died(rec, 'silent')
         changed = true
-        for (const l of this.deathListeners) l(rec.peer)
       } else if (silent > this.init.suspectAfterBeats * beat && rec.liveness === 'alive') {
         rec.liveness = 'suspect'
         changed = true
       }
     }
     if (changed) this.changed()
+  }
+
+  /** A verdict from outside the heartbeats (a refused redial): `peer` is dead now. */
+  declareDead (peer: string, cause: DeathCause): void {
+    const rec = this.peers.get(peer)
+    if (rec === undefined) return
+    this.died(rec, cause)
+    this.changed()
+  }
+
+  private died (rec: PeerRecord, cause: DeathCause): void {
+    this.peers.delete(rec.peer)
+    rec.liveness = 'dead'
+    this.deaths[cause]++
+    for (const l of this.deathListeners) l(rec.peer, cause)
+  }
+
+  /**
+   * Waits for the verdict on a peer that is not alive now (its connection just
+   * closed, or it is suspect): 'dead' once declared, 'alive' once heard from
+   * again, or after `boundMs` without a verdict (let the caller try it).
+   */
+  async verdict (peer: string, boundMs: number, signal?: AbortSignal): Promise<'dead' | 'alive'> {
+    const now = (): 'dead' | 'alive' | undefined => !this.peers.has(peer) ? 'dead' : this.isAlive(peer) ? 'alive' : undefined
+    const known = now()
+    if (known !== undefined) return known
+    let unsubscribe = (): void => {}
+    let timer: ReturnType<typeof setTimeout> | undefined
+    try {
+      return await new Promise<'dead' | 'alive'>((resolve, reject) => {
+        unsubscribe = this.onChange(() => { const v = now(); if (v !== undefined) resolve(v) })
+        timer = setTimeout(() => { resolve(now() ?? 'alive') }, boundMs)
+        if (signal?.aborted === true) reject(signal.reason)
+        signal?.addEventListener('abort', () => { reject(signal.reason) }, { once: true })
+      })
+    } finally {
+      unsubscribe()
+      clearTimeout(timer)
+    }
   }
 
   get (peer: string): PeerRecord | undefined {
@@ -140,9 +190,19 @@ export class Membership {
     return [...this.peers.values()]
   }
 
-  /** Alive peers offering `fn`. */
-  offering (fn: string): PeerRecord[] {
-    return this.all().filter(p => p.liveness === 'alive' && p.functions.has(fn))
+  /**
+   * Alive peers offering `fn`; when none is, the suspect ones still connected: a
+   * busy machine delays gossip past the suspect mark, and a call (a lineage rebuild
+   * right after a quick death verdict) had better go to a slow peer than fail.
+   * So had a call required on a suspect peer (its connection may have dropped
+   * while it was busy): it is dialled, and fails only once the peer is dead.
+   */
+  offering (fn: string, required?: string): PeerRecord[] {
+    const offering = this.all().filter(p => p.liveness !== 'dead' && p.functions.has(fn))
+    const alive = offering.filter(p => p.liveness === 'alive')
+    // A call required on a peer busy past the suspect mark (a long CPU-bound call holds its gossip back) goes to it.
+    if (required !== undefined && !alive.some(p => p.peer === required)) alive.push(...offering.filter(p => p.peer === required))
+    return alive.length > 0 ? alive : offering.filter(p => p.connected)
   }
 
   onChange (listener: () => void): () => void {
@@ -150,7 +210,7 @@ export class Membership {
     return () => { this.changeListeners.delete(listener) }
   }
 
-  onDeath (listener: (peer: string) => void): () => void {
+  onDeath (listener: (peer: string, cause: DeathCause) => void): () => void {
     this.deathListeners.add(listener)
     return () => { this.deathListeners.delete(listener) }
   }

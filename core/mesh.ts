@@ -24,17 +24,19 @@ import {
 } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
-import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost } from './actors.ts'
-import type { ActorClass, ActorDesc, ActorFactory, ActorHandle } from './actors.ts'
+import type { Admitted } from './admission.ts'
+import { ACTOR_CALL, ACTOR_CREATE, ACTOR_STOP, ActorHost, ActorLife, actorRestarts } from './actors.ts'
+import type { ActorClass, ActorDesc, ActorFactory, ActorHandle, ActorOptions, PeerVerdicts } from './actors.ts'
 import { AUTH_PROTOCOL, MeshAuth, NotAMemberError } from './auth.ts'
 import { PeerQuotas } from './quota.ts'
 import type { QuotaLimits } from './quota.ts'
 import { Executor } from './executor.ts'
-import type { AnyFunction, ExecutorBackend } from './executor.ts'
+import type { AnyFunction, CallContext, ExecutorBackend } from './executor.ts'
 import { Gossip, STATE_TOPIC } from './gossip.ts'
 import type { PubSub } from './gossip.ts'
 import { Membership } from './membership.ts'
-import type { ChunkFlow, Liveness, PeerState } from './membership.ts'
+import type { ChunkFlow, DeathCause, Liveness, PeerState } from './membership.ts'
+import { redial } from './redial.ts'
 import { OwnershipTable } from './ownership.ts'
 import type { Entry, OwnedObject } from './ownership.ts'
 import { ObjectStatus } from './protocol/messages.ts'
@@ -46,6 +48,7 @@ import { raceSignal, withTimeout } from './signals.ts'
 import { ObjectStore } from './store.ts'
 import type { SpillBackend, StoredObject } from './store.ts'
 import { TrafficCounter } from './traffic.ts'
+import { detour } from './detour.ts'
 import { Transfer } from './transfer.ts'
 import { UploadRates, chooseParents } from './tree.ts'
 import type { TransferHooks } from './transfer.ts'
@@ -80,6 +83,8 @@ export interface MeshInit {
   pubsub?: PubSub
   /** runs registered modules off the peer's thread (a worker pool) */
   backend?: ExecutorBackend
+  /** which running call a get or wait belongs to, across awaits (node/ supplies one; see core/executor.ts) */
+  callContext?: CallContext
   heartbeatMs?: number
   /** fetch the arguments of queued calls while others run (default true) */
   prefetch?: boolean
@@ -197,6 +202,8 @@ export interface MeshStats {
   /** peers known and alive */
   peers: string[]
   membership: Array<{ peer: string, liveness: Liveness, connected: boolean }>
+  /** peers declared dead, by how: connections closed and a redial refused, or silent past the heartbeat bound */
+  deaths: Record<DeathCause, number>
 }
 
 interface CallState {
@@ -221,6 +228,10 @@ interface SendOrder {
   seq: () => number
   /** where the number goes in the argument list */
   seqIndex: number
+  /** actors that restart: points the call at the actor's current instance (core/actors.ts) */
+  bind?: (call: CallState) => Promise<void>
+  /** actors that restart: the executor's connection failed under the call; resolves when it may go again */
+  peerDied?: (executor: string, err: Error, signal?: AbortSignal) => Promise<void>
 }
 
 /** Refs handed to a caller in a result, kept until the caller acknowledges. */
@@ -237,7 +248,7 @@ export class Mesh {
   private readonly table: OwnershipTable
   private readonly channels: ControlChannels
   private readonly transfer: Transfer
-  private readonly executor = new Executor()
+  private readonly executor: Executor
   private readonly membership: Membership
   private readonly gossip: Gossip | undefined
   private readonly scheduler = new Scheduler({ defaultCallMs: DEFAULTS.defaultCallMs })
@@ -248,7 +259,11 @@ export class Mesh {
   private spillbacksReceived = 0
   private readonly actors = new ActorHost(() => this.peerId)
   /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
-  private readonly actorOf = new Map<string, ActorDesc>()
+  private readonly actorOf = new Map<string, ActorLife>()
+  private readonly peerDeathHooks: PeerVerdicts = {
+    alive: peer => peer === this.peerId || this.membership.isAlive(peer),
+    verdict: async (peer, signal) => await this.membership.verdict(peer, 3 * this.failureBoundMs(), signal)
+  }
   /** public peers only: peers that challenged this one to prove a mesh secret (they are in a private mesh) */
   private readonly challengedBy = new Set<string>()
   /** names this peer publishes, each holding a handle of its own */
@@ -309,6 +324,7 @@ export class Mesh {
     this.sha256 = init.sha256 ?? webCryptoSha256
     this.prefetch = init.prefetch ?? true
     this.swarm = init.swarm ?? true
+    this.executor = new Executor(init.callContext)
     if (init.backend !== undefined) this.executor.setBackend(init.backend)
     const heartbeatMs = init.heartbeatMs ?? DEFAULTS.heartbeatMs
     this.heartbeatMs = heartbeatMs
@@ -356,6 +372,13 @@ export class Mesh {
       attemptsPerChunk: DEFAULTS.attemptsPerChunk,
       defaultBandwidth: DEFAULTS.bandwidthBytesPerSecond,
       sha256: this.sha256,
+      // Holders behind a relay: through a peer both reach directly (core/detour.ts).
+      detour: async (object, holders, signal) => await detour({
+        self: this.peerId,
+        membership: this.membership,
+        reachesDirectly: peer => this.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open'),
+        prefetch: async (peer, desc, sig) => { await this.channels.request(peer, { prefetch: { object: desc } }, { signal: sig }) }
+      }, object, holders, signal),
       hooks: init.hooks,
       bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
       watchedBitfieldRefreshMs: DEFAULTS.watchedBitfieldRefreshMs,
@@ -391,7 +414,7 @@ export class Mesh {
     await this.transfer.start()
     this.libp2p.addEventListener('peer:connect', this.onConnect)
     this.libp2p.addEventListener('peer:disconnect', this.onDisconnect)
-    this.membership.onDeath(peer => { this.onPeerDead(peer) })
+    this.membership.onDeath((peer, cause) => { this.onPeerDead(peer, cause) })
     this.gossip?.start()
     for (const conn of this.libp2p.getConnections()) this.sayHello(conn.remotePeer.toString())
   }
@@ -425,15 +448,22 @@ export class Mesh {
   }
 
   /** Creates actors of a registered class, on a peer that offers it (or the one `options` names). */
-  actor<T> (name: string, placement: PlacementOptions = {}): ActorFactory<T> {
+  actor<T> (name: string, options: ActorOptions = {}): ActorFactory<T> {
     return {
-      options: (more) => this.actor<T>(name, { ...placement, ...more }),
+      options: (more) => this.actor<T>(name, { ...options, ...more }),
       create: async (...args) => {
+        const { maxRestarts, maxTaskRetries, ...placement } = options
         const ref = this.remote(ACTOR_CREATE + name, args, { ...placement, retries: 0 }) as Ref<ActorDesc>
         try {
           const desc = await this.get(ref)
-          this.actorOf.set(ref.key, desc)
-          return this.actorHandle<T>(ref, desc)
+          // A restart makes it again from the same arguments, on any other peer offering the class.
+          const kept = args.map(a => a instanceof Ref ? a.dup() : a)
+          const life = new ActorLife(desc, { maxRestarts, maxTaskRetries }, async () => {
+            using again = this.remote(ACTOR_CREATE + name, kept, { spread: placement.spread, retries: 0 }) as Ref<ActorDesc>
+            return await this.get(again)
+          }, () => { for (const a of kept) if (a instanceof Ref) a.release() })
+          this.actorOf.set(ref.key, life)
+          return this.actorHandle<T>(ref, life)
         } catch (err) {
           ref.release()
           throw err
@@ -645,11 +675,13 @@ export class Mesh {
   /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
   async actorFromRef<T> (ref: Ref<ActorDesc>, options: GetOptions = {}): Promise<ActorHandle<T>> {
     const desc = await this.get(ref, options)
-    return this.actorHandle<T>(ref.dup(), desc)
+    // The creator's own handles share its record, so they follow restarts.
+    return this.actorHandle<T>(ref.dup(), this.actorOf.get(ref.key) ?? new ActorLife(desc))
   }
 
-  private actorHandle<T> (ref: Ref<ActorDesc>, desc: ActorDesc): ActorHandle<T> {
-    const base = { ref, peer: desc.peer, release: () => { ref.release() } }
+  private actorHandle<T> (ref: Ref<ActorDesc>, life: ActorLife): ActorHandle<T> {
+    const desc = life.desc
+    const base = { ref, get peer () { return desc.peer }, release: () => { ref.release() } }
     return new Proxy(base, {
       get: (target, prop) => {
         if (prop in target) return target[prop as keyof typeof target]
@@ -665,7 +697,7 @@ export class Mesh {
               this.actorSeq.set(desc.instance, n + 1)
               return n
             }
-            const result = this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3 })
+            const result = this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3, ...actorRestarts(life, this.peerDeathHooks) })
             // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
             this.table.pin(ref.key)
             this.whenReady(result, this.stopController.signal).catch(() => {}).finally(() => { this.table.unpin(ref.key) })
@@ -777,6 +809,11 @@ export class Mesh {
 
   /** The value of a Ref: waits until it is computed, pulls it here if it lives elsewhere. */
   async get<T> (ref: Ref<T>, options: GetOptions = {}): Promise<T> {
+    // A running call blocked here lends its share of this peer (core/executor.ts).
+    return await this.executor.blocked(async () => await this.getValue(ref, options))
+  }
+
+  private async getValue<T> (ref: Ref<T>, options: GetOptions): Promise<T> {
     if (!(ref instanceof Ref)) throw new TypeError('get() takes a Ref')
     ref.trackerOrThrow()
     const signal = withTimeout(this.combine(options.signal), options.timeoutMs, 'get')
@@ -795,8 +832,12 @@ export class Mesh {
     return value as T
   }
 
-  /** Waits until `count` of `refs` are ready (computed or failed). Never throws for a failed Ref. */
+  /** Waits until `count` of `refs` are ready (computed or failed) and returns that many (fewer on a timeout), the rest pending. Never throws for a failed Ref. */
   async wait (refs: Ref[], options: WaitOptions = {}): Promise<{ ready: Ref[], pending: Ref[] }> {
+    return await this.executor.blocked(async () => await this.waitReady(refs, options))
+  }
+
+  private async waitReady (refs: Ref[], options: WaitOptions): Promise<{ ready: Ref[], pending: Ref[] }> {
     const count = Math.min(options.count ?? refs.length, refs.length)
     const ready = new Set<Ref>()
     const controller = new AbortController()
@@ -817,8 +858,11 @@ export class Mesh {
     } finally {
       controller.abort()
     }
-    const readyList = refs.filter(r => ready.has(r))
-    return { ready: readyList, pending: refs.filter(r => !ready.has(r)) }
+    // Exactly `count` ready (as Ray's num_returns), the first in the order of `refs`: a
+    // `while (pending.length)` loop with count 1 then sees each Ref once.
+    const readyList = refs.filter(r => ready.has(r)).slice(0, count)
+    const chosen = new Set(readyList)
+    return { ready: readyList, pending: refs.filter(r => !chosen.has(r)) }
   }
 
   /**
@@ -930,8 +974,14 @@ export class Mesh {
       functions: this.executor.names(),
       names: [...this.published].map(([name, ref]) => ({ name, bytes: this.store.get(ref.key)?.manifest.size })),
       peers: this.membership.all().filter(p => p.liveness === 'alive').map(p => p.peer),
-      membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected }))
+      membership: this.membership.all().map(p => ({ peer: p.peer, liveness: p.liveness, connected: p.connected })),
+      deaths: { ...this.membership.deaths }
     }
+  }
+
+  /** Calls `listener` when a peer is declared dead, and how it was told; returns the unsubscribe. */
+  onPeerDeath (listener: (peer: string, cause: DeathCause) => void): () => void {
+    return this.membership.onDeath(listener)
   }
 
   /**
@@ -1155,6 +1205,7 @@ export class Mesh {
       if (this.candidates(call.fn).length === 0) await this.waitForOffer(call.fn, signal)
       if (call.order !== undefined) {
         await raceSignal(call.order.after, signal, `call of ${call.fn}`)
+        await call.order.bind?.(call)
         call.args[call.order.seqIndex] = call.order.seq()
         args = encodeArgs(call.args, this.hintsOf, true).bytes
       }
@@ -1162,11 +1213,11 @@ export class Mesh {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor
         // of a slot-bound function, and holds the rest until one finishes.
         for (let woken = false; ; woken = true) {
-          const eligible = this.candidates(call.fn).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
+          const eligible = this.candidates(call.fn, call.options.peer).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
           if (eligible.length === 0 || eligible.some(c => this.scheduler.hasRoom(c))) break
           await this.scheduler.nextFinish(signal, woken)
         }
-        executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn), args: argInfo, exclude, options: call.options })
+        executor = this.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn, call.options.peer), args: argInfo, exclude, options: call.options })
         const request: CallRequest = {
           resultId: call.result.id,
           fn: call.fn,
@@ -1193,6 +1244,14 @@ export class Mesh {
             exclude.add(executor)
             if (this.candidates(call.fn).every(c => exclude.has(c.peer))) exclude.clear()
             await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 20 * 2 ** spillbacks))), signal, `call of ${call.fn}`)
+            continue
+          }
+          if (err instanceof PeerDiedError && call.order?.peerDied !== undefined && signal?.aborted !== true) {
+            // An actor's peer died under the call: it runs again on the restarted actor, or fails.
+            await call.order.peerDied(executor, err, signal)
+            await call.order.bind?.(call)
+            call.args[call.order.seqIndex] = call.order.seq()
+            args = encodeArgs(call.args, this.hintsOf, true).bytes
             continue
           }
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
@@ -1310,8 +1369,8 @@ export class Mesh {
   }
 
   /** Live peers offering `fn` (this one included), as the scheduler sees them. */
-  private candidates (fn: string): CandidateView[] {
-    const views: CandidateView[] = this.membership.offering(fn).map(p => ({
+  private candidates (fn: string, required?: string): CandidateView[] {
+    const views: CandidateView[] = this.membership.offering(fn, required).map(p => ({
       peer: p.peer,
       slots: p.state?.slots ?? 1,
       load: (p.state?.queued ?? 0) + (p.state?.running ?? 0),
@@ -1354,7 +1413,7 @@ export class Mesh {
     let release = (): void => {}
     let releaseFetch = (): void => {}
     const unpin: Array<() => void> = []
-    let resultStored: ((bytes?: number) => void) | undefined
+    let resultStored: Admitted | undefined
     try {
       if (!this.executor.offers(req.fn)) throw new FunctionNotFoundError(req.fn)
       const decoded = decodeArgs(req.args)
@@ -1396,7 +1455,7 @@ export class Mesh {
         release = await this.executor.acquire(req.fn, signal)
         releaseFetch()
       }
-      const value = await this.executor.run(req.fn, args, signal)
+      const value = await this.executor.run(req.fn, args, signal, { lend: resultStored.lend })
       if (signal?.aborted === true) {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
@@ -1757,9 +1816,10 @@ export class Mesh {
     if (actor !== undefined) {
       // The last handle of an actor anywhere is gone: it stops.
       this.actorOf.delete(entry.key)
-      this.actorSeq.delete(actor.instance)
-      this.actorSent.delete(actor.instance)
-      this.remote(ACTOR_STOP, [actor.instance], { peer: actor.peer, retries: 0 }).release()
+      actor.end()
+      this.actorSeq.delete(actor.desc.instance)
+      this.actorSent.delete(actor.desc.instance)
+      this.remote(ACTOR_STOP, [actor.desc.instance], { peer: actor.desc.peer, retries: 0 }).release()
     }
     this.dropLineage(entry.key)
     this.children.delete(entry.key)
@@ -1846,10 +1906,14 @@ export class Mesh {
     // or holds is forgotten only once the failure detector declares it dead.
     this.channels.dropPeer(peer)
     this.membership.disconnected(peer)
+    // A peer whose process died refuses the redial: dead now, not after the heartbeat bound.
+    redial({ dial: async (addrs, o) => await this.libp2p.dial(addrs, o), timeoutMs: DEFAULTS.redialTimeoutMs }, peer, this.membership.get(peer)?.addrs ?? [], this.stopController.signal)
+      .then(verdict => { if (verdict === 'refused' && this.libp2p.getConnections(peerIdFromString(peer)).length === 0) this.membership.declareDead(peer, 'refused') })
+      .catch((err: Error) => { log('redial of %s: %s', peer, err.message) })
   }
 
-  private onPeerDead (peer: string): void {
-    log('peer %s is dead', peer)
+  private onPeerDead (peer: string, cause: DeathCause): void {
+    log('peer %s is dead (%s)', peer, cause === 'refused' ? 'its connections closed and a redial was refused' : 'silent past the heartbeat bound')
     this.channels.dropPeer(peer)
     this.quotas.forget(peer)
     this.table.peerGone(peer)

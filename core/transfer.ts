@@ -76,6 +76,17 @@ export interface TransferInit {
   admit?: (peer: string) => Promise<void>
   /** per-peer limits on chunks asked and not yet sent */
   quotas?: PeerQuotas
+  /**
+   * Holders this peer reaches only through a relay: have a peer both reach directly
+   * take a copy first (core/detour.ts), and resolve with it as a source. Chunks never
+   * cross a limited (relayed) connection.
+   */
+  detour?: (object: { id: Uint8Array, owner: string }, holders: string[], signal?: AbortSignal) => Promise<string[]>
+}
+
+/** A holder reachable only over a relayed connection, which chunks never cross. */
+export class RelayedOnlyError extends Error {
+  override name = 'RelayedOnlyError'
 }
 
 export interface TransferStats {
@@ -85,6 +96,12 @@ export interface TransferStats {
   objectsPulled: number
   /** chunks that arrived twice (asked of two sources near the end) */
   duplicateChunks: number
+  /** chunk bytes received over direct connections, and over relayed (limited) ones (none: pulls refuse them) */
+  bytesDirect: number
+  bytesRelayed: number
+  /** objects whose only holders were behind a relay, pulled through a peer reached directly instead; their bytes */
+  detours: number
+  detourBytes: number
 }
 
 export interface PullRequest {
@@ -105,7 +122,7 @@ export class Transfer {
   private readonly pulls = new Map<string, Promise<StoredObject>>()
   /** pulls under way, by object: a peer asking us for one is pulling it too, so it is a source */
   private readonly active = new Map<string, Pull>()
-  readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0, duplicateChunks: 0 }
+  readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0, duplicateChunks: 0, bytesDirect: 0, bytesRelayed: 0, detours: 0, detourBytes: 0 }
   /**
    * Pullers watching our bitfield of an object we are still receiving, by object:
    * each gets it pushed as chunks arrive (batched per turn of the event loop),
@@ -307,6 +324,16 @@ export class Transfer {
   private rate: number | undefined
 
   /** @internal: a finished pull of `bytes` that took `ms`; feeds the bandwidth estimate. */
+  countBytes (bytes: number, limited: boolean): void {
+    if (limited) this.stats.bytesRelayed += bytes
+    else this.stats.bytesDirect += bytes
+  }
+
+  countDetour (bytes: number): void {
+    this.stats.detours++
+    this.stats.detourBytes += bytes
+  }
+
   countPulled (bytes: number, ms: number): void {
     this.stats.objectsPulled++
     // Small pulls measure latency, not bandwidth.
@@ -342,6 +369,10 @@ interface Source {
   watched: boolean
   /** when its bitfield last arrived */
   bitfieldAt: number
+  /** it was dropped because this peer reaches it only through a relay (or not at all) */
+  relayedOnly?: boolean
+  /** chunks come over a limited connection */
+  limited?: boolean
   /** when a frame last came from it */
   heard: number
 }
@@ -371,6 +402,7 @@ class Pull {
   private lastReport = 0
   private relocating = false
   private lastRelocate = performance.now()
+  private detoured = false
 
   constructor (transfer: Transfer, init: TransferInit, req: PullRequest) {
     this.transfer = transfer
@@ -488,6 +520,7 @@ class Pull {
   /** Chunks each live source with a known bitfield holds, among those still missing and not asked for. */
   private pump (): void {
     const live = this.sources.filter(s => !s.dead)
+    if (live.length === 0 && this.detourAround()) return
     if (live.length === 0) {
       this.finish(new ObjectLostError(`no holder of ${this.req.key} is left (tried ${this.sources.map(s => s.peer).join(', ')})`))
       return
@@ -531,6 +564,30 @@ class Pull {
     for (const [source, indices] of batches) void this.send(source, indices, false)
   }
 
+  /**
+   * Every holder left is one this peer reaches only through a relay: the object comes
+   * through a peer that reaches both directly (once per pull). True while that is under way.
+   */
+  private detourAround (): boolean {
+    if (this.detoured) return false
+    // Holders dropped while only a relay led to them, or that have no direct connection
+    // now (a WebRTC connection that broke under load, say).
+    const direct = (peer: string): boolean => this.init.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open')
+    const relayed = [...new Set(this.sources.filter(s => s.relayedOnly === true || !direct(s.peer)).map(s => s.peer))]
+    if (relayed.length === 0 || this.init.detour === undefined) return false
+    this.detoured = true
+    log('pull %s: %s reached only through a relay; taking it through another peer', this.req.key, relayed.join(','))
+    this.init.detour({ id: this.req.id, owner: this.req.owner }, relayed, this.req.signal).then(peers => {
+      this.transfer.countDetour(this.req.manifest.size)
+      this.addSources(peers)
+      for (const s of this.sources) if (!s.dead && s.have === undefined) this.askBitfield(s)
+      this.pump()
+    }, (err: Error) => {
+      this.finish(new ObjectLostError(`${this.req.key}: its holders (${relayed.join(', ')}) are reachable only through a relay, and no peer could take it around: ${err.message}`))
+    })
+    return true
+  }
+
   /** The last chunks, asked of a second source as well; whichever answers first wins. */
   private endgame (live: Source[], batches: Map<Source, number[]>): void {
     for (const [index, asked] of this.requested) {
@@ -549,7 +606,7 @@ class Pull {
   private async send (source: Source, indices: number[], bitfield: boolean, watch = false): Promise<void> {
     try {
       if (source.stream === undefined) {
-        source.stream = this.init.libp2p.dialProtocol(peerIdFromString(source.peer), CHUNK_PROTOCOL, { signal: this.req.signal })
+        source.stream = this.openStream(source)
         const stream = await source.stream
         void this.readResponses(source, stream)
       }
@@ -558,6 +615,23 @@ class Pull {
     } catch (err) {
       this.dropSource(source, err as Error)
     }
+  }
+
+  /** A chunk stream on a direct connection; a holder reached only through a relay is refused. */
+  private async openStream (source: Source): Promise<Stream> {
+    const peer = peerIdFromString(source.peer)
+    // Without a direct connection, the dial may come back relayed, fail, or outlast the
+    // stall timeout (a WebRTC dial whose ICE cannot cross the NATs): whichever way the
+    // source is dropped, another peer may still reach it.
+    source.relayedOnly = !this.init.libp2p.getConnections(peer).some(c => c.limits == null && c.status === 'open')
+    const conn = await this.init.libp2p.dial(peer, { signal: this.req.signal })
+    if (conn.limits != null) {
+      source.relayedOnly = true
+      throw new RelayedOnlyError(`${source.peer} is reachable only through a relay (${conn.remoteAddr.toString()})`)
+    }
+    source.limited = false
+    source.relayedOnly = false
+    return await conn.newStream(CHUNK_PROTOCOL, { signal: this.req.signal })
   }
 
   private dropSource (source: Source, err: Error): void {
@@ -583,6 +657,7 @@ class Pull {
     try {
       for await (const data of stream) {
         this.init.traffic.add(source.peer, 'chunkIn', data.byteLength)
+        this.transfer.countBytes(data.byteLength, source.limited === true)
         source.heard = performance.now()
         for (const f of decoder.push(data)) {
           await this.onFrame(source, f)

@@ -425,6 +425,9 @@ export async function runMapReduce (mesh: Mesh, options: MapReduceOptions): Prom
   const argsOf = new Map<Ref, Ref[]>()
   const stopSubmitting = new AbortController()
   let submitting: Promise<void> = Promise.resolve()
+  /** aborted when a peer dies (a mapper, perhaps, whose partitions died with it) */
+  let mapperDied = new AbortController()
+  const stopWatching = mesh.onPeerDeath(() => { mapperDied.abort() })
   try {
     // Map: the driver makes the corpus shard by shard; each shard becomes an
     // object it owns (put) and a map call, which goes out while the next shard
@@ -514,9 +517,12 @@ export async function runMapReduce (mesh: Mesh, options: MapReduceOptions): Prom
     const timeoutMs = options.timeoutMs ?? 120_000
     options.onProgress?.('reduce', 0, r)
     while (pending.length > 0) {
-      const { ready } = await mesh.wait(pending, { count: 1, timeoutMs, signal: options.signal })
+      // A mapper's death ends the wait at once: its maps run again now, not after a reduce fails.
+      const death = mapperDied
+      const signal = options.signal === undefined ? death.signal : AbortSignal.any([death.signal, options.signal])
+      const { ready } = await mesh.wait(pending, { count: 1, timeoutMs, signal })
       options.signal?.throwIfAborted()
-      if (ready.length === 0) throw new TimeoutError(`reduce: no call completed within ${timeoutMs} ms (${pending.length} of ${r} still pending)`)
+      if (ready.length === 0 && !death.signal.aborted) throw new TimeoutError(`reduce: no call completed within ${timeoutMs} ms (${pending.length} of ${r} still pending)`)
       const failed: number[] = []
       const resubmit: number[] = []
       for (const ref of ready) {
@@ -548,12 +554,26 @@ export async function runMapReduce (mesh: Mesh, options: MapReduceOptions): Prom
       if (failed.length > 0) reruns += await rerunLostMaps(mesh, partsOf, failed, { ...options, hold, drop, reruns, map, reducedAlready, cause: lastLoss })
       pending.push(...[...failed, ...resubmit].map(submitReduce))
       if (ready.length > failed.length + resubmit.length) options.onProgress?.('reduce', reduceDone, r)
+      if (death.signal.aborted) {
+        mapperDied = new AbortController()
+        const alive = new Set([mesh.peerId, ...mesh.peers().filter(p => p.liveness === 'alive').map(p => p.peer)])
+        const lost = Array.from({ length: r }, (_, j) => j).filter(j => !reducedAlready.has(j) && partsOf.some(p => !alive.has(p[j].owner)))
+        if (lost.length > 0) {
+          reruns += await rerunLostMaps(mesh, partsOf, lost, { ...options, hold, drop, reruns, map, reducedAlready })
+          // Their reduces in flight took the lost partitions: submitted again with the new ones.
+          const stale = pending.filter(ref => lost.includes(reduceOf.get(ref) as number))
+          for (const ref of stale) drop(ref)
+          pending = pending.filter(ref => !stale.includes(ref))
+          pending.push(...stale.map(ref => submitReduce(reduceOf.get(ref) as number)))
+        }
+      }
     }
     if (reducedWords !== totalWords) throw new Error(`the reduces counted ${reducedWords} words, the maps ${totalWords}`)
     const reduceMs = performance.now() - started
     return { ...summarize(counts, totalWords), elapsedMs: performance.now() - started, mapMs, reduceMs, corpusBytes }
   } finally {
     // Stop making calls, then drop every handle still held (also on failure).
+    stopWatching()
     stopSubmitting.abort()
     await submitting.catch(() => {})
     for (const ref of held) ref.release()

@@ -18,7 +18,7 @@ import type { Mesh } from '../core/mesh.ts'
 import { parseBytes } from '../core/constants.ts'
 import { startMetricsServer } from './metrics.ts'
 import { startPageServer } from './page-server.ts'
-import type { PageServer } from './page-server.ts'
+import type { IceServer, PageServer } from './page-server.ts'
 import { UsageError, checkMultiaddr, describeError, oneLine } from './cli-errors.ts'
 import { SHUTDOWN_DEFAULTS, serveUntilStopped, within } from './shutdown.ts'
 import { SERVE_FLAGS, SERVE_USAGE, ServeFlagError, insecurePageNote, loadTls, parseServeFlags, publicHostOf } from './serve-flags.ts'
@@ -52,6 +52,11 @@ commands:
                                       built first if missing or stale)${SERVE_USAGE}
              --mesh-secret <secret>   a private mesh: only peers that prove this secret talk refmesh with
                                       this one (or set REFMESH_MESH_SECRET, which keeps it out of ps)
+             --nat                    NAT traversal, for a peer on a home network or a public peer that
+                                      helps them: AutoNAT, relay reservations when no listen address is
+                                      public, WebRTC hole punching (through the --stun/--turn servers)
+                                      to peers behind other NATs
+             --stun-port <port>       answer STUN requests on this UDP port (a public peer; implies --nat)
              --json                   print one JSON line {peer, addrs} when ready
              --stop-on-stdin-end      also stop when stdin ends (for a parent that stops it by closing a pipe);
                                       otherwise it runs until SIGINT or SIGTERM, whatever stdin is
@@ -101,6 +106,8 @@ export interface PeerCommandOptions {
   swarm: boolean
   admission: boolean
   secret?: string
+  /** NAT traversal (--nat, --stun-port; ICE servers from --stun/--turn); undefined: off */
+  nat?: { iceServers: IceServer[], stunPort?: number }
   json: boolean
   /** stop at the end of stdin, not only on SIGINT or SIGTERM */
   stopOnStdinEnd: boolean
@@ -145,6 +152,8 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'no-swarm': { type: 'boolean', default: false },
     'no-admission': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
+    nat: { type: 'boolean', default: false },
+    'stun-port': { type: 'string' },
     json: { type: 'boolean', default: false },
     'stop-on-stdin-end': { type: 'boolean', default: false },
     ...SERVE_FLAGS
@@ -157,6 +166,12 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
   }
   const secret = v['mesh-secret'] as string | undefined ?? process.env.REFMESH_MESH_SECRET
   if (secret !== undefined && secret.length === 0) throw new UsageError('--mesh-secret must not be empty')
+  let stunPort: number | undefined
+  if (v['stun-port'] !== undefined) {
+    stunPort = Number(v['stun-port'])
+    if (!Number.isInteger(stunPort) || stunPort < 1 || stunPort > 65535) throw new UsageError(`--stun-port must be a port number, not "${String(v['stun-port'])}"`)
+  }
+  const nat = v.nat === true || stunPort !== undefined ? { iceServers: serve.iceServers, stunPort } : undefined
   let metricsPort: number | undefined
   if (v['metrics-port'] !== undefined) {
     metricsPort = Number(v['metrics-port'])
@@ -167,7 +182,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort = Number(v['page-port'])
     if (!Number.isInteger(pagePort) || pagePort < 0 || pagePort > 65535) throw new UsageError(`--page-port must be a port number, not "${String(v['page-port'])}"`)
   }
-  if (pagePort === undefined && (serve.pageHost !== undefined || serve.iceServers.length > 0)) throw new UsageError('--page-host, --stun and --turn are for the mesh page, which needs --page-port')
+  if (pagePort === undefined && (serve.pageHost !== undefined || (serve.iceServers.length > 0 && nat === undefined))) throw new UsageError('--page-host, --stun and --turn are for the mesh page, which needs --page-port (or --nat, for this peer\'s own hole punching)')
   let workers: number | undefined
   if (v.workers !== undefined) {
     workers = Number(v.workers)
@@ -204,6 +219,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     swarm: v['no-swarm'] !== true,
     admission: v['no-admission'] !== true,
     secret,
+    nat,
     json: v.json === true,
     stopOnStdinEnd: v['stop-on-stdin-end'] === true,
     serve
@@ -249,7 +265,8 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
       prefetch: opts.prefetch,
       swarm: opts.swarm,
       admission: opts.admission,
-      secret: opts.secret
+      secret: opts.secret,
+      nat: opts.nat
     })
     closers.push(async () => await mesh.stop())
     if (opts.module !== undefined) await loadModule(mesh, opts.module)

@@ -4,10 +4,12 @@
  * signal WebRTC to each other, Noise, Yamux, identify, gossipsub) and identity
  * to the runtime-agnostic core.
  */
+import { AsyncCallContext } from './call-context.ts'
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
 import { webSockets } from '@libp2p/websockets'
-import { circuitRelayServer } from '@libp2p/circuit-relay-v2'
+import { circuitRelayServer, circuitRelayTransport } from '@libp2p/circuit-relay-v2'
+import { dcutr } from '@libp2p/dcutr'
 import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import './yamux-window.ts'
@@ -27,6 +29,11 @@ import { createHash } from 'node:crypto'
 import { totalmem } from 'node:os'
 import { FileSpill, defaultSpillDir } from './spill.ts'
 import { allocateUninitialized, collectGarbage } from './memory.ts'
+import { DirectUpgrader, autoNATDialingBackAfresh, isPublicAddr } from './nat.ts'
+import type { DirectUpgraderInit } from './nat.ts'
+import { startStunServer } from './stun-server.ts'
+import type { StunServer } from './stun-server.ts'
+import type { DirectUpgradeStats } from './nat.ts'
 
 export * from '../core/index.ts'
 
@@ -71,6 +78,18 @@ export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   workers?: number
   /** where this peer spills objects (emptied at start and stop); default a directory per peer under the OS temp dir; false: never spill */
   spillDir?: string | false
+  /** NAT traversal for peers on home networks (see node/nat.ts); default off */
+  nat?: boolean | NatOptions
+}
+
+export interface NatOptions {
+  /** ICE servers for WebRTC hole punching: STUN servers tell this peer its public address, e.g. { urls: 'stun:203.0.113.5:3478' } */
+  iceServers?: Array<{ urls: string | string[], username?: string, credential?: string }>
+  /** answer STUN requests on this UDP port (a public peer helping peers behind NATs) */
+  stunPort?: number
+  /** reserve relay slots and listen for relayed connections; default: when no listen address is public */
+  reserve?: boolean
+  upgrader?: Partial<DirectUpgraderInit>
 }
 
 /** No bootstrap peer could be joined: each address with its own error, and how long the joins took. */
@@ -150,24 +169,61 @@ async function quicFor (listen: string[]): Promise<Array<ReturnType<typeof impor
   return [quic()]
 }
 
+/**
+ * The libp2p parts of NAT traversal (node/nat.ts says what each does): AutoNAT and
+ * DCUtR everywhere, STUN servers for WebRTC's ICE, and relay reservations plus WebRTC
+ * listening on peers whose listen addresses are all private (behind a NAT, as far as
+ * this peer can tell before any other peer has dialled it back).
+ */
+async function natParts (options: NodeMeshOptions, listen: string[], announcesPublic: boolean): Promise<{ listen: string[], transports: any[], services: Record<string, any>, reserve: boolean, nat?: NatOptions }> {
+  if (options.nat === undefined || options.nat === false) return { listen, transports: [], services: {}, reserve: false }
+  const nat: NatOptions = options.nat === true ? {} : options.nat
+  const reserve = nat.reserve ?? !(announcesPublic || listen.some(isPublicAddr))
+  const { webRTC } = await import('@libp2p/webrtc')
+  return {
+    listen: reserve ? [...listen, '/p2p-circuit', '/webrtc'] : listen,
+    transports: [
+      circuitRelayTransport(),
+      webRTC({ rtcConfiguration: { iceServers: nat.iceServers ?? [] } })
+    ],
+    services: { autoNAT: autoNATDialingBackAfresh(), dcutr: dcutr() },
+    reserve,
+    nat
+  }
+}
+
+const natUpgraders = new WeakMap<Mesh, DirectUpgrader>()
+
+/** How this peer's relayed connections became direct ones (undefined without `nat`). */
+export function natStats (mesh: Mesh): DirectUpgradeStats | undefined {
+  const s = natUpgraders.get(mesh)?.stats
+  return s === undefined ? undefined : { ...s, msToDirect: [...s.msToDirect] }
+}
+
 /** Starts a peer and joins the mesh through `bootstrap`. With no options: a working single-peer mesh. */
 export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> {
   const privateKey = options.privateKey ?? (options.identityFile !== undefined ? await loadOrCreateIdentity(options.identityFile) : undefined)
   const secure = (addrs: string[]): string[] => options.tls === undefined ? addrs : addrs.map(secureWebSockets)
-  const listen = secure(options.listen ?? [...NODE_DEFAULTS.listen])
   const announce = secure(options.announce ?? [])
+  const nat = await natParts(options, secure(options.listen ?? [...NODE_DEFAULTS.listen]), announce.some(isPublicAddr) || options.announceHost !== undefined)
+  const listen = nat.listen
   const libp2p = await createLibp2p({
     privateKey,
     addresses: {
       listen,
       announce,
+      // Behind a NAT, the addresses others observe for this peer's TCP dials are ephemeral
+      // mappings nobody can dial back (Node cannot dial from its listening port), so it keeps
+      // none: asking AutoNAT to verify them only makes the verifier, which dials back over
+      // the connection it already has, close that connection.
+      ...nat.reserve ? { maxObservedAddresses: 0 } : {},
       // Loopback and private addresses all become the public host; a relayed
       // address names its relay's host, which stays.
       ...options.announceHost === undefined
         ? {}
         : { announceFilter: addrs => [...new Map(addrs.map(a => a.toString().includes('/p2p-circuit') ? a : multiaddr(withHost(a.toString(), options.announceHost!))).map(a => [a.toString(), a])).values()] }
     },
-    transports: [tcp(), webSockets(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }), ...await webRTCDirectFor(listen), ...await quicFor(listen)],
+    transports: [tcp(), webSockets(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }), ...await webRTCDirectFor(listen), ...await quicFor(listen), ...nat.transports],
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
     connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },
@@ -181,6 +237,7 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     services: {
       identify: identify(),
       pubsub: gossipsub(PUBSUB_OPTIONS),
+      ...nat.services,
       ...(options.relay === false ? {} : { relay: circuitRelayServer({ reservations: { maxReservations: NODE_DEFAULTS.relayReservations } }) })
     }
   })
@@ -219,9 +276,15 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     pubsub: libp2p.services.pubsub as unknown as PubSub,
     backend,
     sharedMemory: backend !== undefined,
+    callContext: options.callContext ?? new AsyncCallContext(),
     sha256: (data) => createHash('sha256').update(data).digest()
   })
+  const upgrader = nat.nat === undefined ? undefined : new DirectUpgrader(libp2p, { peerId: mesh.peerId, isPublic: !nat.reserve, peers: () => mesh.peers() }, nat.nat.upgrader)
+  let stun: StunServer | undefined
   try {
+    upgrader?.start()
+    if (upgrader !== undefined) natUpgraders.set(mesh, upgrader)
+    if (nat.nat?.stunPort !== undefined) stun = await startStunServer(nat.nat.stunPort)
     await mesh.start()
     const bootstrap = options.bootstrap ?? []
     if (bootstrap.length > 0) {
@@ -234,6 +297,8 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
       }
     }
   } catch (err) {
+    upgrader?.stop()
+    await stun?.close()
     await mesh.stop().catch(() => {})
     await libp2p.stop()
     await spill?.close()
@@ -241,6 +306,8 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
   }
   const stop = mesh.stop.bind(mesh)
   mesh.stop = async () => {
+    upgrader?.stop()
+    await stun?.close()
     await stop()
     await libp2p.stop()
     await spill?.close()

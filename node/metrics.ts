@@ -88,7 +88,9 @@ export const SERIES: readonly Series[] = [
     const seen = new Set<string>([...LIVENESS, ...s.membership.map(m => m.liveness)])
     return [...seen].map(liveness => [{ liveness }, s.membership.filter(m => m.liveness === liveness).length])
   }, ['liveness']),
-  def('refmesh_peers_connected', 'other peers this peer has a connection to', s => s.membership.filter(m => m.connected).length)
+  def('refmesh_peers_connected', 'other peers this peer has a connection to', s => s.membership.filter(m => m.connected).length),
+  def('refmesh_peer_deaths_total', 'peers declared dead, by how (refused: connections closed and a redial refused; silent: past the heartbeat bound)', s =>
+    Object.entries(s.deaths).map(([cause, n]): [Labels, number] => [{ cause }, n]), ['cause'])
 ]
 
 type Metric = Gauge | Counter

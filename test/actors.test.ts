@@ -1,11 +1,11 @@
 /**
  * Actors: state that lives on one peer between calls; calls from one caller run
  * in the order made; handles are Refs (passed to other calls, reclaimed when
- * the last one goes); a dead actor's calls fail with PeerDiedError.
+ * the last one goes); restarts on another peer when its peer dies, else ActorDiedError.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { shared } from '../node/index.ts'
+import { ActorDiedError, shared } from '../node/index.ts'
 import type { Ref } from '../node/index.ts'
 import { startMesh, waitFor } from './helpers.ts'
 import { pattern } from './fixtures/functions.ts'
@@ -55,17 +55,37 @@ test('a handle passed to another call (a SharedRef) reaches the same actor; larg
   }
 })
 
-test('an actor whose peer is killed: its calls in flight fail with PeerDiedError', async () => {
-  const t = await startMesh(2)
+test('an actor whose peer is SIGKILLed: with maxRestarts 1 it is made again on another peer from its constructor arguments and serves the next call, a call in flight runs again (maxTaskRetries 1); with maxRestarts 0 its calls fail with ActorDiedError', async () => {
+  const t = await startMesh(3)
   try {
     const [home] = t.peers
-    const counter = await t.caller.actor<Counter>('Counter').options({ peer: home.peer }).create(0)
-    const slow = counter.slowAdd.remote(1, 5_000)
-    await waitFor('the call to run', async () => (await t.stats(home.peer)).calls.running > 0 ? true : undefined, 10_000)
+    const kept = await t.caller.actor<Counter>('Counter').options({ peer: home.peer, maxRestarts: 1, maxTaskRetries: 1 }).create(100)
+    const lost = await t.caller.actor<Counter>('Counter').options({ peer: home.peer }).create(0)
+    const get = async <T>(r: Ref<T>): Promise<T> => await t.caller.get(r, { timeoutMs: 30_000 })
+    assert.equal(await get(kept.add.remote(5)), 105)
+    const inFlightKept = kept.slowAdd.remote(1, 1_500)
+    const inFlightLost = lost.slowAdd.remote(1, 1_500)
+    await waitFor('both calls to run', async () => (await t.stats(home.peer)).calls.running >= 2 ? true : undefined, 10_000)
     await home.kill('SIGKILL')
-    await assert.rejects(t.caller.get(slow, { timeoutMs: 30_000 }), (err: Error) => err.name === 'PeerDiedError')
-    slow.release()
-    counter.release()
+
+    // The next call, made at once: served by the actor made again elsewhere. Its state is what its
+    // constructor made (100); the 5 added before the kill is lost.
+    const next = kept.add.remote(1)
+    const total = await get(next)
+    assert.notEqual(kept.peer, home.peer)
+    assert.ok(t.peers.some(p => p.peer === kept.peer), 'restarted on one of the other peers')
+    // The call in flight ran again on the new actor (before or after `next`: they are at-least-once, unordered across a restart).
+    const inFlight = await get(inFlightKept)
+    assert.deepEqual([total, inFlight].sort((a, b) => a - b), [101, 102])
+    assert.equal(await get(kept.add.remote(10)), 112)
+    assert.equal((await t.stats(kept.peer)).calls.actors, 1)
+
+    await assert.rejects(get(inFlightLost), (err: Error) => err.name === 'ActorDiedError')
+    await assert.rejects(get(lost.add.remote(1)), (err: Error) => err instanceof ActorDiedError)
+    for (const r of [next, inFlightKept, inFlightLost]) r.release()
+    kept.release()
+    lost.release()
+    await waitFor('the restarted actor to stop once its last handle is gone', async () => (await t.stats(kept.peer)).calls.actors === 0 ? true : undefined, 10_000)
   } finally {
     await t.close()
   }

@@ -67,3 +67,31 @@ test('admission off (`admission: false`, `refmesh peer --no-admission`, for comp
   await on.start('make', 64 * MiB)
   assert.equal(on.check('make', 64 * MiB), 'wait')
 })
+
+test('a started call that blocks lends its share: a call of the same function starts meanwhile, and it takes the share back when it resumes', async () => {
+  const admission = new MemoryAdmission({ room: () => 0, maxWaitMs: 60_000, freeing: () => false })
+  const parent = await admission.start('tree', 0)
+  let started = false
+  const childStarted = admission.start('tree', 0).then(done => { started = true; return done })
+  await settled()
+  assert.equal(started, false, 'a second call of a function being measured waits')
+  // The parent blocks on its child (get or wait): the child starts.
+  const takeBack = parent.lend()
+  const child = await childStarted
+  // Two gets at once lend once; the share comes back with the last.
+  const takeBackToo = parent.lend()
+  child(0)
+  takeBack()
+  assert.equal(admission.check('tree', 1), 'start', 'still lent: nothing is counted as started')
+  takeBackToo()
+  // Resumed, it counts again: with its result's size known (0 bytes) and no room, another call must wait.
+  assert.equal(admission.check('tree', 1), 'full')
+  parent(0)
+  assert.equal(admission.check('tree', 1), 'start')
+  // A call that finished while lent is not given back twice.
+  const late = await admission.start('tree', 0)
+  const lateBack = late.lend()
+  late(0)
+  lateBack()
+  assert.equal(admission.check('tree', 1), 'start')
+})

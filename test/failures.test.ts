@@ -51,7 +51,7 @@ test('lineage: lost call results are computed again, as many calls as lineage re
   }
 })
 
-test('owner death: a borrower\'s get fails with OwnerDiedError within the detector\'s bound, and its copies are freed', async () => {
+test('owner death: a SIGKILLed owner is declared dead within 1 s (redial refused); a borrower\'s get fails with OwnerDiedError and its copies are freed', async () => {
   const t = await startMesh(3)
   try {
     const [owner, reader] = t.peers
@@ -65,8 +65,17 @@ test('owner death: a borrower\'s get fails with OwnerDiedError within the detect
     assert.ok((await t.stats(reader.peer)).store.keys.includes(made.key), 'the reader holds a copy')
     assert.ok(t.caller.stats().store.keys.includes(made.key), 'the caller holds a copy')
 
+    let killed = performance.now()
+    const declared = new Promise<{ ms: number, cause: string }>(resolve => {
+      t.caller.onPeerDeath((peer, cause) => { if (peer === owner.peer) resolve({ ms: performance.now() - killed, cause }) })
+    })
+    killed = performance.now()
     await owner.kill('SIGKILL')
-    const killed = performance.now()
+    // Its connections closed and the redial was refused: dead at once, not after the heartbeat bound.
+    const death = await declared
+    assert.equal(death.cause, 'refused')
+    assert.ok(death.ms < 1_000, `declared dead ${Math.round(death.ms)} ms after the kill`)
+    assert.equal(t.caller.stats().deaths.refused, 1)
     await waitFor('the caller to free its copy', () => t.caller.stats().store.keys.includes(made.key) ? undefined : true, 3 * DEAD_MS)
     await assert.rejects(t.caller.get(made, { timeoutMs: 3 * DEAD_MS }), (err: Error) => err.name === 'OwnerDiedError')
     const ms = performance.now() - killed
@@ -81,7 +90,7 @@ test('owner death: a borrower\'s get fails with OwnerDiedError within the detect
   }
 })
 
-test('a peer that hangs (SIGSTOP, connections left open): calls time out or fail over in bounded time', async () => {
+test('a peer that hangs (SIGSTOP, connections left open): declared dead by the heartbeats, not before; calls time out or fail over in bounded time', async () => {
   const t = await startMesh(2)
   const [frozen, healthy] = t.peers
   try {
@@ -89,8 +98,12 @@ test('a peer that hangs (SIGSTOP, connections left open): calls time out or fail
     // A long call runs on the peer about to hang.
     const long = sleep.options({ prefer: frozen.peer }).remote(2_000)
     await waitFor('the call to start', async () => (await t.stats(frozen.peer)).calls.running > 0 ? true : undefined, 10_000)
+    let frozenAt = performance.now()
+    const declared = new Promise<{ ms: number, cause: string }>(resolve => {
+      t.caller.onPeerDeath((peer, cause) => { if (peer === frozen.peer) resolve({ ms: performance.now() - frozenAt, cause }) })
+    })
     frozen.child.kill('SIGSTOP')
-    const frozenAt = performance.now()
+    frozenAt = performance.now()
 
     // A call with its own timeout, required on the frozen peer: TimeoutError at its bound.
     const bounded = sleep.options({ peer: frozen.peer, timeoutMs: 1_500 }).remote(10)
@@ -106,6 +119,12 @@ test('a peer that hangs (SIGSTOP, connections left open): calls time out or fail
     const ms = performance.now() - frozenAt
     const bound = (DEFAULTS.deadWhileConnectedBeats + 2) * DEFAULTS.heartbeatMs + 2_000
     assert.ok(ms < bound, `failed over after ${Math.round(ms)} ms (bound ${bound} ms)`)
+    // Silent, not refused: declared by the heartbeats, within their bound and not before it.
+    const death = await declared
+    assert.equal(death.cause, 'silent')
+    assert.ok(death.ms >= DEFAULTS.deadAfterBeats * DEFAULTS.heartbeatMs, `declared dead ${Math.round(death.ms)} ms after it froze, before the heartbeat bound`)
+    assert.ok(death.ms < bound, `declared dead ${Math.round(death.ms)} ms after it froze (bound ${bound} ms)`)
+    assert.equal(t.caller.stats().deaths.refused, 0)
     assert.ok((await t.stats(healthy.peer)).calls.executed >= 1, 'the healthy peer ran it')
     long.release()
     bounded.release()

@@ -53,8 +53,8 @@ async function inNs (ns: string, ...cmd: string[]): Promise<void> {
   await run('ip', ['netns', 'exec', ns, ...cmd])
 }
 
-/** Removes namespaces left by runs whose process is gone. */
-async function removeStale (): Promise<void> {
+/** Removes namespaces left by runs whose process is gone (test/nat-topology.ts's too). */
+export async function removeStaleNamespaces (): Promise<void> {
   const { stdout } = await run('ip', ['netns', 'list'])
   for (const line of stdout.split('\n')) {
     const name = line.split(' ')[0]
@@ -69,7 +69,7 @@ async function removeStale (): Promise<void> {
 export async function createHosts (init: HostsInit): Promise<Hosts> {
   const { hosts, rateMbit = 100, limitDownlink = false, rates = [] } = init
   if (hosts < 1 || hosts > 200) throw new RangeError(`hosts must be 1..200, not ${hosts}`)
-  await removeStale()
+  await removeStaleNamespaces()
   const tag = `${PREFIX}${process.pid}`
   const sw = `${tag}-sw`
   const names = Array.from({ length: hosts }, (_, i) => `${tag}-h${i}`)
