@@ -60,15 +60,16 @@ function offering (mesh: Mesh, fn: string): string[] {
  */
 function inTurn (mesh: Mesh): Mesh {
   const turns = new Map<string, { peers: string[], next: number }>()
+  // With `returns` in the options, mesh.fn gives a stub whose remote() returns n Refs: passed through as it is.
   const rotating = <F extends AnyFunction>(name: string, options: CallOptions): RemoteFunction<F> => ({
-    remote: (...args) => {
+    remote: (...args: Parameters<RemoteFunction<F>['remote']>) => {
       let turn = turns.get(name)
       if (turn === undefined) turns.set(name, turn = { peers: offering(mesh, name), next: 0 })
       const prefer = options.peer === undefined && turn.peers.length > 0 ? { prefer: turn.peers[turn.next++ % turn.peers.length] } : {}
       return mesh.fn<F>(name, { ...options, ...prefer }).remote(...args)
     },
-    options: more => rotating<F>(name, { ...options, ...more })
-  })
+    options: (more: CallOptions) => rotating<F>(name, { ...options, ...more })
+  }) as unknown as RemoteFunction<F>
   return new Proxy(mesh, {
     get (target, key) {
       if (key === 'fn') return (name: string, options: CallOptions = {}) => rotating(name, options)

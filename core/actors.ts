@@ -34,6 +34,7 @@ import { ActorDiedError, ActorNotFoundError } from './errors.ts'
 import type { Ref } from './ref.ts'
 import type { PlacementOptions } from './scheduler.ts'
 import type { RemoteArgs } from './mesh.ts'
+import type { RefsOf } from './returns.ts'
 
 const log = logger('refmesh:actors')
 
@@ -47,7 +48,13 @@ export type ActorClass = new (...args: any[]) => object
 
 type Methods<T> = {
   [K in keyof T as T[K] extends (...args: any[]) => unknown ? K : never]:
-  T[K] extends (...args: infer A) => infer R ? { remote: (...args: RemoteArgs<A>) => Ref<Awaited<R>> } : never
+  T[K] extends (...args: infer A) => infer R
+    ? {
+        remote: (...args: RemoteArgs<A>) => Ref<Awaited<R>>
+        /** `returns: n`: the method returns an array (or generator) of n values, and each call gives n Refs */
+        options: (options: { returns: number }) => { remote: (...args: RemoteArgs<A>) => RefsOf<Awaited<R>> }
+      }
+    : never
 }
 
 export type ActorHandle<T> = Methods<T> & {

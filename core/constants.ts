@@ -51,6 +51,8 @@ export const DEFAULTS = {
   namesGossiped: 256,
   /** tries on another peer when an executor dies */
   retries: 3,
+  /** the most values one call may return (`returns: n`): n result ids travel in the call, n descriptions in its reply */
+  maxReturns: 4096,
   /** how long a call to a function nobody offers waits for an offer before FunctionNotFoundError */
   functionOfferGraceMs: 500,
   /** state gossip and the failure detector's clock */

@@ -120,6 +120,11 @@ export class ActorNotFoundError extends RefmeshError {
   override name = 'ActorNotFoundError'
 }
 
+/** A call made with `returns: n` returned something other than n values; each of its n Refs fails with this. */
+export class ReturnCountError extends RefmeshError {
+  override name = 'ReturnCountError'
+}
+
 /**
  * An actor's peer died and the actor is not coming back for this call: it may
  * not restart (`maxRestarts` used up, or no other peer offers its class), or the
@@ -147,6 +152,7 @@ const byName: Record<string, new (message: string) => RefmeshError> = {
   ActorDiedError,
   NameNotFoundError,
   QuotaExceededError,
+  ReturnCountError,
   QuorumError: QuorumError as unknown as new (message: string) => RefmeshError
 }
 

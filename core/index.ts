@@ -1,6 +1,7 @@
 export { Mesh } from './mesh.ts'
-export type { MeshInit, CallOptions, GetOptions, WaitOptions, RemoteFunction, RemoteArgs, MeshStats } from './mesh.ts'
+export type { MeshInit, CallOptions, GetOptions, WaitOptions, RemoteFunction, MultiReturnFunction, RemoteArgs, MeshStats } from './mesh.ts'
 export { Ref, SharedRef, shared } from './ref.ts'
+export type { RefsOf } from './returns.ts'
 export * from './errors.ts'
 export { DEFAULTS, parseBytes } from './constants.ts'
 export type { TransferHooks } from './transfer.ts'

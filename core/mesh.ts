@@ -53,6 +53,8 @@ import { Transfer } from './transfer.ts'
 import { UploadRates, chooseParents } from './tree.ts'
 import type { TransferHooks } from './transfer.ts'
 import { DEFAULTS, parseBytes } from './constants.ts'
+import { checkReturns, splitReturns } from './returns.ts'
+import type { RefsOf } from './returns.ts'
 
 const log = logger('refmesh:mesh')
 
@@ -121,6 +123,12 @@ export interface CallOptions extends PlacementOptions {
   replicas?: number
   /** how many replicas must agree (default: a majority of `replicas`) */
   quorum?: number
+  /**
+   * multiple return values (Ray's num_returns): the function returns an array (or a
+   * generator) of this many values, and the call gives one Ref per value, each an
+   * object of its own; see core/returns.ts
+   */
+  returns?: number
 }
 
 export interface PutOptions {
@@ -160,8 +168,16 @@ export type RemoteArgs<A extends unknown[]> = {
 export interface RemoteFunction<F extends AnyFunction> {
   /** Runs the function on a peer that offers it; returns at once. */
   remote(...args: RemoteArgs<Parameters<F>>): Ref<Awaited<ReturnType<F>>>
-  /** The same function with call options. */
+  /** The same function with call options; with `returns: n` it gives n Refs per call. */
+  options(options: CallOptions & { returns: number }): MultiReturnFunction<F>
   options(options: CallOptions): RemoteFunction<F>
+}
+
+/** A function called with `options({ returns: n })`: each call gives n Refs, one per value it returns. */
+export interface MultiReturnFunction<F extends AnyFunction> {
+  /** Runs the function on a peer that offers it; returns its n Refs at once. */
+  remote(...args: RemoteArgs<Parameters<F>>): RefsOf<Awaited<ReturnType<F>>>
+  options(options: CallOptions): MultiReturnFunction<F>
 }
 
 /** What one remote peer was caught doing wrong, as this peer saw it. */
@@ -218,6 +234,11 @@ interface CallState {
   temporaries: Ref[]
   /** actor method calls: sent after the caller's previous call to the actor, numbered as sent */
   order?: SendOrder
+  /**
+   * multiple return values: every result in order (`result` is the first one there);
+   * undefined where a re-execution needs no value (that sibling is not lost)
+   */
+  returns?: Array<{ key: string, id: Uint8Array } | undefined>
 }
 
 /** How one caller's calls to one actor keep their order: each is sent after the one before, and numbered then. */
@@ -232,6 +253,15 @@ interface SendOrder {
   bind?: (call: CallState) => Promise<void>
   /** actors that restart: the executor's connection failed under the call; resolves when it may go again */
   peerDied?: (executor: string, err: Error, signal?: AbortSignal) => Promise<void>
+}
+
+/** How an owned call result was made; the results of one call with `returns` share one record. */
+interface Lineage {
+  fn: string
+  options: CallOptions
+  args: Uint8Array
+  /** multiple return values: every result of the call, in order */
+  siblings?: Array<{ key: string, id: Uint8Array }>
 }
 
 /** Refs handed to a caller in a result, kept until the caller acknowledges. */
@@ -281,7 +311,7 @@ export class Mesh {
    * a reconstruction fail with ObjectLostError. Ray pins arguments for lineage
    * instead; we keep reclamation exact, and say so in PROTOCOL.md.
    */
-  private readonly lineage = new Map<string, { fn: string, options: CallOptions, args: Uint8Array }>()
+  private readonly lineage = new Map<string, Lineage>()
   private readonly traffic = new TrafficCounter()
   private readonly handoffs = new Map<string, Handoff>()
   /** owner side: receivers of each object still pulling it (partial holders) */
@@ -687,21 +717,26 @@ export class Mesh {
         if (prop in target) return target[prop as keyof typeof target]
         // Not a thenable: `await create()` must resolve to the handle itself.
         if (typeof prop !== 'string' || prop === 'then') return undefined
+        const call = (args: unknown[], returns?: number): Ref[] => {
+          const after = this.actorSent.get(desc.instance) ?? Promise.resolve()
+          let sent!: () => void
+          this.actorSent.set(desc.instance, new Promise<void>(resolve => { sent = resolve }))
+          const seq = (): number => {
+            const n = this.actorSeq.get(desc.instance) ?? 0
+            this.actorSeq.set(desc.instance, n + 1)
+            return n
+          }
+          const results = this.submit(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, -1, ...args], { peer: desc.peer, retries: 0, returns }, { after, sent, seq, seqIndex: 3, ...actorRestarts(life, this.peerDeathHooks) })
+          // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
+          this.table.pin(ref.key)
+          Promise.all(results.map(async r => { await this.whenReady(r, this.stopController.signal) })).catch(() => {}).finally(() => { this.table.unpin(ref.key) })
+          return results
+        }
         return {
-          remote: (...args: unknown[]) => {
-            const after = this.actorSent.get(desc.instance) ?? Promise.resolve()
-            let sent!: () => void
-            this.actorSent.set(desc.instance, new Promise<void>(resolve => { sent = resolve }))
-            const seq = (): number => {
-              const n = this.actorSeq.get(desc.instance) ?? 0
-              this.actorSeq.set(desc.instance, n + 1)
-              return n
-            }
-            const result = this.remote(ACTOR_CALL + desc.name, [desc.instance, prop, this.peerId, -1, ...args], { peer: desc.peer, retries: 0 }, { after, sent, seq, seqIndex: 3, ...actorRestarts(life, this.peerDeathHooks) })
-            // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
-            this.table.pin(ref.key)
-            this.whenReady(result, this.stopController.signal).catch(() => {}).finally(() => { this.table.unpin(ref.key) })
-            return result
+          remote: (...args: unknown[]) => call(args)[0],
+          options: ({ returns }: { returns: number }) => {
+            checkReturns(returns, DEFAULTS.maxReturns)
+            return { remote: (...args: unknown[]) => call(args, returns) }
           }
         }
       }
@@ -714,10 +749,11 @@ export class Mesh {
 
   /** A typed stub for a function some peer offers. */
   fn<F extends AnyFunction> (name: string, options: CallOptions = {}): RemoteFunction<F> {
+    if (options.returns !== undefined) checkReturns(options.returns, DEFAULTS.maxReturns)
     return {
-      remote: (...args) => this.remote(name, args as unknown[], options) as Ref<Awaited<ReturnType<F>>>,
-      options: (more) => this.fn<F>(name, { ...options, ...more })
-    }
+      remote: (...args: unknown[]) => options.returns === undefined ? this.remote(name, args, options) : this.submit(name, args, options),
+      options: (more: CallOptions) => this.fn<F>(name, { ...options, ...more })
+    } as unknown as RemoteFunction<F>
   }
 
   /** Stores a value in the mesh, owned by this peer. The value is kept as it is: do not change it afterwards. */
@@ -1075,6 +1111,15 @@ export class Mesh {
 
   private remote (fn: string, args: unknown[], options: CallOptions, order?: SendOrder): Ref {
     if ((options.replicas ?? 1) > 1) return this.remoteReplicated(fn, args, options)
+    return this.submit(fn, args, { ...options, returns: undefined }, order)[0]
+  }
+
+  /** Submits a call; its one Ref, or its `options.returns` Refs (multiple return values). */
+  private submit (fn: string, args: unknown[], options: CallOptions, order?: SendOrder): Ref[] {
+    if (options.returns !== undefined) {
+      checkReturns(options.returns, DEFAULTS.maxReturns)
+      if ((options.replicas ?? 1) > 1) throw new RangeError('a replicated call has one result: returns cannot be combined with replicas')
+    }
     const temporaries: Ref[] = []
     // Large plain arguments become objects of their own, so calls stay small and
     // the executor pulls the bytes as chunks.
@@ -1089,12 +1134,14 @@ export class Mesh {
     })
     const encoded = encodeArgs(prepared, this.hintsOf)
     const pinned = encoded.contained.map(r => { this.table.pin(r.key); return r.key })
-    const result = this.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } })
-    const call: CallState = { fn, args: prepared, options, result: { key: result.key, id: result.id }, pinned, temporaries, order }
+    const results = Array.from({ length: options.returns ?? 1 }, () => this.table.createOwned(newObjectId(), { state: 'pending', lineage: { fn } }))
+    const returns = options.returns === undefined ? undefined : results.map(r => ({ key: r.key, id: r.id }))
+    const call: CallState = { fn, args: prepared, options, result: { key: results[0].key, id: results[0].id }, pinned, temporaries, order, returns }
     this.submitted++
-    this.lineage.set(result.key, { fn, options, args: encoded.bytes })
+    const lineage: Lineage = { fn, options, args: encoded.bytes, siblings: returns }
+    for (const r of results) this.lineage.set(r.key, lineage)
     void this.dispatch(call, encoded.bytes)
-    return result
+    return results
   }
 
   private readonly hintsOf = (ref: Ref): { size: number, locations: string[] } | undefined => this.table.hints(ref.key)
@@ -1209,7 +1256,7 @@ export class Mesh {
         call.args[call.order.seqIndex] = call.order.seq()
         args = encodeArgs(call.args, this.hintsOf, true).bytes
       }
-      while (reply?.result === undefined) {
+      while (reply?.result === undefined && (reply?.results ?? []).length === 0) {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor
         // of a slot-bound function, and holds the rest until one finishes.
         for (let woken = false; ; woken = true) {
@@ -1225,7 +1272,8 @@ export class Mesh {
           timeoutMs: call.options.timeoutMs ?? 0,
           argBytes,
           // A required peer, or a call handed back too often, must be queued rather than handed back again.
-          maySpillBack: call.options.peer === undefined && spillbacks < DEFAULTS.maxSpillbacks
+          maySpillBack: call.options.peer === undefined && spillbacks < DEFAULTS.maxSpillbacks,
+          resultIds: call.returns?.map(r => r?.id ?? new Uint8Array(0)) ?? []
         }
         const started = performance.now()
         this.scheduler.started(executor)
@@ -1283,9 +1331,12 @@ export class Mesh {
         }
         this.scheduler.observe(call.fn, performance.now() - started)
       }
-      await this.onReply(call.result.id, key, reply.result, executor)
+      if (call.returns === undefined) await this.onReply(call.result.id, key, reply?.result as ObjectInfo, executor)
+      else await this.onReplies(call.returns, reply as CallReply, executor)
     } catch (err) {
-      this.table.settle(key, { state: 'failed', error: errorToInfo(err, this.peerId, call.fn), locations: [], contained: [] })
+      for (const r of call.returns ?? [call.result]) {
+        if (r !== undefined && this.table.get(r.key)?.owned?.state === 'pending') this.table.settle(r.key, { state: 'failed', error: errorToInfo(err, this.peerId, call.fn), locations: [], contained: [] })
+      }
     } finally {
       // A call that failed before it was sent must not hold back the actor's next ones.
       call.order?.sent()
@@ -1297,26 +1348,41 @@ export class Mesh {
     }
   }
 
-  /** Lineage reconstruction: every copy of an owned call result is lost, so the call runs again. */
+  /**
+   * Lineage reconstruction: every copy of an owned call result is lost, so the call
+   * runs again. For a call with `returns`, once for every sibling lost by then (the
+   * executor discards the values of the others, which still have copies or were freed).
+   */
   private reconstruct (key: string): void {
     const lineage = this.lineage.get(key)
     if (lineage === undefined) return
+    const lost = (lineage.siblings ?? [{ key, id: this.table.get(key)?.id as Uint8Array }]).map(s => s.key === key || this.isLost(s.key) ? s : undefined)
     this.reconstructions++
-    log('every copy of %s is lost: running %s again', key, lineage.fn)
-    const oldContained = this.table.reopen(key)
-    // The old copies' tree is gone with them.
-    this.children.delete(key)
-    this.parents.delete(key)
-    this.receiving.delete(key)
-    this.receivedBy.delete(key)
-    const id = this.table.get(key)?.id as Uint8Array
+    log('every copy of %s is lost: running %s again for %d result(s)', key, lineage.fn, lost.filter(s => s !== undefined).length)
+    const oldContained: string[] = []
+    for (const s of lost) {
+      if (s === undefined) continue
+      oldContained.push(...this.table.reopen(s.key))
+      // The old copies' tree is gone with them.
+      this.children.delete(s.key)
+      this.parents.delete(s.key)
+      this.receiving.delete(s.key)
+      this.receivedBy.delete(s.key)
+    }
     // Its arguments are not held for it: placement has no hints, and a freed one fails the call.
     // A peer it was required to run on is most likely the one that died: prefer it instead.
     const options: CallOptions = { ...lineage.options, peer: undefined, prefer: lineage.options.peer ?? lineage.options.prefer }
-    const call: CallState = { fn: lineage.fn, args: [], options, result: { key, id }, pinned: [], temporaries: [] }
+    const first = lost.find(s => s !== undefined) as { key: string, id: Uint8Array }
+    const call: CallState = { fn: lineage.fn, args: [], options, result: first, pinned: [], temporaries: [], returns: lineage.siblings === undefined ? undefined : lost }
     void this.dispatch(call, lineage.args).finally(() => {
       for (const k of oldContained) this.table.unpin(k)
     })
+  }
+
+  /** Whether an owned call result that was computed has no complete copy left (so lineage must make it again). */
+  private isLost (key: string): boolean {
+    const owned = this.table.get(key)?.owned
+    return owned !== undefined && owned.state === 'ready' && !owned.inline && !this.hasCompleteCopy(key, owned)
   }
 
   /** Whether a complete copy of an owned object is left: here, or on a live peer that is not still receiving it. */
@@ -1460,6 +1526,11 @@ export class Mesh {
         // The caller has given up on this call: keep nothing for it.
         throw new TimeoutError(`${req.fn} finished after its ${req.timeoutMs} ms deadline`)
       }
+      if ((req.resultIds ?? []).length > 0) {
+        const results = await this.describeResults(from, req, await splitReturns(value, (req.resultIds ?? []).length, req.fn), signal)
+        resultStored(results.reduce((n, r) => n + (r.manifest?.size ?? 0), 0))
+        return { results }
+      }
       const result = await this.describeResult(from, req.resultId, resultKey, value, signal)
       resultStored(result.manifest?.size ?? 0)
       return { result }
@@ -1509,6 +1580,38 @@ export class Mesh {
     return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.peerId], contained: containedDescs }
   }
 
+  /**
+   * Executor side: the results of a call made with `returns`, each described (inline or
+   * stored here) on its own. A value whose id is empty is not wanted (a re-execution
+   * for its lost siblings): Refs it holds are released and it is answered FREED.
+   */
+  private async describeResults (caller: string, req: CallRequest, values: unknown[], signal: AbortSignal | undefined): Promise<ObjectInfo[]> {
+    const ids = req.resultIds ?? []
+    const results: ObjectInfo[] = []
+    try {
+      for (const [i, id] of ids.entries()) {
+        if (id.byteLength === 0) {
+          for (const r of encodeValue(values[i]).contained) r.release()
+          results.push({ status: ObjectStatus.FREED, inline: new Uint8Array(0), encoding: 0, locations: [], contained: [] })
+          continue
+        }
+        results.push(await this.describeResult(caller, id, objectKey(id), values[i], signal))
+      }
+      return results
+    } catch (err) {
+      // The call fails as a whole: what was stored for it here has no owner that knows of it.
+      for (const id of ids.slice(0, results.length)) {
+        if (id.byteLength === 0) continue
+        this.store.delete(objectKey(id))
+        this.releaseHandoff(caller, objectKey(id))
+      }
+      for (const v of values.slice(results.length + 1)) {
+        try { for (const r of encodeValue(v).contained) r.release() } catch {}
+      }
+      throw err
+    }
+  }
+
   /** Caller side: records the result of a call this peer owns. */
   private async onReply (resultId: Uint8Array, key: string, info: ObjectInfo, executor: string): Promise<void> {
     const pending: Array<Promise<void>> = []
@@ -1535,6 +1638,19 @@ export class Mesh {
       default:
         this.table.settle(key, { state: 'failed', error: info.error, locations: [], contained })
     }
+  }
+
+  /** Caller side: records the results of a call made with `returns` (all of them fail when the call failed as a whole). */
+  private async onReplies (returns: Array<{ key: string, id: Uint8Array } | undefined>, reply: CallReply, executor: string): Promise<void> {
+    const results = reply.results ?? []
+    if (results.length !== returns.length) {
+      if (reply.result?.status !== ObjectStatus.FAILED) throw new ProtocolError(`${executor} answered a call of ${returns.length} results with ${results.length}`)
+      for (const r of returns) if (r !== undefined) this.table.settle(r.key, { state: 'failed', error: reply.result.error, locations: [], contained: [] })
+      return
+    }
+    await Promise.all(returns.map(async (r, i) => {
+      if (r !== undefined) await this.onReply(r.id, r.key, results[i], executor)
+    }))
   }
 
   private ackResult (executor: string, key: string, resultId: Uint8Array): void {
@@ -1616,14 +1732,26 @@ export class Mesh {
     const local = await this.store.read(key, what, signal)
     if (local !== undefined) return { encoding: (this.store.get(key) as StoredObject).manifest.encoding, ...local }
     // Holders can die while we pull; the owner then points at others, or computes the
-    // object again (lineage), or says it is lost. Bounded by the caller's signal, and by
-    // the time the failure detector takes to declare a holder dead.
-    const deadline = performance.now() + this.failureBoundMs() * 2
+    // object again (lineage), or says it is lost. Under sustained churn that can go on
+    // for as long as peers keep dying, so there is no cap on the rounds: what bounds
+    // them is the caller's signal (its timeout), and an owner that names the same
+    // holders, none of which serves it, for longer than the failure detector takes to
+    // declare a holder dead. A lineage call that keeps killing its executor fails on
+    // its own (its retries), and the owner then answers FAILED.
+    let deadline = performance.now() + this.failureBoundMs() * 2
+    let named = ''
     for (let attempt = 0; ; attempt++) {
       this.checkOwnerAlive(desc.owner, key)
       const info = desc.owner === this.peerId
         ? await this.describeOwned(key, { id: desc.id, wait: true, fetch: true, timeoutMs: 0 }, this.peerId, signal)
         : await this.locateRemote(desc, signal)
+      const holders = [...info.locations].sort().join(',')
+      if (holders !== named) {
+        // New holders (a copy elsewhere, or a value computed again): progress, so the clock starts over.
+        named = holders
+        deadline = performance.now() + this.failureBoundMs() * 2
+        attempt = 0
+      }
       try {
         return await this.fetchDescribed(desc, info, signal)
       } catch (err) {
@@ -1706,7 +1834,9 @@ export class Mesh {
         reply = await this.channels.request(desc.owner, { locate: { id: desc.id, wait: true, fetch: true, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
       } catch (err) {
         if (!(err instanceof PeerDiedError) || signal?.aborted === true) throw err
-        if (performance.now() > deadline) throw new OwnerDiedError(`the owner ${desc.owner} of ${key} cannot be reached: ${err.message}`)
+        // An owner the failure detector still holds alive is only slow to answer (a loaded
+        // peer under churn): keep asking. The detector's verdict, or the caller's signal, ends it.
+        if (performance.now() > deadline && !this.membership.isAlive(desc.owner)) throw new OwnerDiedError(`the owner ${desc.owner} of ${key} cannot be reached: ${err.message}`)
         await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt++))), signal, `get of ${key}`)
         continue
       }
@@ -1735,6 +1865,9 @@ export class Mesh {
     // Contained Refs are pinned while this object lives, so their entries exist.
     const contained = owned.contained.flatMap(k => { const e = this.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
+    // A peer that asks to pull an object does not hold a whole copy, whatever it held before
+    // (it dropped it, or freed it thinking this owner dead): it is no holder to point anyone at.
+    if (req.fetch && from !== this.peerId && this.receiving.get(key)?.has(from) !== true) owned.locations.delete(from)
     if (!owned.inline && !this.hasCompleteCopy(key, owned)) {
       // Every holder died: a call result is computed again (then described), a put() is gone.
       if (this.lineage.has(key)) {

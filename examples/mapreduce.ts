@@ -2,42 +2,35 @@
  * Word count as MapReduce, the shape of the Ray paper's Figure 3a: m map calls
  * and r reduce calls that take the map outputs by Ref.
  *
- *   driver:  shard_i = put(text_i)                      m objects of 1-4 MiB (chunked)
- *            out_i   = map.remote(shard_i, r)           -> { parts: [Ref<Partition> x r], words }
- *            red_j   = reduce.remote(j, out_0.parts[j], ..., out_{m-1}.parts[j])
+ *   driver:  shard_i = put(text_i)                                m objects of 1-4 MiB (chunked)
+ *            [p_i0, ..., p_i(r-1), words_i]
+ *                    = map.options({ returns: r + 1 }).remote(shard_i, r)
+ *            red_j   = reduce.remote(j, p_0j, ..., p_(m-1)j)
  *
- * The design choice: each map puts its r partitions into the mesh itself and
- * returns their r Refs (nested Refs in a small result), and reduce j gets
- * partition j of every map as top-level Ref arguments, which the mesh
- * dereferences for it. This is Ray's `num_returns=r`, which refmesh has no
- * other way to express. We measured the alternative, "map returns one object
- * holding all r partitions, reduce j takes every map output by Ref and picks
- * partition j", and rejected it:
+ * Each map returns its r partitions (and its word count) as separate return
+ * values, Ray's `num_returns`: the call gives the driver r + 1 Refs at once,
+ * each an object of its own, owned by the driver, and reduce j gets partition j
+ * of every map as top-level Ref arguments, which the mesh dereferences for it.
+ * Reduce j pulls only partition j of each map, never a whole map output.
  *
- *   - Every reducer would pull every whole map output: r times the
- *     intermediate bytes, of which it throws (r-1)/r away.
- *   - A map output of this corpus is ~42 KiB, under the 64 KiB inline
- *     threshold, so it would travel inline in the call reply to the driver (its
- *     owner), and every reducer would then fetch it from the driver: all
- *     intermediate data would go through the driver, r times over. With nested
- *     Refs the partitions are owned and stored by the mapper that made them, and
- *     reducer j pulls partition j straight from each mapper. The driver sees
- *     only Ref descriptors and the final counts.
- *   Measured (3 peer processes, 12 maps x 2 MiB, 4 reduces; a whole map
- *   output is ~42 KiB): the driver's control traffic was 77 KiB with nested
- *   Refs and 2.5 MiB with whole outputs; the peers took in 0.35 vs 2 MiB of
- *   control messages.
+ * Because the driver owns the partitions, the mesh can make them again: when
+ * every copy of a partition is lost (the peer that made it and held it died),
+ * the owner runs its map again, once for all of that map's lost partitions
+ * (lineage). The driver has no recovery code of its own. A map's lineage needs
+ * its shard, so the driver keeps every shard until the last reduce is done
+ * (the mesh does not keep arguments alive for lineage).
  *
- * The price: the driver reads each map's small result as it completes, to
- * learn the partition Refs, before it can submit the reduces (with whole
- * outputs it could submit them at once). That costs nothing here: a reduce
- * needs every map anyway, and the mesh sends a call only once its Ref
- * arguments are ready. No partition is copied to the driver; it borrows them
- * until their reduce is done, then drops them, and their owners free them.
+ * Where the partitions live depends on their size, as in Ray: a partition of
+ * this corpus is a few KiB, under the 64 KiB inline threshold, so it travels
+ * in the map's reply and lives on the driver (reducers fetch it from there,
+ * and nothing is lost when a mapper dies after its reply); larger ones stay on
+ * the mapper until a reducer pulls them, and are what lineage rebuilds. The
+ * earlier version put the partitions inside the map call, owned by the mapper,
+ * so they died with it and the driver ran maps again by hand.
  *
  * Peers offer the functions with `refmesh peer --module examples/mapreduce.ts`.
  */
-import type { Mesh, Ref, RemoteFunction } from '../core/index.ts'
+import type { Mesh, Ref } from '../core/index.ts'
 import { TimeoutError } from '../core/errors.ts'
 
 /** word -> occurrences */
@@ -50,12 +43,8 @@ export interface Partition {
   counts: Counts
 }
 
-/** What a map call returns: small, whatever the shard size. */
-export interface MapOutput {
-  /** partition j is parts[j]; each is owned and stored by the peer that ran the map */
-  parts: Array<Ref<Partition>>
-  words: number
-}
+/** What a map call returns, as `returns: r + 1` values: partition j is item j, the shard's word count is the last. */
+export type MapOutput = Array<Partition | number>
 
 export type Stage = 'map' | 'reduce'
 
@@ -73,8 +62,6 @@ export interface MapReduceOptions {
   signal?: AbortSignal
   /** called as calls complete: (stage, done, total), starting with done = 0 */
   onProgress?: (stage: Stage, done: number, total: number) => void
-  /** maps run again because the peer holding their partitions died (default at most 32) */
-  maxMapReruns?: number
 }
 
 export interface WordCount {
@@ -252,10 +239,10 @@ export function reducePartitions (j: number, parts: Partition[]): Counts {
 
 /** Registers map and reduce on a peer (`refmesh peer --module examples/mapreduce.ts`). */
 export default function register (mesh: Mesh): void {
+  // Called with returns: r + 1, so each partition becomes an object of its own, owned by the caller.
   mesh.register(MAP, (shard: string | Uint8Array, r: number): MapOutput => {
     const { parts, words } = mapShard(shard, r)
-    // This peer owns the partitions; the Refs in the result make the caller a borrower.
-    return { parts: parts.map(p => mesh.put(p)), words }
+    return [...parts, words]
   })
   mesh.register(REDUCE, (j: number, ...parts: Partition[]): Counts => reducePartitions(j, parts))
 }
@@ -293,51 +280,6 @@ export function wordCountLocal (options: Pick<MapReduceOptions, 'maps' | 'shardB
 }
 
 // ------------------------------------------------------------------ the driver
-
-/** An error that means an input is gone (its holder or owner died), so running its maker again helps. */
-function lostData (err: unknown): boolean {
-  const names = new Set(['OwnerDiedError', 'ObjectLostError', 'PeerDiedError'])
-  const e = err as { name?: string, remoteName?: string }
-  return names.has(e?.name ?? '') || names.has(e?.remoteName ?? '')
-}
-
-/**
- * Runs again every map whose partitions needed by the `failed` reduces are owned
- * by a peer that is no longer alive, and swaps in the new partitions. Returns how
- * many maps ran. A reduce can fail before the failure detector has a verdict on
- * the mapper, so this waits (bounded) until some owner is seen to be gone.
- */
-async function rerunLostMaps (
-  mesh: Mesh,
-  partsOf: Array<Array<Ref<Partition>>>,
-  failed: number[],
-  ctx: MapReduceOptions & { hold: <T extends Ref>(ref: T) => T, drop: (ref: Ref) => void, reruns: number, reducedAlready: Set<number>, cause?: Error, map: RemoteFunction<(shard: Uint8Array, r: number) => MapOutput> }
-): Promise<number> {
-  const deadline = performance.now() + 30_000
-  let lost: number[] = []
-  while (lost.length === 0) {
-    const alive = new Set([mesh.peerId, ...mesh.peers().filter(p => p.liveness === 'alive').map(p => p.peer)])
-    lost = partsOf.flatMap((parts, i) => failed.some(j => !alive.has(parts[j].owner)) ? [i] : [])
-    if (lost.length > 0) break
-    if (performance.now() > deadline) throw new Error(`reduces ${failed.join(', ')} lost an input, but every mapper still looks alive`, { cause: ctx.cause })
-    await new Promise(resolve => setTimeout(resolve, 250))
-  }
-  if (ctx.reruns + lost.length > (ctx.maxMapReruns ?? 32)) throw new Error(`more than ${ctx.maxMapReruns ?? 32} maps had to run again; giving up`)
-  const r = partsOf[0].length
-  const again = lost.map(i => {
-    const shard = ctx.hold(mesh.put(generateShard(i, ctx.shardBytes, ctx.seed)))
-    return { i, shard, out: ctx.hold(ctx.map.remote(shard, r)) }
-  })
-  for (const { i, shard, out } of again) {
-    const result = await mesh.get(out, { signal: ctx.signal, timeoutMs: ctx.timeoutMs ?? 120_000 })
-    // Partitions of reduces already done are not needed again; the others are replaced.
-    for (const p of partsOf[i]) ctx.drop(p)
-    partsOf[i] = result.parts.map((p, j) => { if (ctx.reducedAlready.has(j)) { p.release(); return p } return ctx.hold(p) })
-    ctx.drop(out)
-    ctx.drop(shard)
-  }
-  return lost.length
-}
 
 function checkOptions (o: MapReduceOptions): void {
   const whole = (name: string, v: number, min: number): void => {
@@ -410,170 +352,79 @@ async function waitEach (mesh: Mesh, calls: Submitted, total: number, stage: Sta
 /**
  * Runs the word count on the mesh: puts m shards, m map calls, r reduce calls.
  * Every Ref it makes or receives is released before it returns (or throws), so
- * afterwards no store in the mesh holds anything of this run.
+ * afterwards no store in the mesh holds anything of this run. Peers that die
+ * meanwhile cost it nothing but time: calls in flight on them are placed again,
+ * and partitions lost with them are made again by lineage.
  */
 export async function runMapReduce (mesh: Mesh, options: MapReduceOptions): Promise<MapReduceResult> {
   checkOptions(options)
   const { maps: m, reduces: r } = options
   const started = performance.now()
-  const map = mesh.fn<(shard: Uint8Array, r: number) => MapOutput>(MAP)
+  const map = mesh.fn<(shard: Uint8Array, r: number) => MapOutput>(MAP).options({ returns: r + 1 })
   const reduce = mesh.fn<(j: number, ...parts: Partition[]) => Counts>(REDUCE)
   const held = new Set<Ref>()
   const hold = <T extends Ref>(ref: T): T => { held.add(ref); return ref }
   const drop = (ref: Ref): void => { ref.release(); held.delete(ref) }
-  /** the Ref arguments of each call, dropped when it is done */
-  const argsOf = new Map<Ref, Ref[]>()
   const stopSubmitting = new AbortController()
   let submitting: Promise<void> = Promise.resolve()
-  /** aborted when a peer dies (a mapper, perhaps, whose partitions died with it) */
-  let mapperDied = new AbortController()
-  const stopWatching = mesh.onPeerDeath(() => { mapperDied.abort() })
   try {
     // Map: the driver makes the corpus shard by shard; each shard becomes an
     // object it owns (put) and a map call, which goes out while the next shard
-    // is made. A shard is dropped when its map is done, so it is freed (here and
-    // on the mapper) while other maps still run. (A call pins its Ref
-    // arguments, so dropping the handle right after remote() ought to be
-    // enough, but core re-encodes the arguments of a call whose Ref arguments
-    // were still pending at submit, which fails for a released handle.)
+    // is made. Shards are kept until the end: lineage reruns a map from its shard.
     let corpusBytes = 0
+    /** the word count of each map, ready when its map is done (all r + 1 results come in one reply) */
     const mapped = new Submitted()
+    /** partsOf[i]: the r partition Refs of map i, owned by this driver */
+    const partsOf: Array<Array<Ref<Partition>>> = []
     submitting = (async () => {
       try {
         for (const text of generateCorpus(m, options.shardBytes, options.seed)) {
           if (stopSubmitting.signal.aborted || options.signal?.aborted === true) return
           corpusBytes += text.byteLength
           const shard = hold(mesh.put(text))
-          const out = hold(map.remote(shard, r))
-          argsOf.set(out, [shard])
-          mapped.push(out)
+          const out = map.remote(shard, r).map(hold)
+          partsOf.push(out.slice(0, r) as Array<Ref<Partition>>)
+          mapped.push(out[r])
           await new Promise(resolve => setTimeout(resolve, 0)) // let the call go out, and see an abort
         }
       } finally {
         mapped.close()
       }
     })()
-    /** partsOf[i]: the r partition Refs of map i, owned by the peer that ran it */
-    const partsOf: Array<Array<Ref<Partition>>> = []
     let totalWords = 0
-    /** Map i again: its mapper died between finishing and our reading its output (whose partitions it owned). */
-    const mapAgain = async (i: number): Promise<MapOutput> => {
-      for (let attempt = 0; ; attempt++) {
-        const shard = hold(mesh.put(generateShard(i, options.shardBytes, options.seed)))
-        const again = hold(map.remote(shard, r))
-        try {
-          return await mesh.get(again, { signal: options.signal, timeoutMs: options.timeoutMs ?? 120_000 })
-        } catch (err) {
-          if (!lostData(err) || attempt >= 2) throw err
-        } finally {
-          drop(again)
-          drop(shard)
-        }
-      }
-    }
     await waitEach(mesh, mapped, m, 'map', options, async ref => {
-      let out: MapOutput
-      try {
-        out = await mesh.get(ref as Ref<MapOutput>, { signal: options.signal })
-      } catch (err) {
-        if (!lostData(err)) throw err
-        out = await mapAgain(mapped.refs.indexOf(ref))
-      }
-      for (const p of out.parts) hold(p)
-      partsOf[mapped.refs.indexOf(ref)] = out.parts
-      totalWords += out.words
-      for (const arg of argsOf.get(ref) ?? []) drop(arg)
-      drop(ref) // the partitions' Refs are ours now; the small result itself is not needed
+      totalWords += await mesh.get(ref as Ref<number>, { signal: options.signal })
+      drop(ref)
     })
     await submitting
     options.signal?.throwIfAborted()
     const mapMs = performance.now() - started
 
-    // Reduce j: partition j of every map, as Ref arguments pulled from the
-    // mappers. Each partition is dropped when its reduce is done, and its
-    // owner (the mapper) frees it.
-    //
-    // The partitions are put() by the mapper inside its call, so the mapper owns
-    // them and the mesh cannot compute them again (lineage covers call results,
-    // not values a call put): a mapper that dies takes them with it, and a reduce
-    // that needs one fails with OwnerDiedError. The driver then runs those maps
-    // again (the corpus is deterministic) and resubmits the failed reduces. Ray has
-    // the same rule for objects put inside a task.
-    const submitReduce = (j: number): Ref<Counts> => {
-      const parts = partsOf.map(p => p[j])
-      const red = hold(reduce.remote(j, ...parts))
-      reduceOf.set(red, j)
-      argsOf.set(red, parts)
-      return red
-    }
+    // Reduce j: partition j of every map, as Ref arguments. Each partition is
+    // dropped when its reduce is done, and freed (here, and wherever it was).
     const reduceOf = new Map<Ref, number>()
-    let pending = Array.from({ length: r }, (_, j) => submitReduce(j))
+    const reduced = Submitted.of(Array.from({ length: r }, (_, j) => {
+      const red = hold(reduce.remote(j, ...partsOf.map(p => p[j])))
+      reduceOf.set(red, j)
+      return red
+    }))
     const counts = new Map<string, number>()
     let reducedWords = 0
-    let reduceDone = 0
-    let reruns = 0
-    const reducedAlready = new Set<number>()
-    let lastLoss: Error | undefined
-    const timeoutMs = options.timeoutMs ?? 120_000
-    options.onProgress?.('reduce', 0, r)
-    while (pending.length > 0) {
-      // A mapper's death ends the wait at once: its maps run again now, not after a reduce fails.
-      const death = mapperDied
-      const signal = options.signal === undefined ? death.signal : AbortSignal.any([death.signal, options.signal])
-      const { ready } = await mesh.wait(pending, { count: 1, timeoutMs, signal })
-      options.signal?.throwIfAborted()
-      if (ready.length === 0 && !death.signal.aborted) throw new TimeoutError(`reduce: no call completed within ${timeoutMs} ms (${pending.length} of ${r} still pending)`)
-      const failed: number[] = []
-      const resubmit: number[] = []
-      for (const ref of ready) {
-        const j = reduceOf.get(ref) as number
-        let part: Counts
-        try {
-          part = await mesh.get(ref as Ref<Counts>, { signal: options.signal })
-        } catch (err) {
-          if (!lostData(err)) throw err
-          // Submitted before a rerun replaced its inputs: just submit it again.
-          const stale = (argsOf.get(ref) ?? []).some((p, i) => p !== partsOf[i][j])
-          if (stale) resubmit.push(j)
-          else failed.push(j)
-          lastLoss = err as Error
-          continue
-        } finally {
-          drop(ref)
-        }
-        for (const p of partsOf) drop(p[j])
-        reducedAlready.add(j)
-        reduceDone++
-        for (const [w, n] of Object.entries(part)) {
-          if (counts.has(w)) throw new Error(`word "${w}" came out of two reduces`)
-          counts.set(w, n)
-          reducedWords += n
-        }
+    await waitEach(mesh, reduced, r, 'reduce', options, async ref => {
+      const part = await mesh.get(ref as Ref<Counts>, { signal: options.signal })
+      drop(ref)
+      for (const p of partsOf) drop(p[reduceOf.get(ref) as number])
+      for (const [w, n] of Object.entries(part)) {
+        if (counts.has(w)) throw new Error(`word "${w}" came out of two reduces`)
+        counts.set(w, n)
+        reducedWords += n
       }
-      pending = pending.filter(ref => !ready.includes(ref))
-      if (failed.length > 0) reruns += await rerunLostMaps(mesh, partsOf, failed, { ...options, hold, drop, reruns, map, reducedAlready, cause: lastLoss })
-      pending.push(...[...failed, ...resubmit].map(submitReduce))
-      if (ready.length > failed.length + resubmit.length) options.onProgress?.('reduce', reduceDone, r)
-      if (death.signal.aborted) {
-        mapperDied = new AbortController()
-        const alive = new Set([mesh.peerId, ...mesh.peers().filter(p => p.liveness === 'alive').map(p => p.peer)])
-        const lost = Array.from({ length: r }, (_, j) => j).filter(j => !reducedAlready.has(j) && partsOf.some(p => !alive.has(p[j].owner)))
-        if (lost.length > 0) {
-          reruns += await rerunLostMaps(mesh, partsOf, lost, { ...options, hold, drop, reruns, map, reducedAlready })
-          // Their reduces in flight took the lost partitions: submitted again with the new ones.
-          const stale = pending.filter(ref => lost.includes(reduceOf.get(ref) as number))
-          for (const ref of stale) drop(ref)
-          pending = pending.filter(ref => !stale.includes(ref))
-          pending.push(...stale.map(ref => submitReduce(reduceOf.get(ref) as number)))
-        }
-      }
-    }
+    })
     if (reducedWords !== totalWords) throw new Error(`the reduces counted ${reducedWords} words, the maps ${totalWords}`)
     const reduceMs = performance.now() - started
     return { ...summarize(counts, totalWords), elapsedMs: performance.now() - started, mapMs, reduceMs, corpusBytes }
   } finally {
     // Stop making calls, then drop every handle still held (also on failure).
-    stopWatching()
     stopSubmitting.abort()
     await submitting.catch(() => {})
     for (const ref of held) ref.release()

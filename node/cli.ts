@@ -45,6 +45,8 @@ commands:
              --workers <n>            workers in the pool (default: one per core)
              --no-prefetch            fetch a queued call's arguments only when it gets a slot (for comparison)
              --no-swarm               receivers pull only from complete holders, not from each other (for comparison)
+             --inline-threshold <size> results up to this size travel in the reply to their owner; larger
+                                      ones stay on this peer until pulled (default 64KiB)
              --no-admission           start every call at once, without waiting for room in memory (for comparison)
              --metrics-port <port>    serve Prometheus metrics (/metrics) and the peer's state (/state.json)
              --metrics-host <addr>    where the metrics server listens (default 127.0.0.1)
@@ -104,6 +106,7 @@ export interface PeerCommandOptions {
   pagePort?: number
   prefetch: boolean
   swarm: boolean
+  inlineThresholdBytes?: number
   admission: boolean
   secret?: string
   /** NAT traversal (--nat, --stun-port; ICE servers from --stun/--turn); undefined: off */
@@ -150,6 +153,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     'page-port': { type: 'string' },
     'no-prefetch': { type: 'boolean', default: false },
     'no-swarm': { type: 'boolean', default: false },
+    'inline-threshold': { type: 'string' },
     'no-admission': { type: 'boolean', default: false },
     'mesh-secret': { type: 'string' },
     nat: { type: 'boolean', default: false },
@@ -217,6 +221,7 @@ export function parsePeerArgs (argv: string[]): PeerCommandOptions {
     pagePort,
     prefetch: v['no-prefetch'] !== true,
     swarm: v['no-swarm'] !== true,
+    inlineThresholdBytes: bytesOption('inline-threshold'),
     admission: v['no-admission'] !== true,
     secret,
     nat,
@@ -265,6 +270,7 @@ export async function runPeer (argv: string[], extra: Partial<NodeMeshOptions> =
       prefetch: opts.prefetch,
       swarm: opts.swarm,
       admission: opts.admission,
+      inlineThresholdBytes: opts.inlineThresholdBytes,
       secret: opts.secret,
       nat: opts.nat
     })

@@ -75,7 +75,7 @@ export interface DirectUpgradeStats {
  * it is, and closes that connection, cutting the requester off (a peer behind a NAT
  * lost its relay reservation to it). Forcing a new connection for a single-address
  * dial, as only the dial-back makes, tests the address for real and closes only the test
- * connection. test/nat.test.ts shows peers staying connected through verification.
+ * connection. test/volunteers.test.ts shows peers staying connected through verification.
  */
 export function autoNATDialingBackAfresh (): (components: AutoNATComponents) => unknown {
   const create = autoNAT()

@@ -16,12 +16,23 @@ import { runMapReduce, wordCountLocal } from '../examples/mapreduce.ts'
 import type { MapReduceOptions, MapReduceResult, WordCount } from '../examples/mapreduce.ts'
 
 const MODULE = fileURLToPath(new URL('../examples/mapreduce.ts', import.meta.url))
+/** peers start in ~2 s on an idle machine; a machine shared with other work can take far longer */
+const SPAWN_TIMEOUT_MS = 120_000
 
 export interface ChaosOptions {
   peers: number
   kills: number
   everyMs: number
   job: Pick<MapReduceOptions, 'maps' | 'reduces' | 'shardBytes' | 'seed'>
+  /** more `refmesh peer` options for every peer (e.g. --inline-threshold) */
+  peerArgs?: string[]
+  /**
+   * Kill on the clock, whatever the replacements' start-up takes: replacements start in
+   * the background, and a kill waits only while no more than this many peers are alive.
+   * Without it each kill waits for the previous victim's replacement to join (on a loaded
+   * machine that takes tens of seconds, so kills come that much further apart).
+   */
+  keepAlive?: number
   /** progress lines */
   log?: (line: string) => void
 }
@@ -32,6 +43,8 @@ export interface ChaosResult {
   kills: Array<{ atMs: number, peer: string }>
   /** stores of the peers alive at the end (and the caller), once they emptied */
   stores: Array<{ peer: string, objects: number, bytes: number }>
+  /** calls lineage ran again because every copy of a result was lost (the driver owns every result) */
+  reconstructions: number
 }
 
 export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
@@ -41,17 +54,29 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   let caller: Mesh | undefined
   let stopChaos = false
   let chaos: Promise<void> = Promise.resolve()
+  /** replacements starting in the background (keepAlive) */
+  const joining: Array<Promise<void>> = []
   try {
-    peers.push(...await spawnPeers(options.peers, { module: MODULE }))
+    peers.push(...await spawnPeers(options.peers, { module: MODULE, timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs }))
     caller = await createMesh({ bootstrap: [peers[0].addrs[0]] })
-    await waitForFullMesh(caller, peers, 30_000)
+    await waitForFullMesh(caller, peers, SPAWN_TIMEOUT_MS)
     const mesh = caller
     const started = performance.now()
     const kills: ChaosResult['kills'] = []
     let wake: () => void = () => {}
+    let joined: () => void = () => {}
+    const bootstrap = mesh.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/tcp/') && !a.includes('/ws'))
+    const replace = async (): Promise<void> => {
+      // In the background the first peer may be dead by the time this one starts: join through the driver.
+      const fresh = await spawnPeer({ module: MODULE, bootstrap: options.keepAlive === undefined ? [peers[0].addrs[0]] : bootstrap, timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs })
+      peers.push(fresh)
+      log(`${Math.round(performance.now() - started)} ms: ${fresh.peer.slice(-6)} joined`)
+      joined()
+    }
     chaos = (async () => {
       for (let k = 0; k < options.kills && !stopChaos; k++) {
         await new Promise<void>(resolve => { wake = resolve; setTimeout(resolve, options.everyMs) })
+        while (options.keepAlive !== undefined && peers.length <= options.keepAlive && !stopChaos) await new Promise<void>(resolve => { wake = resolve; joined = resolve })
         if (stopChaos) return
         const victim = peers[Math.floor(Math.random() * peers.length)]
         peers.splice(peers.indexOf(victim), 1)
@@ -59,9 +84,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
         await victim.kill('SIGKILL')
         kills.push({ atMs: Math.round(performance.now() - started), peer: victim.peer })
         log(`${kills[kills.length - 1].atMs} ms: killed ${victim.peer.slice(-6)}`)
-        const fresh = await spawnPeer({ module: MODULE, bootstrap: [peers[0].addrs[0]] })
-        peers.push(fresh)
-        log(`${Math.round(performance.now() - started)} ms: ${fresh.peer.slice(-6)} joined`)
+        if (options.keepAlive === undefined) await replace()
+        else joining.push(replace().catch((err: Error) => { log(`a replacement did not start: ${err.message}`) }))
       }
     })()
     let result: MapReduceResult
@@ -71,8 +95,10 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       stopChaos = true
       wake()
       await chaos
+      await Promise.all(joining)
     }
-    log(`MapReduce done in ${Math.round(result.elapsedMs)} ms after ${kills.length} kill(s)`)
+    const reconstructions = mesh.stats().calls.reconstructions
+    log(`MapReduce done in ${Math.round(result.elapsedMs)} ms after ${kills.length} kill(s); lineage ran ${reconstructions} call(s) again`)
     const expected = wordCountLocal(options.job)
     // Everything this run made is released by runMapReduce; owners free, borrowers let go.
     const stats = async (): Promise<MeshStats[]> => [mesh.stats(), ...await Promise.all(peers.map(async p => await mesh.peerStats(p.peer, { timeoutMs: 10_000 })))]
@@ -83,10 +109,11 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       const all = await stats()
       throw new Error(`${err.message}: ${all.map(s => `${s.peer.slice(-6)} ${s.store.objects} objects`).join(', ')}`)
     })
-    return { result, expected, kills, stores: final.map(s => ({ peer: s.peer, objects: s.store.objects, bytes: s.store.bytes })) }
+    return { result, expected, kills, reconstructions, stores: final.map(s => ({ peer: s.peer, objects: s.store.objects, bytes: s.store.bytes })) }
   } finally {
     stopChaos = true
     await chaos.catch(() => {})
+    await Promise.all(joining)
     await caller?.stop()
     await stopAll([...peers, ...dead])
   }
@@ -94,15 +121,21 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const kills = Number(process.env.CHAOS_KILLS ?? 8)
+  // A partition of this corpus is a few KiB, so it travels inline to the driver and a mapper's death
+  // loses none; CHAOS_INLINE_BYTES=1024 keeps them on the mappers, so lineage has to rebuild them.
+  const inline = process.env.CHAOS_INLINE_BYTES
   const out = await runChaos({
     peers: 6,
     kills,
     everyMs: 2_000,
     job: { maps: Number(process.env.CHAOS_MAPS ?? 96), reduces: 8, shardBytes: 1024 * 1024, seed: 11 },
+    peerArgs: inline === undefined ? undefined : ['--inline-threshold', inline],
+    // CHAOS_KEEP_ALIVE=3: kill every 2 s whatever start-up takes, keeping at least 3 peers up.
+    keepAlive: process.env.CHAOS_KEEP_ALIVE === undefined ? undefined : Number(process.env.CHAOS_KEEP_ALIVE),
     log: line => { console.log(line) }
   })
   const same = out.result.digest === out.expected.digest && out.result.totalWords === out.expected.totalWords
-  console.log(`kills: ${out.kills.length}; words ${out.result.totalWords}; digest ${out.result.digest} (fault-free ${out.expected.digest}): ${same ? 'equal' : 'DIFFERENT'}`)
+  console.log(`kills: ${out.kills.length}; calls run again by lineage: ${out.reconstructions}; words ${out.result.totalWords}; digest ${out.result.digest} (fault-free ${out.expected.digest}): ${same ? 'equal' : 'DIFFERENT'}`)
   console.log(`surviving stores: ${out.stores.map(s => `${s.peer.slice(-6)} ${s.objects}`).join(', ')}`)
   process.exit(same ? 0 : 1)
 }

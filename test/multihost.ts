@@ -1,9 +1,8 @@
 /**
- * Machines for tests of volunteers on other hosts: named hosts on one
- * "internet" bridge (network namespaces, test/netns.ts), a test certificate
- * authority that signs a certificate for a host's address, and Chromium
- * started inside a host's namespace, trusting that certificate. Root only;
- * everything is removed by `stop()`, also after a failed start.
+ * For tests of volunteers on other hosts (test/volunteers.test.ts, whose hosts are
+ * test/nat-topology.ts's namespaces): a test certificate authority that signs a
+ * certificate for a host's address, and Chromium started inside a host's
+ * namespace, trusting that certificate. Root only.
  */
 import { execFile } from 'node:child_process'
 import { createHash, X509Certificate } from 'node:crypto'
@@ -13,7 +12,6 @@ import { join } from 'node:path'
 import { promisify } from 'node:util'
 import { chromium } from 'playwright'
 import type { Browser } from 'playwright'
-import { createHosts } from './netns.ts'
 
 const run = promisify(execFile)
 
@@ -23,20 +21,8 @@ export interface Host {
   name: string
   /** its network namespace */
   ns: string
-  /** its IPv4 address on the internet bridge */
+  /** its IPv4 address */
   addr: string
-}
-
-export interface Internet {
-  hosts: Record<string, Host>
-  stop: () => Promise<void>
-}
-
-/** Hosts on one bridge, by name, without bandwidth limits. */
-export async function createInternet<Name extends string> (names: Name[]): Promise<Internet & { hosts: Record<Name, Host> }> {
-  const made = await createHosts({ hosts: names.length, rateMbit: 0 })
-  const hosts = Object.fromEntries(names.map((name, i) => [name, { name, ns: made.names[i], addr: made.addrs[i] }])) as unknown as Record<Name, Host>
-  return { hosts, stop: made.stop }
 }
 
 export interface TestCertificate {

@@ -1,7 +1,8 @@
 /**
- * A volunteer mesh across NATs, for test/nat.test.ts and test/bench/nat.ts: a
- * public bootstrap peer P (relay, STUN responder) and a caller D on the internet,
- * and `refmesh peer`s on home networks behind NAT routers (test/nat-topology.ts).
+ * A volunteer mesh across NATs, for test/volunteers.test.ts and test/bench/nat.ts: a
+ * public bootstrap peer P (relay, STUN responder, and with a certificate the mesh
+ * page over https) and a caller D on the internet, and `refmesh peer`s on home
+ * networks behind NAT routers (test/nat-topology.ts); homes for browser tabs get no peer.
  */
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
@@ -25,6 +26,21 @@ export interface Driver {
   release: (name: string) => Promise<void>
   stop: () => Promise<void>
 }
+
+export interface NatMeshInit {
+  homes: HomeInit[]
+  /** homes with no refmesh peer (a browser tab runs there) */
+  tabHomes?: string[]
+  /** the functions module of each home's peer, by home name (default: test/fixtures/nat-functions.ts) */
+  modules?: Record<string, string>
+  /** P serves the mesh page over https on PAGE_PORT (and WebSockets as wss) with the certificate this makes for its address */
+  certificate?: (addr: string) => Promise<{ certFile: string, keyFile: string }>
+  /** called as soon as the namespaces exist, to start more there while the peers start */
+  onTopology?: (topology: NatTopology) => void
+}
+
+export const WSS_PORT = 4002
+export const PAGE_PORT = 8443
 
 export interface NatMesh {
   topology: NatTopology
@@ -89,9 +105,11 @@ function debugEnv (): Record<string, string> | undefined {
   return process.env.NAT_DEBUG === undefined ? undefined : { DEBUG: process.env.NAT_DEBUG }
 }
 
-/** The topology, P, the driver, and a peer in each home (started in parallel). */
-export async function startNatMesh (homes: HomeInit[]): Promise<NatMesh> {
+/** The topology, P, the driver, and a peer in each home but the tab homes (started in parallel). */
+export async function startNatMesh (init: NatMeshInit): Promise<NatMesh> {
+  const { homes } = init
   const topology = await createNatTopology({ publicHosts: ['P'], homes })
+  init.onTopology?.(topology)
   const started: Array<{ stop: () => Promise<void> }> = []
   const stop = async (): Promise<void> => {
     await Promise.all(started.map(async s => await s.stop().catch(() => {})))
@@ -99,23 +117,33 @@ export async function startNatMesh (homes: HomeInit[]): Promise<NatMesh> {
   }
   try {
     const pHost = topology.publicHost('P')
-    const p = await spawnPeer({ netns: pHost.ns, listen: `/ip4/${pHost.addr}/tcp/${P_PORT}`, args: ['--stun-port', String(STUN_PORT)], env: debugEnv(), timeoutMs: 90_000 })
+    const stun = `stun:${pHost.addr}:${STUN_PORT}`
+    // With a certificate, P is also what a volunteer's tab opens: the page over https, wss for
+    // the tab's connection, and the STUN server handed to tabs in /mesh.json. It announces its
+    // addresses, as README's public peer does: libp2p hands out an unannounced public address
+    // only once AutoNAT has verified it, and no peer here can verify wss (none trusts the test CA),
+    // so the page would have no address a tab can dial.
+    const tls = await init.certificate?.(pHost.addr)
+    const page = tls === undefined
+      ? []
+      : ['--listen', `/ip4/${pHost.addr}/tcp/${WSS_PORT}/ws`, '--announce', `/ip4/${pHost.addr}/tcp/${P_PORT}`, '--announce', `/ip4/${pHost.addr}/tcp/${WSS_PORT}/ws`, '--tls-cert', tls.certFile, '--tls-key', tls.keyFile,
+          '--page-port', String(PAGE_PORT), '--page-host', pHost.addr, '--stun', stun]
+    const p = await spawnPeer({ netns: pHost.ns, listen: `/ip4/${pHost.addr}/tcp/${P_PORT}`, args: ['--stun-port', String(STUN_PORT), ...page], env: debugEnv(), timeoutMs: 90_000 })
     started.push(p)
     const bootstrap = `/ip4/${pHost.addr}/tcp/${P_PORT}/p2p/${p.peer}`
-    const stun = `stun:${pHost.addr}:${STUN_PORT}`
     const driver = await startDriver(pHost.ns, `/ip4/${pHost.addr}/tcp/0`, bootstrap, stun)
     started.push(driver)
     const peers = new Map<string, PeerProcess>()
     const startHome = async (name: string): Promise<PeerProcess> => {
       const home = topology.home(name)
-      const peer = await spawnPeer({ netns: home.ns, listen: `/ip4/${home.addr}/tcp/${P_PORT}`, module: FUNCTIONS, bootstrap: [bootstrap], args: ['--nat', '--stun', stun], env: debugEnv(), timeoutMs: 90_000 })
+      const peer = await spawnPeer({ netns: home.ns, listen: `/ip4/${home.addr}/tcp/${P_PORT}`, module: init.modules?.[name] ?? FUNCTIONS, bootstrap: [bootstrap], args: ['--nat', '--stun', stun], env: debugEnv(), timeoutMs: 90_000 })
       started.push(peer)
       peers.set(name, peer)
       // The driver hears of it through gossip (a hello does not reach it: they are not connected).
       await waitFor(`the driver to reach ${name}`, async () => await driver.call('links', [], { peer: peer.peer, timeoutMs: 5_000 }).then(() => true), 30_000, 500)
       return peer
     }
-    await Promise.all(homes.map(async h => await startHome(h.name)))
+    await Promise.all(homes.filter(h => init.tabHomes?.includes(h.name) !== true).map(async h => await startHome(h.name)))
     const links = async (home: string): Promise<Link[]> => await driver.call<Link[]>('links', [], { peer: peers.get(home)?.peer })
     return { topology, p, bootstrap, stun, driver, homes: peers, startHome, links, stop }
   } catch (err) {

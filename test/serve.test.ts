@@ -2,7 +2,7 @@
  * Serving other machines, the parts that need no second host: the flags, the
  * addresses a peer announces and a tab dials first, the page server over https
  * and what its /mesh.json tells a tab on another machine, and the words a
- * page that is no secure context shows. test/browser/other-hosts.test.ts runs
+ * page that is no secure context shows. test/volunteers.test.ts runs
  * the whole of it across network namespaces.
  */
 import { test } from 'node:test'

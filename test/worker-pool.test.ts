@@ -303,7 +303,10 @@ test('a peer runs worker-module functions in its pool; fetched arguments arrive 
     assert.equal(s.calls.slots, 2)
     const burns = Array.from({ length: 4 }, () => t.caller.fn<(ms: number) => number>('burn').options({ peer: worker.peer }).remote(200))
     for (const b of burns) assert.equal(await t.caller.get(b, { timeoutMs: 30_000 }), 200)
-    for (const ref of [x, r, ...burns]) ref.release()
+    // Multiple return values from a worker: one Ref per buffer, the large ones stored on the worker's peer.
+    const parts = t.caller.fn<(n: number, size: number) => Uint8Array[]>('wsplit').options({ peer: worker.peer, returns: 3 }).remote(3, 100_000)
+    for (const [i, p] of parts.entries()) assert.deepEqual(await t.caller.get(p, { timeoutMs: 30_000 }), new Uint8Array(100_000).fill(i))
+    for (const ref of [x, r, ...burns, ...parts]) ref.release()
     await waitForEmptyStores(t)
   } finally {
     await t.close()

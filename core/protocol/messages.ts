@@ -28,8 +28,8 @@ export interface ObjectInfo {
   contained: RefDesc[]
 }
 export interface Hello { functions: string[], addrs: string[], peers: PeerAddrs[] }
-export interface CallRequest { resultId: Uint8Array, fn: string, args: Uint8Array, timeoutMs: number, argBytes: number, maySpillBack: boolean }
-export interface CallReply { result?: ObjectInfo, spillback?: PeerState }
+export interface CallRequest { resultId: Uint8Array, fn: string, args: Uint8Array, timeoutMs: number, argBytes: number, maySpillBack: boolean, resultIds?: Uint8Array[] }
+export interface CallReply { result?: ObjectInfo, spillback?: PeerState, results?: ObjectInfo[] }
 export interface ResultAck { resultId: Uint8Array }
 export interface Locate { id: Uint8Array, wait: boolean, fetch: boolean, timeoutMs: number }
 export interface LocateReply { object?: ObjectInfo }
@@ -151,12 +151,14 @@ const CallRequestCodec = message<CallRequest>('CallRequest', [
   { no: 3, name: 'args', type: 'bytes' },
   { no: 4, name: 'timeoutMs', type: 'uint32' },
   { no: 5, name: 'argBytes', type: 'uint64' },
-  { no: 6, name: 'maySpillBack', type: 'bool' }
+  { no: 6, name: 'maySpillBack', type: 'bool' },
+  { no: 7, name: 'resultIds', type: 'bytes', repeated: true }
 ])
 
 const CallReplyCodec = message<CallReply>('CallReply', [
   { no: 1, name: 'result', type: ObjectInfoCodec },
-  { no: 2, name: 'spillback', type: PeerStateCodec }
+  { no: 2, name: 'spillback', type: PeerStateCodec },
+  { no: 3, name: 'results', type: ObjectInfoCodec, repeated: true }
 ])
 
 const ResultAckCodec = message<ResultAck>('ResultAck', [

@@ -34,7 +34,7 @@ const load = [loadavg()[0]]
 let mesh: NatMesh | undefined
 let pull: { bytes: number, received: number, throughP: number, ms: number } | undefined
 try {
-  mesh = await startNatMesh([{ name: 'h1', nat: 'endpoint-independent' }, { name: 'h2', nat: 'endpoint-independent' }])
+  mesh = await startNatMesh({ homes: [{ name: 'h1', nat: 'endpoint-independent' }, { name: 'h2', nat: 'endpoint-independent' }] })
   const m = mesh
   const id = (home: string): string => m.homes.get(home)?.peer as string
   const stats = async (home: string): Promise<NatStats> => await m.driver.call<NatStats>('natStats', [], { peer: id(home) })

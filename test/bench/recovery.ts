@@ -62,6 +62,7 @@ const figures = {
   reconstructions: rec.reconstructions,
   mapreduce_ms: Math.round(calm.result.elapsedMs),
   mapreduce_with_kill_ms: Math.round(chaos.result.elapsedMs),
+  mapreduce_lineage_reruns: chaos.reconstructions,
   kill_at_ms: chaos.kills[0]?.atMs ?? -1
 }
 const ratios = { reconstruct: rec.recoveryMs / rec.originalMs, chaos_makespan: chaos.result.elapsedMs / calm.result.elapsedMs }
