@@ -30,6 +30,8 @@ const MAX_HEADER = 1024
 /** peers with a record of misbehaving kept, and objects each was caught denying */
 const MAX_SOURCE_RECORDS = 4096
 const MAX_DENIED_PER_PEER = 1024
+/** how many times `stallMs` the only live source of a pull may stay silent before it is dropped */
+const LAST_SOURCE_STALL_FACTOR = 3
 
 export interface TransferHooks {
   /** Test hook: return true to flip a byte of this chunk as it is sent. */
@@ -471,9 +473,14 @@ class Pull {
   /** Every refresh: partial sources' bitfields again, stalled sources dropped, the owner told our progress. */
   private tick (): void {
     const now = performance.now()
+    // The last live source is given longer: behind a slow, shared uplink TCP's retransmission
+    // backoff can leave a flow silent for over 10 s, and dropping it would fail a pull that is
+    // only slow (seen at 20 Mbit/s with eight receivers). A hung peer is still dropped, later.
+    const lastSource = this.sources.filter(s => !s.dead).length === 1
+    const stallMs = lastSource ? this.init.stallMs * LAST_SOURCE_STALL_FACTOR : this.init.stallMs
     for (const s of this.sources) {
       if (s.dead) continue
-      if (s.inFlight.size > 0 && now - s.heard > this.init.stallMs) {
+      if (s.inFlight.size > 0 && now - s.heard > stallMs) {
         this.dropSource(s, new ObjectLostError(`${s.peer} stalled: nothing for ${Math.round(now - s.heard)} ms`))
         continue
       }
