@@ -14,6 +14,7 @@ import type { PeerContext } from './context.ts'
 import type { RefDesc } from './protocol/messages.ts'
 import { Ref } from './ref.ts'
 import { withTimeout } from './signals.ts'
+import { UploadRates, chooseParents } from './tree.ts'
 import type { BroadcastOptions } from './types.ts'
 
 export interface BroadcastInit {
@@ -35,6 +36,8 @@ export class Broadcast {
   private readonly receiving = new Map<string, Set<string>>()
   /** owner side: for each object, the receivers each holder feeds now (at most DEFAULTS.ownerFanout) */
   private readonly children = new Map<string, Map<string, Set<string>>>()
+  /** owner side: holders' measured upload rates, which shape the tree (core/tree.ts) */
+  private readonly uploadRates = new UploadRates()
   /** owner side: for each object, the holders each receiver was pointed at */
   private readonly parents = new Map<string, Map<string, string[]>>()
   /** owner side, without swarming: every peer that ever received each object */
@@ -96,13 +99,12 @@ export class Broadcast {
   }
 
   /**
-   * Owner side: which holders a receiver pulls from. Each holder, complete or
-   * still receiving, feeds at most `ownerFanout` receivers at once; a new
-   * receiver is pointed at up to `parentsPerReceiver` holders with room, earlier
-   * ones first, so a pipelined tree forms by itself as demand arrives (as in
-   * Hoplite), and its chunks come from two parents at once (as in BitTorrent).
-   * A receiver keeps its parents while they live; one that has it all frees its
-   * parents' room.
+   * Owner side: which holders a receiver pulls from (core/tree.ts): each
+   * holder feeds about `ownerFanout` receivers at once, more or fewer by its
+   * measured upload rate; a new receiver goes to the `parentsPerReceiver`
+   * holders that would serve it fastest, so a pipelined tree forms as demand
+   * arrives (as in Hoplite). A receiver keeps its parents while they live (and
+   * may gain a much faster one); one that has it all frees its parents' room.
    */
   feedOrRedirect (key: string, receiver: string, locations: string[]): string[] {
     let receiving = this.receiving.get(key)
@@ -123,10 +125,8 @@ export class Broadcast {
     if (assigned === undefined) this.parents.set(key, assigned = new Map())
     const holders = [...complete, ...partial]
     const mine = assigned.get(receiver)?.filter(p => holders.includes(p))
-    if (mine !== undefined && mine.length > 0) return mine
-    const load = (h: string): number => kids.get(h)?.size ?? 0
-    const withRoom = holders.filter(h => load(h) < DEFAULTS.ownerFanout)
-    const chosen = (withRoom.length > 0 ? withRoom : [...holders].sort((a, b) => load(a) - load(b))).slice(0, DEFAULTS.parentsPerReceiver)
+    this.uploadRates.observe(this.ctx.membership.all().map(p => p.state?.flows))
+    const chosen = chooseParents(holders, h => kids.get(h)?.size ?? 0, mine, this.uploadRates, { fanout: DEFAULTS.ownerFanout, parents: DEFAULTS.parentsPerReceiver }, h => partial.includes(h))
     for (const h of chosen) {
       let set = kids.get(h)
       if (set === undefined) kids.set(h, set = new Set())

@@ -23,6 +23,8 @@ const log = logger('refmesh:transfer')
 
 export const CHUNK_PROTOCOL = '/refmesh/chunk/1.0.0'
 const MAX_HEADER = 1024
+/** how many times `stallMs` the only live source of a pull may stay silent before it is dropped */
+const LAST_SOURCE_STALL_FACTOR = 3
 
 /** What one pull needs of the peer (a part of TransferInit). */
 export interface PullInit {
@@ -200,9 +202,14 @@ export class Pull {
   /** Every refresh: partial sources' bitfields again, stalled sources dropped, the owner told our progress. */
   private tick (): void {
     const now = performance.now()
+    // The last live source is given longer: behind a slow, shared uplink TCP's retransmission
+    // backoff can leave a flow silent for over 10 s, and dropping it would fail a pull that is
+    // only slow (seen at 20 Mbit/s with eight receivers). A hung peer is still dropped, later.
+    const lastSource = this.sources.filter(s => !s.dead).length === 1
+    const stallMs = lastSource ? this.init.stallMs * LAST_SOURCE_STALL_FACTOR : this.init.stallMs
     for (const s of this.sources) {
       if (s.dead) continue
-      if (s.inFlight.size > 0 && now - s.heard > this.init.stallMs) {
+      if (s.inFlight.size > 0 && now - s.heard > stallMs) {
         this.dropSource(s, new ObjectLostError(`${s.peer} stalled: nothing for ${Math.round(now - s.heard)} ms`))
         continue
       }
