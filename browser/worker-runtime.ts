@@ -19,24 +19,10 @@
  * not), as on Node.
  */
 import { serializeError, transferablesOf } from './worker-wire.ts'
-import type { SerializedError } from './worker-wire.ts'
+import type { FromWorker, ToWorker } from '../core/worker-pool.ts'
 
-// ---- wire between the pool and its workers ----
-
-export type ToWorker =
-  | { type: 'init', modules: string[] }
-  | { type: 'call', id: number, name: string, args: unknown[] }
-
-export type FromWorker =
-  /** listening; `lock` is held until the worker is gone (a Web Lock its pool waits on) */
-  | { type: 'hello', lock?: string }
-  | { type: 'loading', module: string }
-  | { type: 'ready', names: string[] }
-  | { type: 'loadError', module: string, message: string, error?: SerializedError }
-  | { type: 'result', id: number, value: unknown }
-  | { type: 'error', id: number, error: SerializedError }
-  /** an uncaught error or unhandled rejection: on Node it would end the worker, and here the pool ends it */
-  | { type: 'fatal', error: SerializedError }
+// The wire between the pool and its workers is core/worker-pool.ts.
+export type { FromWorker, ToWorker } from '../core/worker-pool.ts'
 
 type Fn = (...args: unknown[]) => unknown
 

@@ -31,10 +31,12 @@
  */
 import { logger } from '@libp2p/logger'
 import { ActorDiedError, ActorNotFoundError } from './errors.ts'
-import type { Ref } from './ref.ts'
+import { Ref } from './ref.ts'
 import type { PlacementOptions } from './scheduler.ts'
-import type { RemoteArgs } from './mesh.ts'
+import type { CallOptions, GetOptions, RemoteArgs, SendOrder } from './types.ts'
+import { checkReturns } from './returns.ts'
 import type { RefsOf } from './returns.ts'
+import { DEFAULTS } from './constants.ts'
 
 const log = logger('refmesh:actors')
 
@@ -286,5 +288,114 @@ export function actorRestarts (life: ActorLife, peers: PeerVerdicts): {
       }
       await life.restart(executor)
     }
+  }
+}
+
+/**
+ * The caller side: handles to actors (create, method calls in order, stop when
+ * the last handle anywhere is freed). Method calls go through the caller side
+ * of calls (calls.ts), given here as `remote`.
+ */
+export interface ActorClientsInit {
+  self: () => string
+  stopSignal: AbortSignal
+  remote: (fn: string, args: unknown[], options: CallOptions, order?: SendOrder) => Ref
+  /** a call's Refs, `options.returns` of them (calls.ts) */
+  submit: (fn: string, args: unknown[], options: CallOptions, order?: SendOrder) => Ref[]
+  get: <T>(ref: Ref<T>, options?: GetOptions) => Promise<T>
+  whenReady: (ref: Ref, signal: AbortSignal) => Promise<void>
+  pins: { pin: (key: string) => void, unpin: (key: string) => void }
+  /** the failure detector's view, for restarts */
+  peers: PeerVerdicts
+}
+
+export class ActorClients {
+  private readonly init: ActorClientsInit
+  /** creator side: actor handle objects this peer owns, so freeing one stops its actor */
+  private readonly handles = new Map<string, ActorLife>()
+  /** per actor instance: settles when this peer's latest call to it has been sent */
+  private readonly sent = new Map<string, Promise<void>>()
+  /** the next sequence number of this peer's calls to each actor instance */
+  private readonly seqs = new Map<string, number>()
+
+  constructor (init: ActorClientsInit) {
+    this.init = init
+  }
+
+  /** Creates actors of a registered class, on a peer that offers it (or the one `options` names). */
+  factory<T> (name: string, options: ActorOptions = {}): ActorFactory<T> {
+    return {
+      options: (more) => this.factory<T>(name, { ...options, ...more }),
+      create: async (...args) => {
+        const { maxRestarts, maxTaskRetries, ...placement } = options
+        const ref = this.init.remote(ACTOR_CREATE + name, args, { ...placement, retries: 0 }) as Ref<ActorDesc>
+        try {
+          const desc = await this.init.get(ref)
+          // A restart makes it again from the same arguments, on any other peer offering the class.
+          const kept = args.map(a => a instanceof Ref ? a.dup() : a)
+          const life = new ActorLife(desc, { maxRestarts, maxTaskRetries }, async () => {
+            using again = this.init.remote(ACTOR_CREATE + name, kept, { spread: placement.spread, retries: 0 }) as Ref<ActorDesc>
+            return await this.init.get(again)
+          }, () => { for (const a of kept) if (a instanceof Ref) a.release() })
+          this.handles.set(ref.key, life)
+          return this.handle<T>(ref, life)
+        } catch (err) {
+          ref.release()
+          throw err
+        }
+      }
+    }
+  }
+
+  /** A handle of this peer's own for an actor whose Ref it was given (a SharedRef of another handle's `ref`). */
+  async fromRef<T> (ref: Ref<ActorDesc>, options: GetOptions = {}): Promise<ActorHandle<T>> {
+    const desc = await this.init.get(ref, options)
+    // The creator's own handles share its record, so they follow restarts.
+    return this.handle<T>(ref.dup(), this.handles.get(ref.key) ?? new ActorLife(desc))
+  }
+
+  private handle<T> (ref: Ref<ActorDesc>, life: ActorLife): ActorHandle<T> {
+    const desc = life.desc
+    const base = { ref, get peer () { return desc.peer }, release: () => { ref.release() } }
+    return new Proxy(base, {
+      get: (target, prop) => {
+        if (prop in target) return target[prop as keyof typeof target]
+        // Not a thenable: `await create()` must resolve to the handle itself.
+        if (typeof prop !== 'string' || prop === 'then') return undefined
+        const call = (args: unknown[], returns?: number): Ref[] => {
+          const after = this.sent.get(desc.instance) ?? Promise.resolve()
+          let sent!: () => void
+          this.sent.set(desc.instance, new Promise<void>(resolve => { sent = resolve }))
+          const seq = (): number => {
+            const n = this.seqs.get(desc.instance) ?? 0
+            this.seqs.set(desc.instance, n + 1)
+            return n
+          }
+          const results = this.init.submit(ACTOR_CALL + desc.name, [desc.instance, prop, this.init.self(), -1, ...args], { peer: desc.peer, retries: 0, returns }, { after, sent, seq, seqIndex: 3, ...actorRestarts(life, this.init.peers) })
+          // Calls in flight keep the actor alive, even if the last handle is released meanwhile (as in Ray).
+          this.init.pins.pin(ref.key)
+          Promise.all(results.map(async r => { await this.init.whenReady(r, this.init.stopSignal) })).catch(() => {}).finally(() => { this.init.pins.unpin(ref.key) })
+          return results
+        }
+        return {
+          remote: (...args: unknown[]) => call(args)[0],
+          options: ({ returns }: { returns: number }) => {
+            checkReturns(returns, DEFAULTS.maxReturns)
+            return { remote: (...args: unknown[]) => call(args, returns) }
+          }
+        }
+      }
+    }) as unknown as ActorHandle<T>
+  }
+
+  /** An owned object was freed: when it is an actor's handle object, the last handle anywhere is gone and the actor stops. */
+  freed (key: string): void {
+    const actor = this.handles.get(key)
+    if (actor === undefined) return
+    this.handles.delete(key)
+    actor.end()
+    this.seqs.delete(actor.desc.instance)
+    this.sent.delete(actor.desc.instance)
+    this.init.remote(ACTOR_STOP, [actor.desc.instance], { peer: actor.desc.peer, retries: 0 }).release()
   }
 }

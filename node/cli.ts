@@ -31,7 +31,8 @@ const USAGE = `usage: refmesh <command> [options]
 commands:
   peer     start a headless peer
              --listen <multiaddr>     where to listen (repeatable; default /ip4/127.0.0.1/tcp/0 and
-                                      /ip4/127.0.0.1/tcp/0/ws; add /ip4/.../udp/0/webrtc-direct for tabs)
+                                      /ip4/127.0.0.1/tcp/0/ws; add /ip4/.../udp/0/webrtc-direct for tabs,
+                                      /ip4/.../udp/0/quic-v1 for QUIC between Node peers)
              --bootstrap <multiaddr>  a peer to join through, with /p2p/<id> (repeatable)
              --identity <file>        key file; created on first run (default: a new identity each run)
              --store-capacity <size>  memory for objects, e.g. 512MiB, 2GiB (default: 25% of this machine's memory)

@@ -40,7 +40,11 @@ export * from '../core/index.ts'
 export interface NodeMeshOptions extends Omit<MeshInit, 'libp2p' | 'pubsub'> {
   /** multiaddrs (with /p2p/<id>) of peers to join through */
   bootstrap?: string[]
-  /** where to listen; default: ephemeral TCP, WebSockets and WebRTC-direct ports on loopback (TCP first) */
+  /**
+   * where to listen; default: ephemeral TCP and WebSockets ports on loopback (TCP first).
+   * `/udp/0/webrtc-direct` serves tabs; `/udp/0/quic-v1` adds QUIC for Node peers (not a
+   * default: it cost more CPU per byte than TCP here, test/bench/cpu-per-byte.ts).
+   */
   listen?: string[]
   /**
    * the addresses other peers should dial instead of the listening ones (libp2p's
@@ -137,7 +141,9 @@ export const NODE_DEFAULTS = {
   storeMemoryFraction: 0.25,
   bootstrapTimeoutMs: 15_000,
   /** inbound connections accepted per second from one address */
-  inboundConnectionsPerSecond: 64
+  inboundConnectionsPerSecond: 64,
+  /** the shortest a connection's ping may take before libp2p gives the connection up */
+  pingTimeoutMs: 30_000
 } as const
 
 /**
@@ -149,6 +155,18 @@ async function webRTCDirectFor (listen: string[]): Promise<Array<ReturnType<type
   if (!listen.some(addr => addr.includes('/webrtc-direct'))) return []
   const { webRTCDirect } = await import('@libp2p/webrtc')
   return [webRTCDirect()]
+}
+
+/**
+ * QUIC (Rust, through napi: encryption and multiplexing off the JavaScript
+ * thread) only for peers that listen on a `/quic-v1` address, loaded on demand
+ * like WebRTC-direct: a native addon is loaded only where it is asked for.
+ */
+async function quicFor (listen: string[]): Promise<Array<ReturnType<typeof import('@chainsafe/libp2p-quic').quic>>> {
+  if (!listen.some(addr => addr.includes('/quic-v1'))) return []
+  const { quic } = await import('@chainsafe/libp2p-quic')
+  await import('./quic-reads.ts')
+  return [quic()]
 }
 
 /**
@@ -205,10 +223,15 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
         ? {}
         : { announceFilter: addrs => [...new Map(addrs.map(a => a.toString().includes('/p2p-circuit') ? a : multiaddr(withHost(a.toString(), options.announceHost!))).map(a => [a.toString(), a])).values()] }
     },
-    transports: [tcp(), webSockets(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }), ...await webRTCDirectFor(listen), ...nat.transports],
+    transports: [tcp(), webSockets(options.tls === undefined ? {} : { https: { cert: options.tls.cert, key: options.tls.key } }), ...await webRTCDirectFor(listen), ...await quicFor(listen), ...nat.transports],
     // libp2p refuses a sixth connection per second from one host; a local cluster,
     // or peers behind one NAT, joining at once are more than that.
     connectionManager: { inboundConnectionThreshold: NODE_DEFAULTS.inboundConnectionsPerSecond },
+    // libp2p aborts a connection whose ping takes over 5 s; behind a saturated home uplink
+    // (20 Mbit/s, eight receivers relaying) pings queue behind megabytes of chunks and take
+    // longer, and the aborts failed whole broadcasts. The mesh's own failure detector finds
+    // hung peers (core/membership.ts); this only keeps slow links up.
+    connectionMonitor: { pingTimeout: { minTimeout: NODE_DEFAULTS.pingTimeoutMs } },
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: {

@@ -4,7 +4,7 @@
  */
 import { parentPort, workerData, isMarkedAsUntransferable } from 'node:worker_threads'
 import { pathToFileURL } from 'node:url'
-import type { FromWorker, ToWorker } from './worker-pool.ts'
+import type { FromWorker, ToWorker } from '../core/worker-pool.ts'
 import { serializeError } from '../core/thread-errors.ts'
 
 type Fn = (...args: unknown[]) => unknown
@@ -66,7 +66,7 @@ async function load (): Promise<boolean> {
   return true
 }
 
-async function call (msg: ToWorker): Promise<void> {
+async function call (msg: Extract<ToWorker, { type: 'call' }>): Promise<void> {
   let value: unknown
   try {
     const fn = functions.get(msg.name)

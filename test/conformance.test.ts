@@ -408,7 +408,7 @@ test('refmesh.proto read by protobufjs agrees with every message vector', () => 
 async function startPeer (): Promise<{ peer: string, addrs: string[], kill: () => void, exited: () => boolean, stderr: () => string }> {
   const child = spawn(process.execPath, [CLI, 'peer', '--json', '--listen', '/ip4/127.0.0.1/tcp/0', '--module', FIXTURES,
     '--store-capacity', '256MiB', '--no-spill'], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, REFMESH_MESH_SECRET: SECRET } })
-  // The peer stops when its stdin closes: keep it open.
+  // The peer runs until a signal (stdin does not stop it); the test SIGKILLs it.
   let stderr = ''
   child.stderr.on('data', (d: Buffer) => { stderr += d.toString() })
   let exited = false

@@ -18,6 +18,8 @@ export interface HostsInit {
   hosts: number
   /** egress limit of each host, in Mbit/s; 0: unlimited */
   rateMbit?: number
+  /** per-host egress limits (Mbit/s), overriding rateMbit for the hosts listed (host i: rates[i]) */
+  rates?: number[]
   /** limit each host's downlink at the switch as well */
   limitDownlink?: boolean
 }
@@ -65,7 +67,7 @@ export async function removeStaleNamespaces (): Promise<void> {
 }
 
 export async function createHosts (init: HostsInit): Promise<Hosts> {
-  const { hosts, rateMbit = 100, limitDownlink = false } = init
+  const { hosts, rateMbit = 100, limitDownlink = false, rates = [] } = init
   if (hosts < 1 || hosts > 200) throw new RangeError(`hosts must be 1..200, not ${hosts}`)
   await removeStaleNamespaces()
   const tag = `${PREFIX}${process.pid}`
@@ -84,7 +86,7 @@ export async function createHosts (init: HostsInit): Promise<Hosts> {
     created.push(sw)
     await inNs(sw, 'ip', 'link', 'add', 'br0', 'type', 'bridge')
     await inNs(sw, 'ip', 'link', 'set', 'br0', 'up')
-    const tbf = (dev: string): string[] => ['tc', 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${rateMbit}mbit`, 'burst', '64kb', 'latency', '50ms']
+    const tbf = (dev: string, mbit: number): string[] => ['tc', 'qdisc', 'add', 'dev', dev, 'root', 'tbf', 'rate', `${mbit}mbit`, 'burst', '64kb', 'latency', '50ms']
     for (let i = 0; i < hosts; i++) {
       const ns = names[i]
       await ip('netns', 'add', ns)
@@ -100,9 +102,10 @@ export async function createHosts (init: HostsInit): Promise<Hosts> {
       await inNs(ns, 'ip', 'link', 'set', 'lo', 'up')
       await inNs(sw, 'ip', 'link', 'set', switchEnd, 'master', 'br0')
       await inNs(sw, 'ip', 'link', 'set', switchEnd, 'up')
-      if (rateMbit > 0) {
-        await inNs(ns, ...tbf('eth0'))
-        if (limitDownlink) await inNs(sw, ...tbf(switchEnd))
+      const mbit = rates[i] ?? rateMbit
+      if (mbit > 0) {
+        await inNs(ns, ...tbf('eth0', mbit))
+        if (limitDownlink) await inNs(sw, ...tbf(switchEnd, mbit))
       }
     }
   } catch (err) {

@@ -99,7 +99,7 @@ before(async () => {
   viteBuild = run(process.execPath, [join(app, 'node_modules/vite/bin/vite.js'), 'build'], app, 240_000)
 
   // (3) the peer that the script and the tab join, started as README says.
-  peer = spawn('npx', ['refmesh', 'peer', '--json', '--module', './functions.mjs', '--page-port', '0'], { cwd: app, env: ENV, stdio: ['pipe', 'pipe', 'pipe'] })
+  peer = spawn('npx', ['refmesh', 'peer', '--json', '--module', './functions.mjs', '--page-port', '0'], { cwd: app, env: ENV, stdio: ['ignore', 'pipe', 'pipe'], detached: true })
   peer.stderr?.setEncoding('utf8').on('data', (s: string) => { peerErr += s })
   const line = await new Promise<string>((resolve, reject) => {
     const timer = setTimeout(() => { reject(new Error(`npx refmesh peer printed nothing within 60 s: ${peerErr}`)) }, 60_000)
@@ -113,8 +113,10 @@ after(async () => {
   await Promise.allSettled([typeCheck, viteBuild]) // started in before(); never left running
   if (peer !== undefined && peer.exitCode === null) {
     const exited = new Promise(resolve => peer?.once('exit', resolve))
-    peer.stdin?.end() // the CLI stops when its stdin closes
-    const timer = setTimeout(() => { peer?.kill('SIGKILL') }, 10_000)
+    // SIGTERM stops a peer (stdin does not); to the process group, as npx runs the bin in a child of its own.
+    const group = -(peer.pid as number)
+    process.kill(group, 'SIGTERM')
+    const timer = setTimeout(() => { try { process.kill(group, 'SIGKILL') } catch {} }, 10_000)
     await exited
     clearTimeout(timer)
   }

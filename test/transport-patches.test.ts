@@ -9,6 +9,8 @@ import { createMesh } from '../node/index.ts'
 import { yamuxWindowPatch } from '../node/yamux-window.ts'
 import { tcpWritevPatch } from '../node/tcp-writev.ts'
 
+const QUIC = '/ip4/127.0.0.1/udp/0/quic-v1'
+
 test('small replies skip window updates and leave in one write each; a 16 MiB transfer still completes intact', async () => {
   assert.equal(yamuxWindowPatch.installed, true)
   assert.equal(tcpWritevPatch.installed, true)
@@ -30,6 +32,30 @@ test('small replies skip window updates and leave in one write each; a 16 MiB tr
     const bytes = await a.get(big, { timeoutMs: 60_000 })
     assert.equal(bytes.length, 16 * 2 ** 20)
     for (let i = 0; i < bytes.length; i += 65_537) assert.equal(bytes[i], i % 251)
+  } finally {
+    await b.stop()
+    await a.stop()
+  }
+})
+
+test('QUIC between Node peers (opt-in with a /quic-v1 listen address): calls and a 16 MiB transfer, read in more than 4 KiB at a time', async () => {
+  const a = await createMesh({ listen: [QUIC] })
+  const b = await createMesh({ listen: [QUIC], bootstrap: a.libp2p.getMultiaddrs().map(String) })
+  try {
+    const { quicReadPatch } = await import('../node/quic-reads.ts')
+    assert.equal(quicReadPatch.installed, true)
+    assert.ok(a.libp2p.getConnections().every(c => c.remoteAddr.toString().includes('/quic-v1')), 'the peers are connected over QUIC only')
+    b.register('echo', (x: unknown) => x)
+    b.register('make', (n: number) => new Uint8Array(n).map((_v, i) => i % 251))
+    using r = a.fn<(x: number) => number>('echo').remote(7)
+    assert.equal(await a.get(r, { timeoutMs: 10_000 }), 7)
+    const [reads, bytes] = [quicReadPatch.reads, quicReadPatch.bytes]
+    using big = a.fn<(n: number) => Uint8Array>('make').remote(16 * 2 ** 20)
+    const got = await a.get(big, { timeoutMs: 60_000 })
+    assert.equal(got.length, 16 * 2 ** 20)
+    for (let i = 0; i < got.length; i += 65_537) assert.equal(got[i], i % 251)
+    const perRead = (quicReadPatch.bytes - bytes) / (quicReadPatch.reads - reads)
+    assert.ok(perRead > 4096, `QUIC reads averaged ${Math.round(perRead)} bytes`)
   } finally {
     await b.stop()
     await a.stop()

@@ -16,6 +16,7 @@ import { createInterface } from 'node:readline'
 import { mkdir } from 'node:fs/promises'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { promisify } from 'node:util'
+import { processCpuS } from '../proc-cpu.ts'
 
 const HERE = fileURLToPath(new URL('.', import.meta.url))
 const VERSION = '3.0.21'
@@ -55,6 +56,11 @@ async function nextLine (p: Peer, prefix: string, timeoutMs: number): Promise<st
 }
 
 export async function webtorrentBroadcast (size: number, receivers: number): Promise<number> {
+  return (await webtorrentRun(size, receivers)).ms
+}
+
+/** The same, with the CPU seconds all its processes (seeder and leechers) spent meanwhile, from /proc. */
+export async function webtorrentRun (size: number, receivers: number): Promise<{ ms: number, cpuS: number }> {
   await ensureInstalled()
   const peers: Peer[] = []
   try {
@@ -64,10 +70,13 @@ export async function webtorrentBroadcast (size: number, receivers: number): Pro
     const leeches = Array.from({ length: receivers }, () => start(['leech', torrent, '']))
     peers.push(...leeches)
     const ports = await Promise.all(leeches.map(async l => (await nextLine(l, 'ready ', 60_000)).split(' ')[1]))
+    const pids = peers.map(p => p.child.pid as number)
+    const cpuBefore = pids.reduce((n, pid) => n + processCpuS(pid), 0)
     const started = performance.now()
     leeches.forEach((l, i) => l.child.stdin?.write(`peers ${[seedPort, ...ports.filter((_, j) => j !== i)].join(',')}\n`))
     await Promise.all(leeches.map(async l => await nextLine(l, 'done ', 300_000)))
-    return performance.now() - started
+    const ms = performance.now() - started
+    return { ms, cpuS: pids.reduce((n, pid) => n + processCpuS(pid), 0) - cpuBefore }
   } finally {
     for (const p of peers) {
       p.child.stdin?.end()
