@@ -131,7 +131,7 @@ export class Pull {
   private lastReport = 0
   private relocating = false
   private lastRelocate = performance.now()
-  private detoured = false
+  private detour: 'none' | 'running' | 'done' = 'none'
 
   constructor (transfer: PullHost, init: PullInit, req: PullRequest) {
     this.transfer = transfer
@@ -249,7 +249,8 @@ export class Pull {
   /** Chunks each live source with a known bitfield holds, among those still missing and not asked for. */
   private pump (): void {
     const live = this.sources.filter(s => !s.dead)
-    if (live.length === 0 && this.detourAround()) return
+    // While a detour peer takes its copy, there is no source yet, and that is no loss.
+    if (live.length === 0 && (this.detour === 'running' || this.detourAround())) return
     if (live.length === 0) {
       this.finish(new ObjectLostError(`no holder of ${this.req.key} is left (tried ${this.sources.map(s => s.peer).join(', ')})`))
       return
@@ -298,20 +299,22 @@ export class Pull {
    * through a peer that reaches both directly (once per pull). True while that is under way.
    */
   private detourAround (): boolean {
-    if (this.detoured) return false
+    if (this.detour !== 'none') return false
     // Holders dropped while only a relay led to them, or that have no direct connection
     // now (a WebRTC connection that broke under load, say).
     const direct = (peer: string): boolean => this.init.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open')
     const relayed = [...new Set(this.sources.filter(s => s.relayedOnly === true || !direct(s.peer)).map(s => s.peer))]
     if (relayed.length === 0 || this.init.detour === undefined) return false
-    this.detoured = true
+    this.detour = 'running'
     log('pull %s: %s reached only through a relay; taking it through another peer', this.req.key, relayed.join(','))
     this.init.detour({ id: this.req.id, owner: this.req.owner }, relayed, this.req.signal).then(peers => {
+      this.detour = 'done'
       this.transfer.countDetour(this.req.manifest.size)
       this.addSources(peers)
       for (const s of this.sources) if (!s.dead && s.have === undefined) this.askBitfield(s)
       this.pump()
     }, (err: Error) => {
+      this.detour = 'done'
       this.finish(new ObjectLostError(`${this.req.key}: its holders (${relayed.join(', ')}) are reachable only through a relay, and no peer could take it around: ${err.message}`))
     })
     return true
