@@ -13,6 +13,7 @@
  */
 import { logger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
+import type { Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p } from '@libp2p/interface'
 import type { EnvelopeBody } from './channel.ts'
@@ -174,6 +175,9 @@ export class Peers {
     this.sayHello(peer)
   }
 
+  /** peers whose redial probe this peer is closing: their disconnect is not probed again */
+  private readonly probed = new Set<string>()
+
   readonly onDisconnect = (evt: CustomEvent<{ toString(): string }>): void => {
     const peer = evt.detail.toString()
     log('peer %s disconnected', peer)
@@ -182,7 +186,16 @@ export class Peers {
     this.ctx.channels.dropPeer(peer)
     this.ctx.membership.disconnected(peer)
     // A peer whose process died refuses the redial: dead now, not after the heartbeat bound.
-    redial({ dial: async (addrs, o) => await this.libp2p.dial(addrs, o), timeoutMs: DEFAULTS.redialTimeoutMs }, peer, this.ctx.membership.get(peer)?.addrs ?? [], this.ctx.stopSignal)
+    if (this.probed.delete(peer)) return
+    // The redial is a probe: a connection it opens is closed again (its own disconnect is
+    // not probed), so a peer that hung up on this one (a quota) is not dialled back into.
+    const dial = async (addrs: Multiaddr[], o: { signal: AbortSignal }): Promise<void> => {
+      const probe = await this.libp2p.dial(addrs, o)
+      if (this.libp2p.getConnections(probe.remotePeer).length > 1) return
+      this.probed.add(peer)
+      await probe.close().catch(() => { this.probed.delete(peer) })
+    }
+    redial({ dial, timeoutMs: DEFAULTS.redialTimeoutMs }, peer, this.ctx.membership.get(peer)?.addrs ?? [], this.ctx.stopSignal)
       .then(verdict => { if (verdict === 'refused' && this.libp2p.getConnections(peerIdFromString(peer)).length === 0) this.ctx.membership.declareDead(peer, 'refused') })
       .catch((err: Error) => { log('redial of %s: %s', peer, err.message) })
   }
