@@ -190,8 +190,11 @@ export class Peers {
     // The redial is a probe: a connection it opens is closed again (its own disconnect is
     // not probed), so a peer that hung up on this one (a quota) is not dialled back into.
     const dial = async (addrs: Multiaddr[], o: { signal: AbortSignal }): Promise<void> => {
+      // A connection that came up meanwhile (the peer dialled back, an upgrade) is returned
+      // by the dial as it is: it is not the probe's to close.
+      const before = new Set(this.libp2p.getConnections(peerIdFromString(peer)).map(c => c.id))
       const probe = await this.libp2p.dial(addrs, o)
-      if (this.libp2p.getConnections(probe.remotePeer).length > 1) return
+      if (before.has(probe.id) || this.libp2p.getConnections(probe.remotePeer).length > 1) return
       this.probed.add(peer)
       await probe.close().catch(() => { this.probed.delete(peer) })
     }
