@@ -84,7 +84,8 @@ function refTokens (tag: number, ref: Ref, hintsOf: HintsOf | undefined): Token[
 
 // Encoders are built once (building them per call cost more than the encoding);
 // the Ref sink and hint source of the encode in progress live here, which is
-// safe because encoding is synchronous.
+// safe because encoding is synchronous. They are cleared after each encode: the
+// last sink would otherwise keep its Refs from the GC backstop until the next.
 let sink: Ref[] = []
 let curHints: HintsOf | undefined
 let allowReleased = false
@@ -144,6 +145,9 @@ function cbor (value: unknown, contained: Ref[], hintsOf?: HintsOf): Uint8Array 
   } catch (err) {
     if (err instanceof RefmeshError) throw err
     throw new EncodeError(`cannot encode value: ${(err as Error).message}`)
+  } finally {
+    sink = []
+    curHints = undefined
   }
 }
 
@@ -186,6 +190,8 @@ export function encodeArgs (args: unknown[], hintsOf?: HintsOf, reencode = false
     throw new EncodeError(`cannot encode arguments: ${(err as Error).message}`)
   } finally {
     allowReleased = false
+    sink = []
+    curHints = undefined
   }
 }
 
@@ -204,15 +210,21 @@ function refDescOf (inner: unknown): RefDesc {
   return { id, owner, size, locations: locations as string[] }
 }
 
-// Built once; the Ref factory and sink of the decode in progress live here (decoding is synchronous).
+// Built once; the Ref factory and sink of the decode in progress live here (decoding
+// is synchronous), cleared after it, as the encoder's are.
 let curMakeRef: RefFactory | undefined
 let curDescs: RefDesc[] = []
 let cachedTags: TagDecoder[] | undefined
-function tagDecoders (makeRef: RefFactory | undefined, descs: RefDesc[]): TagDecoder[] {
+function decodeRefs (bytes: Uint8Array, makeRef: RefFactory | undefined, descs: RefDesc[]): unknown {
   curMakeRef = makeRef
   curDescs = descs
   cachedTags ??= buildTagDecoders()
-  return cachedTags
+  try {
+    return cborDecodeSafe(bytes, cachedTags)
+  } finally {
+    curMakeRef = undefined
+    curDescs = []
+  }
 }
 function buildTagDecoders (): TagDecoder[] {
   const tags: TagDecoder[] = []
@@ -245,14 +257,14 @@ function cborDecodeSafe (bytes: Uint8Array, tags: TagDecoder[]): unknown {
 export function containedRefs (encoding: number, bytes: Uint8Array): RefDesc[] {
   if (encoding !== Encoding.CBOR) return []
   const descs: RefDesc[] = []
-  cborDecodeSafe(bytes, tagDecoders(undefined, descs))
+  decodeRefs(bytes, undefined, descs)
   return descs
 }
 
 /** Decodes a stored value; nested Refs become handles made by `makeRef`. */
 export function decodeValue (encoding: number, bytes: Uint8Array, makeRef: RefFactory): unknown {
   switch (encoding) {
-    case Encoding.CBOR: return cborDecodeSafe(bytes, tagDecoders(makeRef, []))
+    case Encoding.CBOR: return decodeRefs(bytes, makeRef, [])
     case Encoding.BYTES: return bytes
     case Encoding.ARRAY_BUFFER: return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes.buffer : Uint8Array.prototype.slice.call(bytes).buffer
     default: {

@@ -10,6 +10,12 @@ export function withTimeout (signal: AbortSignal | undefined, timeoutMs: number 
   if (timeoutMs === undefined || timeoutMs <= 0 || !Number.isFinite(timeoutMs)) return signal
   const timeout = AbortSignal.timeout(timeoutMs)
   const timeoutError = new TimeoutError(`${what} timed out after ${timeoutMs} ms`)
+  // The error lives as long as the timer, past the operation it bounds. Until
+  // its stack is read, V8 keeps the functions on it, and a closure there keeps
+  // what it captured (the Refs of a mesh.get or mesh.wait, which wrap theirs
+  // in one for executor.blocked) from the GC backstop for the whole timeout:
+  // formatted now, the stack is a string and holds nothing.
+  void timeoutError.stack
   const timed = new AbortController()
   timeout.addEventListener('abort', () => timed.abort(timeoutError), { once: true })
   return signal === undefined ? timed.signal : AbortSignal.any([signal, timed.signal])

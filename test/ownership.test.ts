@@ -47,9 +47,7 @@ test('delegation: a callee passes a SharedRef on to another call without fetchin
   }
 })
 
-// KNOWN REGRESSION (2026-12-04, see the session's closing note): objects are left behind since the
-// admission-lending commit of issue 19 (09547e5, found by bisecting); skipped so the rest lands. Fix first.
-test('reclamation: after 1,000+ calls mixing put, nested Refs, SharedRefs and dropped handles, every store is empty; held Refs survive', { skip: 'known regression since 09547e5: stray objects remain; see the closing note' }, async () => {
+test('reclamation: after 1,000+ calls mixing put, nested Refs, SharedRefs and dropped handles, every store is empty; held Refs survive', async () => {
   const t = await startMesh(3)
   try {
     const { caller } = t
@@ -137,6 +135,32 @@ test('reclamation: after 1,000+ calls mixing put, nested Refs, SharedRefs and dr
     for (const r of [keptBig, keptNested, keptRemote, nested.list[0], nested.list[1], remote.made]) r.release()
     await waitFor('reclamation', () => { gc(); return true }, 1000)
     await waitForEmptyStores(t, 30_000)
+  } finally {
+    await t.close()
+  }
+})
+
+// Nothing keeps a dropped handle from the GC backstop: not the TimeoutError of a get
+// or wait, which outlives them (until its timer fires) and must not pin the closures
+// on its stack that hold their Refs (the regression since 09547e5), nor the codec's
+// Ref sink of the last value it encoded (here x, the call's argument).
+test('GC backstop: Refs dropped after a get and a wait with long timeouts are collected before those timeouts end', async () => {
+  const t = await startMesh(1)
+  try {
+    // One function call, so its handles are unreachable once it returns.
+    const readAndDrop = async (): Promise<void> => {
+      const x = t.caller.put(pattern(200 * 1024, 3))
+      const sum = t.caller.fn<Checksum>('checksum').remote(x)
+      const { ready } = await t.caller.wait([sum, x], { timeoutMs: 600_000 })
+      assert.equal(ready.length, 2)
+      assert.equal((await t.caller.get(sum, { timeoutMs: 600_000 })).checksum, checksum(pattern(200 * 1024, 3)))
+    }
+    await readAndDrop()
+    await waitFor('the dropped handles to be collected and their objects freed', async () => {
+      gc()
+      const all = [t.caller.stats(), await t.stats(t.peers[0].peer)]
+      return all.every(s => s.store.objects === 0 && s.refs.owned === 0 && s.refs.borrowed === 0) ? true : undefined
+    }, 10_000, 100)
   } finally {
     await t.close()
   }

@@ -10,10 +10,32 @@ import type { Mesh } from '../../node/index.ts'
 import { waitFor } from '../../node/local-cluster.ts'
 import { checksum, pattern } from '../../browser/bench-functions.ts'
 import { startBrowserCluster } from './harness.ts'
-import type { BrowserCluster } from './harness.ts'
+import type { BrowserCluster, Tab } from './harness.ts'
 import { CHUNK_PROTOCOL } from '../../core/transfer.ts'
 
 const MiB = 2 ** 20
+
+/** `tab`'s connections to `other`, each with what its chunk streams carried since it opened. */
+async function chunkLinks (tab: Tab, other: Tab): Promise<Array<{ id: string, remoteAddr: string, direction: string, multiplexer: string | undefined, direct: boolean, limited: boolean, streams: number, sent: number, received: number }>> {
+  return await tab.page.evaluate(({ peer, protocol }) => {
+    const r = window.refmesh
+    const links = r.links(peer)
+    return r.mesh!.libp2p.getConnections().filter(c => c.remotePeer.toString() === peer).map(c => {
+      const l = links.find(l => l.id === c.id)
+      return {
+        id: c.id,
+        remoteAddr: c.remoteAddr.toString(),
+        direction: c.direction,
+        multiplexer: c.multiplexer,
+        direct: c.direct,
+        limited: c.limits != null,
+        streams: l?.streams[protocol] ?? 0,
+        sent: l?.bytes[protocol]?.sent ?? 0,
+        received: l?.bytes[protocol]?.received ?? 0
+      }
+    })
+  }, { peer: other.peer, protocol: CHUNK_PROTOCOL })
+}
 
 /** Fails with the tabs' console output, which is where a tab's trouble shows. */
 async function withCluster (c: BrowserCluster, body: () => Promise<void>): Promise<void> {
@@ -28,9 +50,7 @@ async function withCluster (c: BrowserCluster, body: () => Promise<void>): Promi
   }
 }
 
-// KNOWN REGRESSION (2026-12-04, see the session's closing note): the per-link chunk-stream count reads 0 on
-// every connection to tab A after this session's merges; skipped so the rest lands. Fix first.
-test('an object put in tab A moves to tab B over a direct WebRTC connection, byte-identical, every chunk verified', { timeout: 180_000, skip: 'known regression: chunk streams not seen on the direct link; see the closing note' }, async (t) => {
+test('an object put in tab A moves to tab B over a direct WebRTC connection, byte-identical, every chunk verified', { timeout: 180_000 }, async (t) => {
   const started = performance.now()
   const c = await startBrowserCluster({ tabs: 2, nodes: 1 })
   t.diagnostic(`two tabs and a Node peer, every tab directly connected to every peer, in ${Math.round(performance.now() - started)} ms`)
@@ -45,6 +65,7 @@ test('an object put in tab A moves to tab B over a direct WebRTC connection, byt
     })
     await a.page.waitForFunction((peer) => window.refmesh.mesh!.peers().find(p => p.peer === peer)?.functions.includes('tab.digest') === true, b.peer, { timeout: 30_000 })
     const before = await b.page.evaluate(() => window.refmesh.mesh!.stats().transfer)
+    const [aBefore, bBefore] = await Promise.all([chunkLinks(a, b), chunkLinks(b, a)])
 
     const result = await a.page.evaluate(async ({ peer, size }) => {
       const r = window.refmesh
@@ -69,30 +90,33 @@ test('an object put in tab A moves to tab B over a direct WebRTC connection, byt
     assert.equal(result.got.sha256, result.expected, 'tab B read exactly the bytes tab A put')
 
     const after = await b.page.evaluate(() => window.refmesh.mesh!.stats().transfer)
+    // What each tab's LinkLog counted, per connection to the other tab, on the chunk
+    // streams of this transfer (cumulative counts, so a chunk stream that has closed
+    // since still counts), printed before anything is asserted.
+    const [aAfter, bAfter] = await Promise.all([chunkLinks(a, b), chunkLinks(b, a)])
+    const used = (links: typeof aAfter, earlier: typeof aAfter): typeof aAfter => links.map(l => {
+      const was = earlier.find(e => e.id === l.id)
+      return { ...l, streams: l.streams - (was?.streams ?? 0), sent: l.sent - (was?.sent ?? 0), received: l.received - (was?.received ?? 0) }
+    })
+    const [aUsed, bUsed] = [used(aAfter, aBefore), used(bAfter, bBefore)]
+    for (const [name, links] of [['A', aUsed], ['B', bUsed]] as const) {
+      t.diagnostic(`tab ${name}'s links to the other tab: ${links.map(l => `${l.direction} ${l.remoteAddr.replace(/\/p2p\/\w+/g, '/p2p/…')} (${l.multiplexer}): ${l.streams} chunk streams, ${l.sent} B sent, ${l.received} B received`).join('; ')}`)
+    }
+    t.diagnostic(`tab B's transfer stats over the put: ${JSON.stringify(Object.fromEntries(Object.entries(after).map(([k, v]) => [k, v - before[k as keyof typeof before]])))}`)
+
     assert.equal(after.objectsPulled - before.objectsPulled, 1)
     assert.equal(after.chunksFetched - before.chunksFetched, chunks, 'every chunk was fetched, and each passed its SHA-256 check')
     assert.equal(after.badChunks - before.badChunks, 0, 'no chunk failed its SHA-256 check')
 
-    // The chunks came over WebRTC between the tabs. A relayed connection could
-    // not have carried them: it has limits (128 KiB), and libp2p opens no
-    // refmesh stream on a connection with limits.
-    for (const [tab, other] of [[a, b], [b, a]] as const) {
-      const conns = await tab.page.evaluate(({ peer, protocol }) => window.refmesh.mesh!.libp2p.getConnections()
-        .filter(c => c.remotePeer.toString() === peer)
-        .map(c => ({
-          remoteAddr: c.remoteAddr.toString(),
-          multiplexer: c.multiplexer,
-          direct: c.direct,
-          limitsUndefined: c.limits === undefined,
-          chunkStreams: window.refmesh.links(peer).find(l => l.id === c.id)?.streams[protocol] ?? 0
-        })), { peer: other.peer, protocol: CHUNK_PROTOCOL })
-      const carried = conns.filter(conn => conn.chunkStreams > 0)
-      assert.ok(carried.length > 0, `tab ${tab.peer} saw chunk streams with ${other.peer}: ${JSON.stringify(conns)}`)
-      for (const conn of carried) {
-        assert.match(conn.remoteAddr, /\/webrtc\/p2p\/[^/]+$/, `WebRTC transport: ${conn.remoteAddr}`)
-        assert.equal(conn.multiplexer, '/webrtc', 'data channels are the streams')
-        assert.equal(conn.direct, true)
-        assert.equal(conn.limitsUndefined, true, 'no relay limits')
+    // The chunks came over WebRTC between the tabs, and not a byte through the
+    // relay. A relayed connection has limits (128 KiB), and neither libp2p nor a
+    // pull opens a refmesh stream on one.
+    for (const [tab, links, dir] of [[a, aUsed, 'sent'], [b, bUsed, 'received']] as const) {
+      const viaWebRTC = links.filter(l => /\/webrtc\/p2p\/[^/]+$/.test(l.remoteAddr) && l.multiplexer === '/webrtc' && l.direct && !l.limited)
+      const moved = viaWebRTC.reduce((n, l) => n + l[dir], 0)
+      assert.ok(moved >= size, `tab ${tab.peer} ${dir} the object's ${size} bytes on chunk streams over direct WebRTC connections (data channels, no relay limits) to the other tab: ${JSON.stringify(links)}`)
+      for (const l of links.filter(l => !viaWebRTC.includes(l))) {
+        assert.deepEqual({ streams: l.streams, sent: l.sent, received: l.received }, { streams: 0, sent: 0, received: 0 }, `no chunk stream on ${l.remoteAddr} (direct ${String(l.direct)}, limited ${String(l.limited)})`)
       }
     }
     // The dialing tab's remote address names the relay it signalled through
