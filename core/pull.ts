@@ -102,6 +102,8 @@ interface Source {
   relayedOnly?: boolean
   /** chunks come over a limited connection */
   limited?: boolean
+  /** no chunk stream could be opened to it (the dial or the stream failed) */
+  unreachable?: boolean
   /** when a frame last came from it */
   heard: number
 }
@@ -132,6 +134,7 @@ export class Pull {
   private relocating = false
   private lastRelocate = performance.now()
   private detour: 'none' | 'running' | 'done' = 'none'
+  private retriedDirect = false
 
   constructor (transfer: PullHost, init: PullInit, req: PullRequest) {
     this.transfer = transfer
@@ -250,7 +253,7 @@ export class Pull {
   private pump (): void {
     const live = this.sources.filter(s => !s.dead)
     // While a detour peer takes its copy, there is no source yet, and that is no loss.
-    if (live.length === 0 && (this.detour === 'running' || this.detourAround())) return
+    if (live.length === 0 && (this.detour === 'running' || this.askAgainDirect() || this.detourAround())) return
     if (live.length === 0) {
       this.finish(new ObjectLostError(`no holder of ${this.req.key} is left (tried ${this.sources.map(s => s.peer).join(', ')})`))
       return
@@ -295,6 +298,23 @@ export class Pull {
   }
 
   /**
+   * Holders dropped while no direct connection led to them (or whose chunk stream failed to
+   * open), to which one is open now (a WebRTC dial that ICE completed late, one the holder
+   * made): asked again, once per pull. True when one was.
+   */
+  private askAgainDirect (): boolean {
+    if (this.retriedDirect) return false
+    const direct = (peer: string): boolean => this.init.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open')
+    const again = [...new Set(this.sources.filter(s => s.dead && (s.relayedOnly === true || s.unreachable === true) && direct(s.peer)).map(s => s.peer))]
+    if (again.length === 0) return false
+    this.retriedDirect = true
+    log('pull %s: %s reachable directly now; asking again', this.req.key, again.join(','))
+    this.addSources(again)
+    for (const s of this.sources) if (!s.dead && s.have === undefined) this.askBitfield(s)
+    return true
+  }
+
+  /**
    * Every holder left is one this peer reaches only through a relay: the object comes
    * through a peer that reaches both directly (once per pull). True while that is under way.
    */
@@ -303,7 +323,9 @@ export class Pull {
     // Holders dropped while only a relay led to them, or that have no direct connection
     // now (a WebRTC connection that broke under load, say).
     const direct = (peer: string): boolean => this.init.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open')
-    const relayed = [...new Set(this.sources.filter(s => s.relayedOnly === true || !direct(s.peer)).map(s => s.peer))]
+    // Holders no chunk stream could be opened to count too (a direct connection that died
+    // as it opened, as WebRTC's through a NAT that maps ports at random sometimes does).
+    const relayed = [...new Set(this.sources.filter(s => s.relayedOnly === true || s.unreachable === true || !direct(s.peer)).map(s => s.peer))]
     if (relayed.length === 0 || this.init.detour === undefined) return false
     this.detour = 'running'
     log('pull %s: %s reached only through a relay; taking it through another peer', this.req.key, relayed.join(','))
@@ -338,7 +360,7 @@ export class Pull {
   private async send (source: Source, indices: number[], bitfield: boolean, watch = false): Promise<void> {
     try {
       if (source.stream === undefined) {
-        source.stream = this.openStream(source)
+        source.stream = this.openStream(source).catch((err: Error) => { source.unreachable = true; throw err })
         const stream = await source.stream
         void this.readResponses(source, stream)
       }

@@ -1,4 +1,5 @@
 /** Local peer processes (for the demo, tests and benchmarks): spawn, wait until ready, kill, clean up. */
+import { createWriteStream } from 'node:fs'
 import { spawn } from 'node:child_process'
 import type { ChildProcess } from 'node:child_process'
 import { createInterface } from 'node:readline'
@@ -60,6 +61,9 @@ export async function spawnPeer (opts: SpawnPeerOptions = {}): Promise<PeerProce
   opts.onSpawn?.(child)
   let stderr = ''
   child.stderr?.on('data', (d: Buffer) => { stderr = (stderr + d.toString()).slice(-20_000) })
+  // Whole debug logs for a failure that the kept tail cannot explain: PEER_LOG_DIR=<dir>.
+  const logDir = process.env.PEER_LOG_DIR
+  if (logDir !== undefined && child.pid !== undefined) child.stderr?.pipe(createWriteStream(`${logDir}/peer-${child.pid}.log`))
   const exited = new Promise<void>(resolve => child.once('exit', () => resolve()))
   const ready = new Promise<{ peer: string, addrs: string[], metrics?: string, page?: string }>((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! })
