@@ -297,6 +297,11 @@ export class Pull {
     for (const [source, indices] of batches) void this.send(source, indices, false)
   }
 
+  /** This peer has an open connection to `peer` that is not limited (not relayed). */
+  private reachesDirectly (peer: string): boolean {
+    return this.init.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open')
+  }
+
   /**
    * Holders dropped while no direct connection led to them (or whose chunk stream failed to
    * open), to which one is open now (a WebRTC dial that ICE completed late, one the holder
@@ -304,8 +309,7 @@ export class Pull {
    */
   private askAgainDirect (): boolean {
     if (this.retriedDirect) return false
-    const direct = (peer: string): boolean => this.init.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open')
-    const again = [...new Set(this.sources.filter(s => s.dead && (s.relayedOnly === true || s.unreachable === true) && direct(s.peer)).map(s => s.peer))]
+    const again = [...new Set(this.sources.filter(s => s.dead && (s.relayedOnly === true || s.unreachable === true) && this.reachesDirectly(s.peer)).map(s => s.peer))]
     if (again.length === 0) return false
     this.retriedDirect = true
     log('pull %s: %s reachable directly now; asking again', this.req.key, again.join(','))
@@ -322,10 +326,9 @@ export class Pull {
     if (this.detour !== 'none') return false
     // Holders dropped while only a relay led to them, or that have no direct connection
     // now (a WebRTC connection that broke under load, say).
-    const direct = (peer: string): boolean => this.init.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open')
     // Holders no chunk stream could be opened to count too (a direct connection that died
     // as it opened, as WebRTC's through a NAT that maps ports at random sometimes does).
-    const relayed = [...new Set(this.sources.filter(s => s.relayedOnly === true || s.unreachable === true || !direct(s.peer)).map(s => s.peer))]
+    const relayed = [...new Set(this.sources.filter(s => s.relayedOnly === true || s.unreachable === true || !this.reachesDirectly(s.peer)).map(s => s.peer))]
     if (relayed.length === 0 || this.init.detour === undefined) return false
     this.detour = 'running'
     log('pull %s: %s reached only through a relay; taking it through another peer', this.req.key, relayed.join(','))
@@ -377,7 +380,7 @@ export class Pull {
     // Without a direct connection, the dial may come back relayed, fail, or outlast the
     // stall timeout (a WebRTC dial whose ICE cannot cross the NATs): whichever way the
     // source is dropped, another peer may still reach it.
-    source.relayedOnly = !this.init.libp2p.getConnections(peer).some(c => c.limits == null && c.status === 'open')
+    source.relayedOnly = !this.reachesDirectly(source.peer)
     const conn = await this.init.libp2p.dial(peer, { signal: this.req.signal })
     if (conn.limits != null) {
       source.relayedOnly = true
