@@ -364,6 +364,8 @@ export class Objects {
     const entry = ctx.table.get(key)
     const owned = entry?.owned
     if (entry === undefined || owned === undefined) return none
+    // Parked requests were sent before the object existed: what they imply about the asker is stale.
+    const parked = owned.state === 'pending'
     if (owned.state === 'pending') {
       if (!req.wait) return { ...none, status: ObjectStatus.PENDING }
       const park = withTimeout(signal ?? ctx.stopSignal, req.timeoutMs, 'locate')
@@ -379,7 +381,10 @@ export class Objects {
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
     // A peer that asks to pull an object does not hold a whole copy, whatever it held before
     // (it dropped it, or freed it thinking this owner dead): it is no holder to point anyone at.
-    if (req.fetch && from !== ctx.peerId && !this.tree.isReceiving(key, from)) owned.locations.delete(from)
+    // Unless the request waited for the object: the asker may have computed it meanwhile (a
+    // call re-run by lineage on the very peer whose call needs it), and dropping that only
+    // holder would make lineage run it again, and again.
+    if (req.fetch && !parked && from !== ctx.peerId && !this.tree.isReceiving(key, from)) owned.locations.delete(from)
     if (!owned.inline && !this.hasCompleteCopy(key, owned)) {
       // Every holder died: a call result is computed again (then described), a put() is gone.
       if (this.lineage.has(key)) {

@@ -51,6 +51,8 @@ export interface PlacementInput {
   options: PlacementOptions
 }
 
+const MAX_STAND_INS = 64
+
 export interface SchedulerInit {
   /** assumed duration of a function not yet measured */
   defaultCallMs: number
@@ -64,6 +66,8 @@ export class Scheduler {
   private readonly finishWaiters: Array<() => void> = []
   /** calls this caller placed on each peer (stats) */
   readonly placed = new Map<string, number>()
+  /** for a preferred peer that is gone: the peer that took its first call since (see place) */
+  private readonly standIns = new Map<string, string>()
 
   constructor (init: SchedulerInit) {
     this.init = init
@@ -98,6 +102,29 @@ export class Scheduler {
     const usable = withRoom.length > 0 ? withRoom : live
     // A preferred peer is tried first even when it looks full: it may hand the call back.
     if (options.prefer !== undefined && usable.some(c => c.peer === options.prefer)) return options.prefer
+    // Calls preferring a peer that is gone are mostly lineage re-running what it made: a chain
+    // (y = g(x), x = f()) re-placed call by call before x exists would land wherever estimates
+    // say and move x between peers. One stand-in per gone peer, while it has room, keeps the
+    // chain where its intermediate results are.
+    const goneAway = options.prefer !== undefined && !candidates.some(c => c.peer === options.prefer)
+    if (goneAway) {
+      const standIn = this.standIns.get(options.prefer as string)
+      if (standIn !== undefined && withRoom.some(c => c.peer === standIn)) return standIn
+    }
+    const chosen = this.placeByEstimate(fn, usable, input)
+    if (goneAway) this.rememberStandIn(options.prefer as string, chosen)
+    return chosen
+  }
+
+  private rememberStandIn (gone: string, peer: string): void {
+    if (this.standIns.has(gone)) return
+    // Deaths are few, but a long churn run should not grow this without bound.
+    if (this.standIns.size >= MAX_STAND_INS) this.standIns.delete(this.standIns.keys().next().value as string)
+    this.standIns.set(gone, peer)
+  }
+
+  private placeByEstimate (fn: string, usable: CandidateView[], input: PlacementInput): string {
+    const { options } = input
     const admitting = usable.filter(c => Scheduler.missingBytes(c.peer, input.args) <= c.admitBytes)
     const pool = admitting.length > 0 ? admitting : usable
     // Start at a random candidate so equal estimates spread over peers.

@@ -4,7 +4,8 @@
  *  - reconstruct: a 64 MiB intermediate object (y = noop(x), x made by a call
  *    with 2 s of CPU) whose only holder is killed with SIGKILL; the time from the
  *    kill until get(y) returns (failure detection, then lineage runs both calls
- *    again) vs the time the original computation took.
+ *    again, then the pull of y) vs the same computation and pull from scratch
+ *    with nothing failed (start to get(y) returning, on another peer).
  *  - chaos_makespan: MapReduce on six peers with one peer killed with SIGKILL
  *    halfway through vs the same job with no failure.
  * Ends with one `bench-result {json}` line.
@@ -26,12 +27,26 @@ async function reconstruct (): Promise<{ originalMs: number, recoveryMs: number,
   const mesh = await createMesh({ bootstrap: [peers[0].addrs[0]] })
   try {
     await waitForFullMesh(mesh, peers, 30_000)
-    const [holder] = peers
+    const [holder, other] = peers
+    // x stays held: lineage does not keep a call's arguments alive (PROTOCOL.md).
+    const chain = (peer: string): [Ref<Uint8Array>, Ref<Uint8Array>] => {
+      const x = mesh.fn<(n: number, seed: number, ms: number) => Uint8Array>('slowMake').options({ peer }).remote(SIZE, 1, CPU_MS)
+      const y = mesh.fn<(x: Uint8Array) => Uint8Array>('noop').options({ peer }).remote(x) as Ref<Uint8Array>
+      return [x, y]
+    }
+    // Both measured runs end with the 64 MiB value in the caller, so both pay that pull; the
+    // small warm-up makes neither the first to run these functions on a peer.
+    for (const p of peers) await mesh.get(mesh.fn<(x: Uint8Array) => Uint8Array>('noop').options({ peer: p.peer }).remote(mesh.fn<(n: number, seed: number, ms: number) => Uint8Array>('slowMake').options({ peer: p.peer }).remote(1024, 1, 1)), { timeoutMs: 30_000 })
     const started = performance.now()
-    const x = mesh.fn<(n: number, seed: number, ms: number) => Uint8Array>('slowMake').options({ peer: holder.peer }).remote(SIZE, 1, CPU_MS)
-    const y = mesh.fn<(x: Uint8Array) => Uint8Array>('noop').options({ peer: holder.peer }).remote(x) as Ref<Uint8Array>
-    await mesh.wait([y], { timeoutMs: 120_000 })
+    const [freshX, fresh] = chain(other.peer)
+    const freshValue = await mesh.get(fresh, { timeoutMs: 120_000 })
     const originalMs = performance.now() - started
+    if (freshValue.byteLength !== SIZE) throw new Error(`the fresh y came back with ${freshValue.byteLength} bytes`)
+    freshX.release()
+    fresh.release()
+    const [x, y] = chain(holder.peer)
+    await mesh.wait([y], { timeoutMs: 120_000 })
+    const reconstructionsBefore = mesh.stats().calls.reconstructions
     await holder.kill('SIGKILL')
     const killed = performance.now()
     const value = await mesh.get(y, { timeoutMs: 120_000 })
@@ -39,7 +54,7 @@ async function reconstruct (): Promise<{ originalMs: number, recoveryMs: number,
     if (value.byteLength !== SIZE) throw new Error(`y came back with ${value.byteLength} bytes`)
     x.release()
     y.release()
-    return { originalMs, recoveryMs, reconstructions: mesh.stats().calls.reconstructions }
+    return { originalMs, recoveryMs, reconstructions: mesh.stats().calls.reconstructions - reconstructionsBefore }
   } finally {
     await mesh.stop()
     await stopAll(peers)
@@ -68,6 +83,6 @@ const figures = {
 const ratios = { reconstruct: rec.recoveryMs / rec.originalMs, chaos_makespan: chaos.result.elapsedMs / calm.result.elapsedMs }
 console.log('| what | baseline | with the failure | ratio |')
 console.log('|---|---|---|---|')
-console.log(`| 64 MiB intermediate lost (holder SIGKILLed), ${rec.reconstructions} calls run again | original computation ${figures.original_ms} ms | kill to value ${figures.recovery_ms} ms | ${ratios.reconstruct.toFixed(2)} |`)
+console.log(`| 64 MiB intermediate lost (holder SIGKILLed), ${rec.reconstructions} calls run again | computed and got from scratch ${figures.original_ms} ms | kill to value ${figures.recovery_ms} ms | ${ratios.reconstruct.toFixed(2)} |`)
 console.log(`| MapReduce ${JOB.maps} x 1 MiB on 6 peers, one killed at ${figures.kill_at_ms} ms | ${figures.mapreduce_ms} ms | ${figures.mapreduce_with_kill_ms} ms | ${ratios.chaos_makespan.toFixed(2)} |`)
 console.log(`bench-result ${JSON.stringify({ name: 'recovery', figures, ratios })}`)
