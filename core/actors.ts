@@ -26,8 +26,10 @@
  * constructor makes is there again. A call in flight then runs again on the new
  * instance if it has tries left (`maxTaskRetries`; calls are then at-least-once),
  * else fails with ActorDiedError, as does every call once the actor may not
- * restart. Handles on other peers (`actorFromRef`) cannot restart it: their calls
- * fail with ActorDiedError when its first peer dies.
+ * restart. Handles on other peers (`actorFromRef`) ask the creator
+ * (`actor.restart`), which restarts it once however many ask and says where it
+ * lives now; their calls in flight fail with ActorDiedError, their next calls
+ * follow it.
  */
 import { logger } from '@libp2p/logger'
 import { ActorDiedError, ActorNotFoundError } from './errors.ts'
@@ -129,6 +131,8 @@ export class ActorLife {
 export const ACTOR_CREATE = 'actor.create/'
 export const ACTOR_CALL = 'actor.call/'
 export const ACTOR_STOP = 'actor.stop'
+/** asked of an actor's creator by a peer holding a borrowed handle whose actor's peer died: restart it (if it may) and say where it lives */
+export const ACTOR_RESTART = 'actor.restart'
 /** how long an actor waits for a caller's missing call before it runs the next one (arguments may take a while to arrive) */
 export const ACTOR_GAP_MS = 10_000
 
@@ -351,7 +355,25 @@ export class ActorClients {
   async fromRef<T> (ref: Ref<ActorDesc>, options: GetOptions = {}): Promise<ActorHandle<T>> {
     const desc = await this.init.get(ref, options)
     // The creator's own handles share its record, so they follow restarts.
-    return this.handle<T>(ref.dup(), this.handles.get(ref.key) ?? new ActorLife(desc))
+    const own = this.handles.get(ref.key)
+    if (own !== undefined) return this.handle<T>(ref.dup(), own)
+    // Elsewhere the creator decides (it alone keeps the constructor arguments and counts the
+    // restarts): a restart here asks it, and follows the actor to where it lives now. Calls in
+    // flight are not retried here (this peer does not know maxTaskRetries): they fail with
+    // ActorDiedError, and the next ones reach the actor made again.
+    const borrowed = new ActorLife({ ...desc }, { maxRestarts: Number.MAX_SAFE_INTEGER }, async (dead) => {
+      using where = this.init.remote(ACTOR_RESTART, [ref.key, dead], { peer: ref.owner, retries: 0 }) as Ref<ActorDesc>
+      return await this.init.get(where)
+    })
+    return this.handle<T>(ref.dup(), borrowed)
+  }
+
+  /** `actor.restart`, creator side: a borrower saw the actor's peer `dead` die. */
+  async restartFor (handleKey: string, dead: string): Promise<ActorDesc> {
+    const life = this.handles.get(handleKey)
+    if (life === undefined) throw new ActorDiedError(`the actor of handle ${handleKey} has stopped (its last handle on its creator was freed)`)
+    await life.restart(dead)
+    return { ...life.desc }
   }
 
   private handle<T> (ref: Ref<ActorDesc>, life: ActorLife): ActorHandle<T> {

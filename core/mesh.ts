@@ -25,7 +25,7 @@ import type { EnvelopeBody } from './channel.ts'
 import { DEFAULT_CHUNK_SIZE, webCryptoSha256 } from './chunks.ts'
 import { PeerDiedError, ProtocolError } from './errors.ts'
 import { MemoryAdmission } from './admission.ts'
-import { ActorClients, ActorHost } from './actors.ts'
+import { ACTOR_RESTART, ActorClients, ActorHost } from './actors.ts'
 import type { ActorClass, ActorDesc, ActorFactory, ActorHandle, ActorOptions } from './actors.ts'
 import { MeshAuth } from './auth.ts'
 import { Broadcast } from './broadcast.ts'
@@ -243,6 +243,7 @@ export class Mesh {
         verdict: async (peer, signal) => await this.membership.verdict(peer, 3 * (DEFAULTS.deadAfterBeats + 1) * heartbeatMs, signal)
       }
     })
+    this.executor.register(ACTOR_RESTART, async (handleKey: string, dead: string) => await this.actorClients.restartFor(handleKey, dead))
   }
 
   async start (): Promise<void> {

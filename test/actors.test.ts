@@ -55,7 +55,7 @@ test('a handle passed to another call (a SharedRef) reaches the same actor; larg
   }
 })
 
-test('an actor whose peer is SIGKILLed: with maxRestarts 1 it is made again on another peer from its constructor arguments and serves the next call, a call in flight runs again (maxTaskRetries 1); with maxRestarts 0 its calls fail with ActorDiedError', async () => {
+test('an actor whose peer is SIGKILLed: with maxRestarts 1 it is made again on another peer from its constructor arguments and serves the next call (also through a handle made from its Ref elsewhere), a call in flight runs again (maxTaskRetries 1); with maxRestarts 0 its calls fail with ActorDiedError', async () => {
   const t = await startMesh(3)
   try {
     const [home] = t.peers
@@ -79,6 +79,13 @@ test('an actor whose peer is SIGKILLed: with maxRestarts 1 it is made again on a
     assert.deepEqual([total, inFlight].sort((a, b) => a - b), [101, 102])
     assert.equal(await get(kept.add.remote(10)), 112)
     assert.equal((await t.stats(kept.peer)).calls.actors, 1)
+    // A handle made elsewhere from the handle's Ref (whose value still names the dead peer)
+    // follows the restart too: its peer asks the creator where the actor lives now.
+    const elsewhere = t.peers.find(p => p.peer !== home.peer) as { peer: string }
+    const viaBorrower = t.caller.fn<(r: Ref, n: number) => number>('useActor').options({ peer: elsewhere.peer }).remote(shared(kept.ref), 1000)
+    assert.equal(await get(viaBorrower), 1112)
+    viaBorrower.release()
+    assert.equal((await t.stats(kept.peer)).calls.actors, 1, 'no second restart')
 
     await assert.rejects(get(inFlightLost), (err: Error) => err.name === 'ActorDiedError')
     await assert.rejects(get(lost.add.remote(1)), (err: Error) => err instanceof ActorDiedError)
