@@ -132,7 +132,7 @@ export const ACTOR_CREATE = 'actor.create/'
 export const ACTOR_CALL = 'actor.call/'
 export const ACTOR_STOP = 'actor.stop'
 /** asked of an actor's creator by a peer holding a borrowed handle whose actor's peer died: restart it (if it may) and say where it lives */
-export const ACTOR_RESTART = 'actor.restart'
+export const ACTOR_RESTART = 'actor.restart' // in BUILTIN_FUNCTIONS (constants.ts)
 /** how long an actor waits for a caller's missing call before it runs the next one (arguments may take a while to arrive) */
 export const ACTOR_GAP_MS = 10_000
 

@@ -100,3 +100,10 @@ export function parseBytes (value: number | string): number {
   if (m === null || unit === undefined || !(unit in units)) throw new RangeError(`bad byte size "${value}" (try 512MiB or 2GiB)`)
   return Math.floor(Number(m[1]) * units[unit])
 }
+
+/**
+ * Functions every peer offers, by protocol rather than by registration: not
+ * gossiped (every peer's list would carry them), taken as offered by every live
+ * peer when a call is placed.
+ */
+export const BUILTIN_FUNCTIONS: ReadonlySet<string> = new Set(['actor.restart'])

@@ -23,6 +23,7 @@
  */
 import { FunctionNotFoundError } from './errors.ts'
 import { Semaphore } from './semaphore.ts'
+import { BUILTIN_FUNCTIONS } from './constants.ts'
 
 export type AnyFunction = (...args: any[]) => unknown
 
@@ -121,8 +122,9 @@ export class Executor {
     return this.functions.has(name) || this.backendNames.has(name)
   }
 
+  /** The functions this peer offers by registration (built-ins are offered by every peer and not listed). */
   names (): string[] {
-    return [...new Set([...this.functions.keys(), ...this.backendNames])]
+    return [...new Set([...this.functions.keys(), ...this.backendNames])].filter(n => !BUILTIN_FUNCTIONS.has(n))
   }
 
   /** Calls that run at once: the backend's slots, or 1 for a peer that runs everything on its own thread. */

@@ -17,6 +17,8 @@
  * (`declareDead(peer, 'refused')`); a redial that times out proves nothing and
  * leaves the peer to the heartbeat bound. `deaths` counts both causes.
  */
+import { BUILTIN_FUNCTIONS } from './constants.ts'
+
 export interface PeerState {
   peer: string
   seq: number
@@ -198,7 +200,8 @@ export class Membership {
    * while it was busy): it is dialled, and fails only once the peer is dead.
    */
   offering (fn: string, required?: string): PeerRecord[] {
-    const offering = this.all().filter(p => p.liveness !== 'dead' && p.functions.has(fn))
+    const builtin = BUILTIN_FUNCTIONS.has(fn)
+    const offering = this.all().filter(p => p.liveness !== 'dead' && (builtin || p.functions.has(fn)))
     const alive = offering.filter(p => p.liveness === 'alive')
     // A call required on a peer busy past the suspect mark (a long CPU-bound call holds its gossip back) goes to it.
     if (required !== undefined && !alive.some(p => p.peer === required)) alive.push(...offering.filter(p => p.peer === required))
