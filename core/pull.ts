@@ -25,6 +25,8 @@ export const CHUNK_PROTOCOL = '/refmesh/chunk/1.0.0'
 const MAX_HEADER = 1024
 /** how many times `stallMs` the only live source of a pull may stay silent before it is dropped */
 const LAST_SOURCE_STALL_FACTOR = 3
+/** how long a dropped holder's direct redial may take before the object is taken around it */
+const DIRECT_REDIAL_MS = 5_000
 
 /** What one pull needs of the peer (a part of TransferInit). */
 export interface PullInit {
@@ -135,6 +137,9 @@ export class Pull {
   private lastRelocate = performance.now()
   private detour: 'none' | 'running' | 'done' = 'none'
   private retriedDirect = false
+  /** a direct dial of dropped holders is under way (askAgainDirect) */
+  private redialling = false
+  private ended = false
 
   constructor (transfer: PullHost, init: PullInit, req: PullRequest) {
     this.transfer = transfer
@@ -178,7 +183,10 @@ export class Pull {
     log('pull %s: %d chunks from %s', key, this.count - this.obj.haveCount, this.req.sources.join(','))
 
     const done = new Promise<void>((resolve, reject) => {
-      this.finish = (err?: Error) => { if (err === undefined) resolve(); else reject(err) }
+      this.finish = (err?: Error) => {
+        this.ended = true
+        if (err === undefined) resolve(); else reject(err)
+      }
     })
     const onAbort = (): void => this.finish(abortReason(signal as AbortSignal, `pull of ${key}`))
     signal?.addEventListener('abort', onAbort, { once: true })
@@ -253,7 +261,7 @@ export class Pull {
   private pump (): void {
     const live = this.sources.filter(s => !s.dead)
     // While a detour peer takes its copy, there is no source yet, and that is no loss.
-    if (live.length === 0 && (this.detour === 'running' || this.askAgainDirect() || this.detourAround())) return
+    if (live.length === 0 && (this.detour === 'running' || this.redialling || this.askAgainDirect() || this.detourAround())) return
     if (live.length === 0) {
       this.finish(new ObjectLostError(`no holder of ${this.req.key} is left (tried ${this.sources.map(s => s.peer).join(', ')})`))
       return
@@ -304,17 +312,37 @@ export class Pull {
 
   /**
    * Holders dropped while no direct connection led to them (or whose chunk stream failed to
-   * open), to which one is open now (a WebRTC dial that ICE completed late, one the holder
-   * made): asked again, once per pull. True when one was.
+   * open) are dialled once more before the object is taken around them (once per pull): a
+   * direct connection may have come up meanwhile (a WebRTC dial that ICE completed late, one
+   * the holder made), or a fresh dial may make one where the last one closed as the stream
+   * opened (both ends dialling each other at once and each closing one). Those reached
+   * directly are asked again. True while that is under way.
    */
   private askAgainDirect (): boolean {
     if (this.retriedDirect) return false
-    const again = [...new Set(this.sources.filter(s => s.dead && (s.relayedOnly === true || s.unreachable === true) && this.reachesDirectly(s.peer)).map(s => s.peer))]
-    if (again.length === 0) return false
+    const dropped = [...new Set(this.sources.filter(s => s.dead && (s.relayedOnly === true || s.unreachable === true)).map(s => s.peer))]
+    if (dropped.length === 0) return false
     this.retriedDirect = true
-    log('pull %s: %s reachable directly now; asking again', this.req.key, again.join(','))
-    this.addSources(again)
-    for (const s of this.sources) if (!s.dead && s.have === undefined) this.askBitfield(s)
+    this.redialling = true
+    const signal = this.req.signal === undefined ? AbortSignal.timeout(DIRECT_REDIAL_MS) : AbortSignal.any([this.req.signal, AbortSignal.timeout(DIRECT_REDIAL_MS)])
+    void Promise.all(dropped.map(async peer => {
+      if (this.reachesDirectly(peer)) return
+      try {
+        await this.init.libp2p.dial(peerIdFromString(peer), { signal })
+      } catch (err) {
+        log('pull %s: no direct connection to %s again: %s', this.req.key, peer, (err as Error).message)
+      }
+    })).then(() => {
+      this.redialling = false
+      if (this.ended) return
+      const again = dropped.filter(peer => this.reachesDirectly(peer))
+      if (again.length > 0) {
+        log('pull %s: %s reachable directly now; asking again', this.req.key, again.join(','))
+        this.addSources(again)
+        for (const s of this.sources) if (!s.dead && s.have === undefined) this.askBitfield(s)
+      }
+      this.pump()
+    })
     return true
   }
 
