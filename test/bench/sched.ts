@@ -13,7 +13,7 @@
  *  - idle_cpu: CPU seconds per second an idle five-peer mesh spends (this process's
  *    mesh and four spawned peers, every thread, from /proc), / cores
  * Ends with one `bench-result {json}` line. `--idle-only` measures idle_cpu alone
- * (IDLE_WINDOW_S sets its window, 10 s by default).
+ * (IDLE_WINDOW_S sets its window, 10 s by default; IDLE_SETTLE_S the wait before it, 5 s).
  */
 import { execFile } from 'node:child_process'
 import { availableParallelism, loadavg } from 'node:os'
@@ -251,7 +251,7 @@ async function throughput (c: Cluster, peer?: string): Promise<number> {
 }
 
 /** seconds an idle mesh settles (start-up, JIT, the first rounds of gossip) before it is measured */
-const IDLE_SETTLE_MS = 5000
+const IDLE_SETTLE_MS = Number(process.env.IDLE_SETTLE_S ?? 5) * 1000
 const IDLE_WINDOW_MS = Number(process.env.IDLE_WINDOW_S ?? 10) * 1000
 
 interface IdleCpu {
