@@ -57,6 +57,8 @@ export const DEFAULTS = {
   functionOfferGraceMs: 500,
   /** state gossip and the failure detector's clock */
   heartbeatMs: 1000,
+  /** the most heartbeats an unchanged state goes ungossiped (a hello to each peer says it is alive meanwhile) */
+  stateQuietBeats: 16,
   /** heartbeats missed before a peer is suspect (it gets no new calls) */
   suspectAfterBeats: 3,
   /** heartbeats missed, with no connection open, before a peer is dead */

@@ -125,7 +125,7 @@ export class Mesh {
     })
     this.gossip = init.pubsub === undefined
       ? undefined
-      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.peerInfo.gossipedState() })
+      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.peerInfo.gossipedState(), maxQuietBeats: DEFAULTS.stateQuietBeats, sayAlive: state => this.peerInfo.sayAlive(state) })
     this.table = new OwnershipTable({
       self: this.peerId,
       sendBorrow: async (owner, id, add) => {
@@ -405,7 +405,7 @@ export class Mesh {
       },
       placed: Object.fromEntries(this.scheduler.placed),
       args: { ...this.serve.argBytes },
-      gossip: { published: this.gossip?.published ?? 0, received: this.gossip?.received ?? 0 },
+      gossip: { published: this.gossip?.published ?? 0, received: this.gossip?.received ?? 0, quiet: this.gossip?.quiet ?? 0 },
       auth: { private: this.auth !== undefined, refused: this.auth?.refused ?? 0 },
       quotas: { ...this.quotas.refused },
       suspects: this.suspects(),

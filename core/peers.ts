@@ -29,6 +29,9 @@ import type { GetOptions } from './types.ts'
 
 const log = logger('refmesh:peers')
 
+/** the longest this peer's own addresses are kept without asking libp2p again (ownAddrs) */
+const ADDRS_MAX_AGE_MS = 5_000
+
 export interface PeersInit {
   ctx: PeerContext
   libp2p: Libp2p
@@ -53,6 +56,9 @@ export class Peers {
   /** the state last gossiped */
   private lastState: Omit<PeerState, 'seq'> | undefined
   private flowSample = { at: 0, chunkIn: new Map<string, number>() }
+  /** this peer's addresses as text, and when they were read (ownAddrs) */
+  private addrs: { at: number, addrs: string[] } | undefined
+  private readonly onSelfUpdate = (): void => { this.addrs = undefined }
   /** public peers only: peers that challenged this one to prove a mesh secret (they are in a private mesh) */
   private readonly challengedBy = new Set<string>()
 
@@ -64,6 +70,7 @@ export class Peers {
 
   /** A public peer (no `admit`) refuses a private mesh's challenge, but notes who sent it. */
   async start (): Promise<void> {
+    this.libp2p.addEventListener('self:peer:update', this.onSelfUpdate)
     if (this.init.admit !== undefined) return
     await this.libp2p.handle(AUTH_PROTOCOL, (stream, connection) => {
       this.challengedBy.add(connection.remotePeer.toString())
@@ -72,6 +79,7 @@ export class Peers {
   }
 
   async stop (): Promise<void> {
+    this.libp2p.removeEventListener('self:peer:update', this.onSelfUpdate)
     if (this.init.admit === undefined) await this.libp2p.unhandle(AUTH_PROTOCOL).catch(() => {})
   }
 
@@ -131,7 +139,7 @@ export class Peers {
     return {
       peer: this.ctx.peerId,
       functions: this.init.executor.names(),
-      addrs: this.libp2p.getMultiaddrs().map(a => a.toString()),
+      addrs: this.ownAddrs(),
       slots: this.init.executor.slots,
       queued: this.init.executor.queued,
       running: this.init.executor.running,
@@ -146,6 +154,18 @@ export class Peers {
       flows: this.chunkFlows(),
       names: this.init.names().slice(0, DEFAULTS.namesGossiped)
     }
+  }
+
+  /**
+   * This peer's addresses. libp2p works them out afresh on each ask (~1 ms on an idle
+   * peer, measured: the largest part of a heartbeat's own work), so they are kept until
+   * libp2p says they changed (`self:peer:update`), and for ADDRS_MAX_AGE_MS at most in
+   * case a change comes without one.
+   */
+  private ownAddrs (): string[] {
+    const now = performance.now()
+    if (this.addrs === undefined || now - this.addrs.at > ADDRS_MAX_AGE_MS) this.addrs = { at: now, addrs: this.libp2p.getMultiaddrs().map(a => a.toString()) }
+    return this.addrs.addrs
   }
 
   /** Chunk bytes per second from each source since the last sample (one sample per heartbeat). */
@@ -207,10 +227,32 @@ export class Peers {
     return {
       hello: {
         functions: this.init.executor.names(),
-        addrs: this.libp2p.getMultiaddrs().map(a => a.toString()),
+        addrs: this.ownAddrs(),
         peers: this.ctx.membership.all().filter(p => p.liveness !== 'dead').slice(0, DEFAULTS.helloPeers).map(p => ({ peer: p.peer, addrs: p.addrs }))
       }
     }
+  }
+
+  /**
+   * The liveness beat in a heartbeat with no state gossiped (gossip.ts): a hello
+   * with no peer exchange on the control stream of each peer in the view. It
+   * costs a frame per peer, where a state costs a signature, a check by every
+   * receiver and copies relayed between them. False, and nothing sent, when some
+   * peer of the view has no direct connection from this one (unconnected, or only
+   * relayed: control streams do not run there), as only gossip reaches it.
+   */
+  sayAlive (state: Pick<PeerState, 'functions' | 'addrs'>): boolean {
+    const direct = new Set<string>()
+    for (const c of this.libp2p.getConnections()) if (c.limits == null && c.status === 'open') direct.add(c.remotePeer.toString())
+    const view = this.ctx.membership.all().filter(p => p.liveness !== 'dead')
+    if (!view.every(p => direct.has(p.peer))) return false
+    const beat: EnvelopeBody = { hello: { functions: state.functions, addrs: state.addrs, peers: [] } }
+    for (const p of view) {
+      this.ctx.channels.send(p.peer, beat, { signal: this.ctx.stopSignal }).catch((err: Error) => {
+        log('liveness hello to %s failed: %s', p.peer, err.message)
+      })
+    }
+    return true
   }
 
   sayHello (peer: string): void {

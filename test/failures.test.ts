@@ -133,3 +133,32 @@ test('a peer that hangs (SIGSTOP, connections left open): declared dead by the h
     await t.close()
   }
 })
+
+test('an idle mesh gossips unchanged states rarely and stays alive on hellos; a peer that hangs is still suspect within the bound', async () => {
+  const t = await startMesh(2)
+  const [frozen] = t.peers
+  try {
+    // Idle: each heartbeat with an unchanged state is a quiet one (hellos only), and nobody is ever suspected.
+    const start = (await t.stats(frozen.peer)).gossip
+    let suspected: string | undefined
+    await waitFor('six quiet heartbeats on an idle peer', async () => {
+      const gone = t.caller.peers().find(p => p.liveness !== 'alive')
+      if (gone !== undefined) suspected = `${gone.peer} was ${gone.liveness}`
+      return (await t.stats(frozen.peer)).gossip.quiet - start.quiet >= 6 ? true : undefined
+    }, 20 * DEFAULTS.heartbeatMs, 100)
+    assert.equal(suspected, undefined, 'every peer stayed alive on hellos')
+    const idle = (await t.stats(frozen.peer)).gossip
+    assert.ok(idle.published - start.published < idle.quiet - start.quiet, `published ${idle.published - start.published} states in ${idle.quiet - start.quiet} quiet beats`)
+
+    // It hangs: no hello, no state. Suspect after 3 silent beats, seen at the next tick.
+    frozen.child.kill('SIGSTOP')
+    const frozenAt = performance.now()
+    await waitFor('the hung peer to be suspect', () => t.caller.peers().find(p => p.peer === frozen.peer)?.liveness !== 'alive' ? true : undefined, 10 * DEFAULTS.heartbeatMs, 20)
+    const ms = performance.now() - frozenAt
+    const bound = (DEFAULTS.suspectAfterBeats + 2) * DEFAULTS.heartbeatMs
+    assert.ok(ms < bound, `suspect ${Math.round(ms)} ms after it hung (bound ${bound} ms)`)
+  } finally {
+    frozen.child.kill('SIGKILL')
+    await t.close()
+  }
+})

@@ -34,6 +34,8 @@ import { spawnPeer } from '../../node/local-cluster.ts'
 import type { PeerProcess } from '../../node/local-cluster.ts'
 import { checksum, pattern } from '../fixtures/functions.ts'
 import { CONCURRENT_WARMUP_CALLS, SMALL_WARMUP, THROUGHPUT_WINDOW_MS, runGrpcBaseline } from './grpc-baseline.ts'
+import { threadCpuS } from './proc-cpu.ts'
+import type { ThreadCpu } from './proc-cpu.ts'
 import type { GrpcBaselineFigures } from './grpc-baseline.ts'
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/functions.ts', import.meta.url))
@@ -75,6 +77,34 @@ interface RefmeshRound extends SideFigures {
   smallMeanUs: number
   smallThroughputCalls: number
   smallThroughputMs: number
+  /** CPU microseconds per no-op call, sequential and 64 in flight: caller and executor, main thread and the rest */
+  smallCpuUs: CallCpu
+  concurrentCpuUs: CallCpu
+}
+
+/** CPU microseconds per call in a window, from /proc per thread */
+interface CallCpu { callerMain: number, callerOther: number, executorMain: number, executorOther: number }
+
+/** Both processes' threads now, to take deltas of (callCpu). */
+function cpuReading (pids: { caller: number, executor: number }): { caller: ThreadCpu[], executor: ThreadCpu[] } {
+  return { caller: threadCpuS(pids.caller), executor: threadCpuS(pids.executor) }
+}
+
+function callCpu (pids: { caller: number, executor: number }, before: ReturnType<typeof cpuReading>, after: ReturnType<typeof cpuReading>, calls: number): CallCpu {
+  const split = (pid: number, a: ThreadCpu[], b: ThreadCpu[]): { main: number, other: number } => {
+    const was = new Map(a.map(t => [t.tid, t.cpuS]))
+    let main = 0
+    let other = 0
+    for (const t of b) {
+      const d = t.cpuS - (was.get(t.tid) ?? 0)
+      if (t.tid === pid) main += d
+      else other += d
+    }
+    return { main: main * 1e6 / calls, other: other * 1e6 / calls }
+  }
+  const c = split(pids.caller, before.caller, after.caller)
+  const e = split(pids.executor, before.executor, after.executor)
+  return { callerMain: c.main, callerOther: c.other, executorMain: e.main, executorOther: e.other }
 }
 
 interface Settings {
@@ -194,7 +224,8 @@ async function refmeshChain (mesh: Mesh, peer: string, runs: number, signal: Abo
   }
 }
 
-async function refmeshSmall (mesh: Mesh, peer: string, smallCalls: number, signal: AbortSignal): Promise<Pick<RefmeshRound, 'smallP50Us' | 'smallP99Us' | 'smallMeanUs' | 'smallCallsPerSec' | 'smallThroughputCalls' | 'smallThroughputMs'>> {
+async function refmeshSmall (mesh: Mesh, peer: string, executorPid: number, smallCalls: number, signal: AbortSignal): Promise<Pick<RefmeshRound, 'smallP50Us' | 'smallP99Us' | 'smallMeanUs' | 'smallCallsPerSec' | 'smallThroughputCalls' | 'smallThroughputMs' | 'smallCpuUs' | 'concurrentCpuUs'>> {
+  const pids = { caller: process.pid, executor: executorPid }
   const noop = mesh.fn<Noop>('noop').options({ peer })
   const arg = Uint8Array.from({ length: SMALL_PAYLOAD }, (_, i) => (i * 31) & 255)
   const once = async (): Promise<void> => {
@@ -226,14 +257,17 @@ async function refmeshSmall (mesh: Mesh, peer: string, smallCalls: number, signa
     for (let i = 0; i < SMALL_WARMUP; i++) await once()
     await inFlight(CONCURRENT_WARMUP_CALLS, THROUGHPUT_WINDOW_MS)
     const lat: number[] = []
+    const seqBefore = cpuReading(pids)
     for (let i = 0; i < smallCalls; i++) {
       if ((i & 255) === 0) signal.throwIfAborted()
       const t0 = performance.now()
       await once()
       lat.push((performance.now() - t0) * 1000)
     }
+    const seqAfter = cpuReading(pids)
     // The gRPC baseline's window: 3 s, no call cap.
     const { completed, ms } = await inFlight(Infinity, THROUGHPUT_WINDOW_MS)
+    const concurrentAfter = cpuReading(pids)
     signal.throwIfAborted()
     return {
       smallP50Us: median(lat),
@@ -241,7 +275,9 @@ async function refmeshSmall (mesh: Mesh, peer: string, smallCalls: number, signa
       smallMeanUs: lat.reduce((a, b) => a + b, 0) / lat.length,
       smallCallsPerSec: completed / (ms / 1000),
       smallThroughputCalls: completed,
-      smallThroughputMs: ms
+      smallThroughputMs: ms,
+      smallCpuUs: callCpu(pids, seqBefore, seqAfter, smallCalls),
+      concurrentCpuUs: callCpu(pids, seqAfter, concurrentAfter, completed)
     }
   }
   return await within(phase(), deadline(signal, SMALL_PHASE_TIMEOUT_MS), 'no-op calls')
@@ -263,7 +299,7 @@ async function refmeshRound (s: Settings): Promise<RefmeshRound> {
       return ['make', 'checksum', 'noop'].every(name => offers.includes(name))
     }, deadline(signal, STARTUP_TIMEOUT_MS))
     const chain = await refmeshChain(caller, peer, s.chainRuns, signal)
-    const small = await refmeshSmall(caller, peer, s.smallCalls, signal)
+    const small = await refmeshSmall(caller, peer, server.child.pid ?? 0, s.smallCalls, signal)
     return { ...chain, ...small }
   } finally {
     const stopping: Array<Promise<unknown>> = []
@@ -354,7 +390,15 @@ function report (ourRounds: RefmeshRound[], grpcRounds: SideFigures[], s: Settin
     refmesh_small_calls_per_s: ours.smallCallsPerSec,
     grpc_small_calls_per_s: grpc.smallCallsPerSec
   }
+  // CPU per no-op call (/proc per thread; the fixture's noop runs on the executor's main thread, no worker):
+  // the median over rounds of each.
+  for (const [phase, pick] of [['sequential', (r: RefmeshRound) => r.smallCpuUs], ['in_flight', (r: RefmeshRound) => r.concurrentCpuUs]] as const) {
+    for (const k of ['callerMain', 'callerOther', 'executorMain', 'executorOther'] as const) {
+      figures[`refmesh_cpu_us_per_call_${phase}_${k.replace(/[A-Z]/g, c => '_' + c.toLowerCase())}`] = median(ourRounds.map(r => pick(r)[k]))
+    }
+  }
   ourRounds.forEach((r, i) => {
+    figures[`refmesh_small_p50_ratio_round${i + 1}`] = grpcRounds[i] !== undefined ? r.smallP50Us / grpcRounds[i].smallP50Us : NaN
     figures[`refmesh_chain_ms_round${i + 1}`] = r.chainMs
     figures[`refmesh_small_p50_us_round${i + 1}`] = r.smallP50Us
     figures[`refmesh_small_calls_per_s_round${i + 1}`] = r.smallCallsPerSec
@@ -368,7 +412,12 @@ function report (ourRounds: RefmeshRound[], grpcRounds: SideFigures[], s: Settin
 }
 
 function roundLine (side: string, r: SideFigures): string {
-  return `${side}: chain ${fmt(r.chainMs)} ms, caller ${fmt(r.chainCallerBytes)} B, p50 ${fmt(r.smallP50Us)} us, ${fmt(r.smallCallsPerSec)} calls/s`
+  const cpu = 'smallCpuUs' in r ? `; CPU us/call sequential ${cpuLine((r as RefmeshRound).smallCpuUs)}, in flight ${cpuLine((r as RefmeshRound).concurrentCpuUs)}` : ''
+  return `${side}: chain ${fmt(r.chainMs)} ms, caller ${fmt(r.chainCallerBytes)} B, p50 ${fmt(r.smallP50Us)} us, ${fmt(r.smallCallsPerSec)} calls/s${cpu}`
+}
+
+function cpuLine (c: CallCpu): string {
+  return `caller ${Math.round(c.callerMain)}+${Math.round(c.callerOther)}, executor ${Math.round(c.executorMain)}+${Math.round(c.executorOther)} (main+other threads)`
 }
 
 // ------------------------------------------------------------------ main

@@ -10,7 +10,10 @@
  *  - pipelining: calls whose arguments live on another peer, prefetch off vs on,
  *    transfer and compute of about the same length
  *  - throughput: no-op calls per second from one caller to four peers
- * Ends with one `bench-result {json}` line.
+ *  - idle_cpu: CPU seconds per second an idle five-peer mesh spends (this process's
+ *    mesh and four spawned peers, every thread, from /proc), / cores
+ * Ends with one `bench-result {json}` line. `--idle-only` measures idle_cpu alone
+ * (IDLE_WINDOW_S sets its window, 10 s by default; IDLE_SETTLE_S the wait before it, 5 s).
  */
 import { execFile } from 'node:child_process'
 import { availableParallelism, loadavg } from 'node:os'
@@ -21,6 +24,8 @@ import type { Mesh, Ref } from '../../node/index.ts'
 import { spawnPeer, spawnPeers, stopAll, waitForFullMesh } from '../../node/local-cluster.ts'
 import type { PeerProcess, SpawnPeerOptions } from '../../node/local-cluster.ts'
 import { spin } from '../fixtures/worker-functions.ts'
+import { threadCpuDelta, threadCpuS } from './proc-cpu.ts'
+import type { ThreadCpu } from './proc-cpu.ts'
 import { createHosts, netnsAvailable } from '../netns.ts'
 
 const FIXTURES = fileURLToPath(new URL('../fixtures/functions.ts', import.meta.url))
@@ -245,6 +250,60 @@ async function throughput (c: Cluster, peer?: string): Promise<number> {
   return done / ((performance.now() - started) / 1000)
 }
 
+/** seconds an idle mesh settles (start-up, JIT, the first rounds of gossip) before it is measured */
+const IDLE_SETTLE_MS = Number(process.env.IDLE_SETTLE_S ?? 5) * 1000
+const IDLE_WINDOW_MS = Number(process.env.IDLE_WINDOW_S ?? 10) * 1000
+
+interface IdleCpu {
+  /** CPU seconds per second, all five processes, / cores */
+  ratio: number
+  /** CPU ms per second of each process (this one first) */
+  perProcessMsPerS: number[]
+  /** CPU ms per second by thread name, over all five processes */
+  perThreadMsPerS: Record<string, number>
+  /** state messages this process's mesh published and received per second */
+  gossipPublishedPerS: number
+  gossipReceivedPerS: number
+}
+
+/**
+ * What an idle mesh costs: five peers (this process's mesh and four spawned, one
+ * worker each) doing nothing but keep the mesh up (state gossip, gossipsub's
+ * heartbeat, the failure detector, libp2p's own timers). Measured from /proc per
+ * thread, as process.threadCpuUsage() under-reports on this VM.
+ */
+async function idleCpu (cores: number): Promise<IdleCpu> {
+  return await withCluster(4, { workers: 1 }, async (c) => {
+    await new Promise(resolve => setTimeout(resolve, IDLE_SETTLE_MS))
+    const pids = [process.pid, ...c.peers.map(p => p.child.pid ?? 0)]
+    const read = (): Map<number, ThreadCpu[]> => new Map(pids.map(pid => [pid, threadCpuS(pid)]))
+    const gossipBefore = c.mesh.stats().gossip
+    const before = read()
+    const started = performance.now()
+    const monoStart = process.hrtime.bigint() / 1000n
+    await new Promise(resolve => setTimeout(resolve, IDLE_WINDOW_MS))
+    const after = read()
+    // The window on the monotonic clock V8's profiles use: profile it alone with NODE_OPTIONS=--cpu-prof.
+    process.stderr.write(`idle window (monotonic us): ${monoStart} ${process.hrtime.bigint() / 1000n}\n`)
+    const seconds = (performance.now() - started) / 1000
+    const gossipAfter = c.mesh.stats().gossip
+    const perProcess = pids.map(pid => Object.values(threadCpuDelta(new Map([[pid, before.get(pid) ?? []]]), new Map([[pid, after.get(pid) ?? []]]))).reduce((a, b) => a + b, 0))
+    const perThread = Object.fromEntries(Object.entries(threadCpuDelta(before, after)).filter(([, s]) => s > 0).map(([name, s]) => [name, Math.round(s / seconds * 1e4) / 10]))
+    const total = perProcess.reduce((a, b) => a + b, 0)
+    return {
+      ratio: total / seconds / cores,
+      perProcessMsPerS: perProcess.map(s => Math.round(s / seconds * 1e4) / 10),
+      perThreadMsPerS: perThread,
+      gossipPublishedPerS: (gossipAfter.published - gossipBefore.published) / seconds,
+      gossipReceivedPerS: (gossipAfter.received - gossipBefore.received) / seconds
+    }
+  })
+}
+
+function printIdle (idle: IdleCpu, cores: number): void {
+  console.log(`| idle: CPU of an idle five-peer mesh, all processes and threads, ${IDLE_WINDOW_MS / 1000} s (ms/s per process ${idle.perProcessMsPerS.join(', ')}; by thread ${JSON.stringify(idle.perThreadMsPerS)}; this peer's gossip ${idle.gossipPublishedPerS.toFixed(2)} out, ${idle.gossipReceivedPerS.toFixed(2)} in /s) | ${(idle.ratio * cores * 1000).toFixed(1)} ms/s | ${cores} cores | ${idle.ratio.toPrecision(3)} | <= 0.02 |`)
+}
+
 const driverAt = process.argv.indexOf('--pipelining-driver')
 if (driverAt >= 0) {
   await pipeliningDriver(JSON.parse(process.argv[driverAt + 1]) as { names: string[], addrs: string[] })
@@ -252,6 +311,16 @@ if (driverAt >= 0) {
 }
 
 const cores = availableParallelism()
+if (process.argv.includes('--idle-only')) {
+  const idle = await idleCpu(cores)
+  console.log('| measure | refmesh | baseline | ratio | target |')
+  console.log('|---|---|---|---|---|')
+  printIdle(idle, cores)
+  console.log(`load average (1 min) at the end: ${loadavg()[0].toFixed(2)}`)
+  console.log(`bench-result ${JSON.stringify({ name: 'sched', figures: { idle_cpu_ms_per_s: idle.perProcessMsPerS, idle_cpu_threads_ms_per_s: idle.perThreadMsPerS, idle_gossip_published_per_s: idle.gossipPublishedPerS, idle_gossip_received_per_s: idle.gossipReceivedPerS, cores, loadavg_1m: loadavg()[0] }, ratios: { idle_cpu: idle.ratio } })}`)
+  process.exit(0)
+}
+const idle = await idleCpu(cores)
 const figures = await withCluster(4, { workers: 1 }, async (c) => ({
   ...await locality(c).then(l => ({ locality_scheduler_bytes: l.scheduler, locality_random_bytes: l.random })),
   ...await balance(c, cores).then(b => ({ balance_makespan_ms: b.makespanMs, balance_ideal_ms: b.idealMs, balance_rounds_ms: b.roundsMs.map(Math.round) })),
@@ -259,11 +328,12 @@ const figures = await withCluster(4, { workers: 1 }, async (c) => ({
   throughput_one_peer_calls_per_s: await throughput(c, c.peers[0].peer)
 }))
 const piped = await pipeliningBoth()
-const all = { ...figures, prefetch_on_ms: piped.on, prefetch_off_ms: piped.off, pipelining_speedups: piped.speedups, pipelining_compute_ms_per_call: piped.computeMs, pipelining_link: piped.link, cores, loadavg_1m: loadavg()[0] }
+const all = { ...figures, prefetch_on_ms: piped.on, prefetch_off_ms: piped.off, pipelining_speedups: piped.speedups, pipelining_compute_ms_per_call: piped.computeMs, pipelining_link: piped.link, idle_cpu_ms_per_s: idle.perProcessMsPerS, idle_cpu_threads_ms_per_s: idle.perThreadMsPerS, idle_gossip_published_per_s: idle.gossipPublishedPerS, idle_gossip_received_per_s: idle.gossipReceivedPerS, cores, loadavg_1m: loadavg()[0] }
 const ratios = {
   locality_bytes: all.locality_scheduler_bytes / Math.max(all.locality_random_bytes, 1),
   balance: all.balance_makespan_ms / all.balance_ideal_ms,
-  prefetch_speedup: all.prefetch_off_ms / all.prefetch_on_ms
+  prefetch_speedup: all.prefetch_off_ms / all.prefetch_on_ms,
+  idle_cpu: idle.ratio
 }
 const fmt = (n: number): string => n >= 100 ? Math.round(n).toLocaleString('en-US') : n.toPrecision(3)
 console.log('| measure | refmesh | baseline | ratio | target |')
@@ -273,5 +343,6 @@ console.log(`| balance: makespan of 400 uneven CPU-bound calls, 4 peers, ${cores
 console.log(`| pipelining: 12 calls, 8 MiB arguments on another peer, ${all.pipelining_link} links (ms; the median of ${PIPELINING_PAIRS} on/off pairs, speedups ${all.pipelining_speedups.map(x => x.toFixed(2)).join(', ')}) | ${fmt(all.prefetch_on_ms)} (prefetch on) | ${fmt(all.prefetch_off_ms)} (off) | ${ratios.prefetch_speedup.toPrecision(3)} (speedup) | >= 1.5 |`)
 console.log(`| throughput: no-op calls/s, one caller to 4 peers, 64 in flight | ${fmt(all.throughput_calls_per_s)} | see bench:chain for gRPC | | |`)
 console.log(`| same, every call to one of the 4 peers (as bench:chain) | ${fmt(all.throughput_one_peer_calls_per_s)} | | | |`)
+printIdle(idle, cores)
 console.log(`load average (1 min) at the end: ${all.loadavg_1m.toFixed(2)}`)
 console.log(`bench-result ${JSON.stringify({ name: 'sched', figures: all, ratios })}`)
