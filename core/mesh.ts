@@ -175,8 +175,8 @@ export class Mesh {
       stallMs: DEFAULTS.stallMs,
       progressEveryMs: DEFAULTS.progressEveryMs,
       relocateEveryMs: DEFAULTS.relocateEveryMs,
-      avoidBadSourceMs: DEFAULTS.avoidBadSourceMs,
-      avoidDeniedMs: DEFAULTS.avoidDeniedMs,
+      avoidBadSourceMs: init.avoid?.badSourceMs ?? DEFAULTS.avoidBadSourceMs,
+      avoidDeniedMs: init.avoid?.deniedMs ?? DEFAULTS.avoidDeniedMs,
       swarm: init.swarm ?? true
     })
     const stopSignal = this.stopController.signal
