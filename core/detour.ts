@@ -7,6 +7,7 @@
  * known from the gossiped `links` of every peer (a peer's open connections and what
  * they run over).
  */
+import { ObjectLostError } from './errors.ts'
 import type { Membership } from './membership.ts'
 import type { RefDesc } from './protocol/messages.ts'
 
@@ -17,6 +18,11 @@ export interface DetourInit {
   reachesDirectly: (peer: string) => boolean
   /** asks `peer` to take a copy of `object` (resolves once it holds it) */
   prefetch: (peer: string, object: RefDesc, signal?: AbortSignal) => Promise<void>
+  /**
+   * the failure detector's word on a holder (Membership.verdict, bounded by the redial):
+   * 'dead' once it is declared dead, 'alive' once heard from or when no verdict came in time
+   */
+  verdict: (peer: string, signal?: AbortSignal) => Promise<'dead' | 'alive'>
 }
 
 /** Peers this one reaches directly that report a direct link to one of `holders`, the least loaded first. */
@@ -31,8 +37,16 @@ export function detourPeers (init: DetourInit, holders: string[]): string[] {
 
 /** Has a peer between this one and `holders` take a copy of the object; resolves with that peer, as a source. */
 export async function detour (init: DetourInit, object: { id: Uint8Array, owner: string }, holders: string[], signal?: AbortSignal): Promise<string[]> {
+  // A holder no chunk stream reached may have died rather than be behind a NAT: its
+  // connections closed as it died, and the redial that tells is under way. A dead one is
+  // no reason to go around (peers still gossiping a link to it would take the copy from
+  // nobody, and the object would wait on them): the pull fails, and the object fails over
+  // at once (lineage computes it again, or its borrowers get OwnerDiedError).
+  const verdicts = await Promise.all(holders.map(async peer => await init.verdict(peer, signal)))
+  const living = holders.filter((_, i) => verdicts[i] === 'alive')
+  if (living.length === 0) throw new ObjectLostError(`its holders died (${holders.join(', ')})`)
   const errors: string[] = []
-  for (const peer of detourPeers(init, holders)) {
+  for (const peer of detourPeers(init, living)) {
     try {
       await init.prefetch(peer, { id: object.id, owner: object.owner }, signal)
       return [peer]

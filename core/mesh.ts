@@ -165,7 +165,9 @@ export class Mesh {
         self: this.peerId,
         membership: this.membership,
         reachesDirectly: peer => this.libp2p.getConnections(peerIdFromString(peer)).some(c => c.limits == null && c.status === 'open'),
-        prefetch: async (peer, desc, sig) => { await this.channels.request(peer, { prefetch: { object: desc } }, { signal: sig }) }
+        prefetch: async (peer, desc, sig) => { await this.channels.request(peer, { prefetch: { object: desc } }, { signal: sig }) },
+        // A holder that just disconnected is being redialled: refused in time, it is dead.
+        verdict: async (peer, sig) => await this.membership.verdict(peer, DEFAULTS.redialTimeoutMs, sig)
       }, object, holders, signal),
       hooks: init.hooks,
       bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
@@ -173,8 +175,8 @@ export class Mesh {
       stallMs: DEFAULTS.stallMs,
       progressEveryMs: DEFAULTS.progressEveryMs,
       relocateEveryMs: DEFAULTS.relocateEveryMs,
-      avoidBadSourceMs: DEFAULTS.avoidBadSourceMs,
-      avoidDeniedMs: DEFAULTS.avoidDeniedMs,
+      avoidBadSourceMs: init.avoid?.badSourceMs ?? DEFAULTS.avoidBadSourceMs,
+      avoidDeniedMs: init.avoid?.deniedMs ?? DEFAULTS.avoidDeniedMs,
       swarm: init.swarm ?? true
     })
     const stopSignal = this.stopController.signal

@@ -217,6 +217,10 @@ export class Peers {
       if (before.has(probe.id) || this.libp2p.getConnections(probe.remotePeer).length > 1) return
       this.probed.add(peer)
       await probe.close().catch(() => { this.probed.delete(peer) })
+      // Another connection came up while the probe closed (the peer's own redial of this one):
+      // the probe's close was no disconnect, and a mark left behind would swallow the next real
+      // one (a peer that then dies would be declared dead by the heartbeats, not the redial).
+      if (this.libp2p.getConnections(probe.remotePeer).some(c => c.id !== probe.id)) this.probed.delete(peer)
     }
     redial({ dial, timeoutMs: DEFAULTS.redialTimeoutMs }, peer, this.ctx.membership.get(peer)?.addrs ?? [], this.ctx.stopSignal)
       .then(verdict => { if (verdict === 'refused' && this.libp2p.getConnections(peerIdFromString(peer)).length === 0) this.ctx.membership.declareDead(peer, 'refused') })

@@ -139,6 +139,10 @@ export class Pull {
   private retriedDirect = false
   /** a direct dial of dropped holders is under way (askAgainDirect) */
   private redialling = false
+  /**
+   * the pull has its result (or its error): its streams still end after it (a holder that
+   * dies then closes one), and a source dropped then must not start anything (a detour)
+   */
   private ended = false
 
   constructor (transfer: PullHost, init: PullInit, req: PullRequest) {
@@ -250,7 +254,7 @@ export class Pull {
   }
 
   private askBitfield (source: Source): void {
-    if (source.asking || source.dead) return
+    if (source.asking || source.dead || this.ended) return
     source.asking = true
     const watch = !source.watched
     source.watched = true
@@ -259,6 +263,7 @@ export class Pull {
 
   /** Chunks each live source with a known bitfield holds, among those still missing and not asked for. */
   private pump (): void {
+    if (this.ended) return
     const live = this.sources.filter(s => !s.dead)
     // While a detour peer takes its copy, there is no source yet, and that is no loss.
     if (live.length === 0 && (this.detour === 'running' || this.redialling || this.askAgainDirect() || this.detourAround())) return
@@ -368,7 +373,10 @@ export class Pull {
       this.pump()
     }, (err: Error) => {
       this.detour = 'done'
-      this.finish(new ObjectLostError(`${this.req.key}: its holders (${relayed.join(', ')}) are reachable only through a relay, and no peer could take it around: ${err.message}`))
+      // Holders that died are no relay case: the object is lost here, as with any dead holder.
+      this.finish(err instanceof ObjectLostError
+        ? new ObjectLostError(`no holder of ${this.req.key} is left: ${err.message}`)
+        : new ObjectLostError(`${this.req.key}: its holders (${relayed.join(', ')}) are reachable only through a relay, and no peer could take it around: ${err.message}`))
     })
     return true
   }

@@ -66,6 +66,12 @@ export interface MeshInit {
   authTimeoutMs?: number
   /** per remote peer limits (defaults in DEFAULTS.quota*) */
   quotas?: Partial<QuotaLimits>
+  /**
+   * how long a caught source is left out of pulls (defaults in DEFAULTS.avoid*): one that
+   * served a chunk failing its hash, for every object; one named a holder that denied
+   * holding, for that object. Shorter windows let a test see a peer asked again.
+   */
+  avoid?: { badSourceMs?: number, deniedMs?: number }
 }
 
 export interface CallOptions extends PlacementOptions {

@@ -21,7 +21,7 @@ const DEAD_MS = (DEFAULTS.deadAfterBeats + 1) * DEFAULTS.heartbeatMs
 test('lineage: lost call results are computed again, as many calls as lineage requires and no more', async () => {
   const t = await startMesh(4)
   try {
-    const [a, b, c] = t.peers
+    const [a, b, c, d] = t.peers
     const reconstructions = (): number => t.caller.stats().calls.reconstructions
     const make = t.caller.fn<Make>('make')
     const noop = t.caller.fn<Noop>('noop')
@@ -45,7 +45,22 @@ test('lineage: lost call results are computed again, as many calls as lineage re
     assert.deepEqual(await t.caller.get(y2, { timeoutMs: 60_000 }), pattern(8 * MiB, 2))
     assert.equal(reconstructions() - before, 1, 'only y2 ran again: x2 survived on b')
 
-    for (const r of [x1, y1, x2, y2]) r.release()
+    // x3 lives only on d, which dies while the caller pulls it: b and the caller's other peers
+    // still gossip a link to d, but a dead holder is no reason to go around (a detour through b
+    // would wait on a copy from nobody): x3 is computed again, once, at once.
+    const x3 = make.options({ peer: d.peer }).remote(128 * MiB, 3)
+    await t.caller.wait([x3], { timeoutMs: 30_000 })
+    const again = reconstructions()
+    const reading = t.caller.get(x3, { timeoutMs: 60_000 })
+    await waitFor('the caller to pull x3 from d', () => (t.caller.stats().trafficByPeer[d.peer]?.chunkIn ?? 0) > 0 ? true : undefined, 30_000, 5)
+    await d.kill('SIGKILL')
+    const killed = performance.now()
+    assert.deepEqual(await reading, pattern(128 * MiB, 3))
+    assert.equal(reconstructions() - again, 1, 'x3 ran again, once')
+    assert.equal(t.caller.stats().transfer.detours, 0, 'no detour around the dead holder')
+    assert.ok(performance.now() - killed < 4 * DEAD_MS, `recovered in ${Math.round(performance.now() - killed)} ms`)
+
+    for (const r of [x1, y1, x2, y2, x3]) r.release()
   } finally {
     await t.close()
   }

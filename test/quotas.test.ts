@@ -1,12 +1,13 @@
 /**
  * Quotas per remote peer: a flooding peer (bounded loops on loopback) past each
  * quota is refused with typed refusals, then hung up on, while an honest peer's
- * calls keep completing.
+ * calls keep completing; and the defaults README states are the ones enforced.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { peerIdFromString } from '@libp2p/peer-id'
-import { createMesh } from '../node/index.ts'
+import { peerIdFromPrivateKey, peerIdFromString } from '@libp2p/peer-id'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { DEFAULTS, createMesh } from '../node/index.ts'
 import type { Mesh } from '../node/index.ts'
 import { waitFor } from '../node/local-cluster.ts'
 import { CHUNK_PROTOCOL } from '../core/transfer.ts'
@@ -151,6 +152,135 @@ test('durable puts past a peer\'s stored-bytes quota are refused, room comes bac
     assert.equal((await honest.get(honestPut))[0], 3)
     honestPut.release()
   } finally {
+    for (const m of meshes) await m.stop()
+  }
+})
+
+/** A shortened strike window (the default is 10 s), so the test sees old refusals stop counting. */
+const STRIKE_WINDOW_MS = 3_000
+
+test('the default quotas are README\'s and enforced: 4,096 calls and 256 chunks in flight, gossip max(100, 4 x peers) a second, a hang-up at 200 refusals within the strike window', async () => {
+  // README's numbers, where the defaults live.
+  assert.equal(DEFAULTS.quotaCallsInFlight, 4096)
+  assert.equal(DEFAULTS.quotaChunksInFlight, 256)
+  assert.equal(DEFAULTS.quotaGossipPerSecond, 100)
+  assert.equal(DEFAULTS.quotaStrikesBeforeHangUp, 200)
+  assert.equal(DEFAULTS.quotaStrikeWindowMs, 10_000)
+  // Every quota at its default but the strike window.
+  const target = await createMesh({ quotas: { strikeWindowMs: STRIKE_WINDOW_MS } })
+  let release = (): void => {}
+  const released = new Promise<void>(resolve => { release = resolve })
+  // A call that stays in flight until the test lets it end.
+  target.register('hold', async () => { await released; return 0 })
+  const flooder = await createMesh({ bootstrap: target.libp2p.getMultiaddrs().map(String) })
+  const meshes: Mesh[] = [flooder, target]
+  try {
+    const t = target.peerId
+    const id = peerIdFromString(t)
+    await waitFor('the flooder to know the target', () => flooder.peers().some(p => p.peer === t && p.functions.includes('hold')) ? true : undefined, 10_000)
+
+    // Calls: 4,097 on a control stream of the flooder's own; the 4,097th is refused, the rest run.
+    const control = await flooder.libp2p.dialProtocol(id, CONTROL_PROTOCOL)
+    const replies = { refused: [] as number[], answered: 0, other: [] as string[] }
+    void (async () => {
+      const decoder = new FrameDecoder(2 ** 20)
+      try {
+        for await (const data of control) {
+          for (const f of decoder.push(data)) {
+            const env = EnvelopeCodec.decode(f.subarray())
+            if (env.error?.name === 'QuotaExceededError') replies.refused.push(env.id)
+            else if (env.callReply !== undefined) replies.answered++
+            else replies.other.push(env.error?.name ?? 'an empty reply')
+          }
+        }
+      } catch {
+        // Hung up on later in the test.
+      }
+    })()
+    const noArgs = encodeArgs([]).bytes
+    const CALLS = DEFAULTS.quotaCallsInFlight + 1
+    for (let i = 1; i <= CALLS; i++) {
+      const resultId = crypto.getRandomValues(new Uint8Array(16))
+      control.send(frame(EnvelopeCodec.encode({ id: i, reply: false, call: { resultId, fn: 'hold', args: noArgs, timeoutMs: 60_000, argBytes: 0, maySpillBack: false } })))
+    }
+    await waitFor('the call past 4,096 in flight to be refused', () => replies.refused.length > 0 ? true : undefined, 20_000)
+    release()
+    await waitFor('every call to be answered', () => replies.refused.length + replies.answered + replies.other.length >= CALLS ? true : undefined, 30_000)
+    assert.deepEqual({ refused: replies.refused.length, answered: replies.answered, other: replies.other }, { refused: 1, answered: CALLS - 1, other: [] })
+    assert.equal(target.stats().quotas.calls, 1)
+
+    // Chunks: one request of 256 (of an object the target does not hold) is answered, one of 257 refused.
+    const chunks = await flooder.libp2p.dialProtocol(id, CHUNK_PROTOCOL)
+    const answers = { refused: 0, other: 0 }
+    void (async () => {
+      const decoder = new FrameDecoder(2 ** 20)
+      try {
+        for await (const data of chunks) {
+          for (const f of decoder.push(data)) {
+            const [headerLength, prefix] = decodeVarint(f)!
+            const { status } = ChunkHeaderCodec.decode(f.subarray(prefix, prefix + headerLength))
+            if (status === ChunkStatus.REFUSED) answers.refused++
+            else answers.other++
+          }
+        }
+      } catch {
+        // Hung up on at the end of the test.
+      }
+    })()
+    const unknown = crypto.getRandomValues(new Uint8Array(16))
+    const ask = (n: number): void => { chunks.send(frame(ChunkRequestCodec.encode({ id: unknown, indices: Array.from({ length: n }, (_, i) => i), bitfield: false }))) }
+    ask(DEFAULTS.quotaChunksInFlight)
+    await waitFor('256 chunk answers', () => answers.refused + answers.other >= 256 ? true : undefined, 10_000)
+    assert.deepEqual(answers, { refused: 0, other: 256 }, 'a request of 256 chunks is within the quota')
+    ask(DEFAULTS.quotaChunksInFlight + 1)
+    await waitFor('257 more chunk answers', () => answers.refused + answers.other >= 256 + 257 ? true : undefined, 10_000)
+    assert.deepEqual(answers, { refused: 257, other: 256 }, 'a request of 257 chunks is refused, chunk by chunk')
+    assert.equal(target.stats().quotas.chunks, 1)
+
+    // Gossip, as the target's validator takes it from one relaying peer (one of its own: no
+    // message of the mesh's own gossip comes from it): 100 a second with one peer known...
+    const validators = (target.libp2p.services as { pubsub: { topicValidators: Map<string, (from: { toString(): string }, msg: unknown) => string> } }).pubsub.topicValidators
+    const validate = validators.get(STATE_TOPIC)!
+    const newPeer = async (): Promise<string> => peerIdFromPrivateKey(await generateKeyPair('Ed25519')).toString()
+    const relay = await newPeer()
+    /** how many of `n` messages the relay sends within one second the target accepts */
+    const acceptedOf = async (n: number): Promise<number> => {
+      // All in one second of the quota's clock, not one used before: early in the next (a timer may fire a little early).
+      const used = Math.floor(performance.now() / 1000)
+      while (Math.floor(performance.now() / 1000) === used || performance.now() % 1000 > 200) await new Promise(resolve => setTimeout(resolve, 1010 - performance.now() % 1000))
+      let accepted = 0
+      for (let i = 0; i < n; i++) if (validate({ toString: () => relay }, {}) === 'accept') accepted++
+      return accepted
+    }
+    assert.equal(target.peers().length, 1)
+    assert.equal(await acceptedOf(150), 100, 'max(100, 4 x 1)')
+    // ...and 4 a second per known peer once that is more: 40 more peers said hello, 4 x 41.
+    const membership = (target as unknown as { membership: { heard: (peer: string, u: { functions: string[] }) => void } }).membership
+    for (let i = 0; i < 40; i++) membership.heard(await newPeer(), { functions: [] })
+    assert.equal(target.peers().length, 41)
+    assert.equal(await acceptedOf(250), 4 * 41, 'max(100, 4 x 41)')
+    assert.ok(flooder.libp2p.getConnections(id).length > 0, 'not hung up on yet')
+
+    // Strikes: old refusals stop counting after the window; 200 within it hang up. Refusals of
+    // the flooder's gossip are one strike each and cost nothing to make (a refused chunk
+    // request costs 257 frames), so the counts come within the window.
+    /** `n` refusals of the flooder, all in this turn */
+    const refusals = (n: number): void => {
+      for (let refused = 0; refused < n;) if (validate(flooder.libp2p.peerId, {}) !== 'accept') refused++
+    }
+    refusals(100)
+    // Past the window since the last of those (and of the calls' and chunks' above), and of
+    // the flooder's own gossip that came later in that second, over the rate those used up.
+    await new Promise(resolve => setTimeout(resolve, STRIKE_WINDOW_MS + 1_100))
+    const burst = performance.now()
+    refusals(199)
+    assert.equal(target.stats().quotas.hangUps, 0, `299 refusals, but only 199 within ${STRIKE_WINDOW_MS} ms: not hung up on`)
+    refusals(1)
+    assert.ok(performance.now() - burst < STRIKE_WINDOW_MS, 'the last 200 refusals came within the window')
+    assert.equal(target.stats().quotas.hangUps, 1, 'the 200th refusal within the window hangs up')
+    await waitFor('the target to hang up on the flooder', () => flooder.libp2p.getConnections(id).length === 0 ? true : undefined, 10_000)
+  } finally {
+    release()
     for (const m of meshes) await m.stop()
   }
 })

@@ -42,25 +42,15 @@ test('x = f(); y = g(x) with x of 64 MiB: x moves from f\'s peer to g\'s, never 
   }
 })
 
-/** A shortened window, so the test sees a caught peer asked again (the default is 10 minutes). */
+/** A shortened window, so the test sees a caught peer asked again (the default is 10 minutes, as README says). */
 const AVOID_BAD_SOURCE_MS = 20_000
-
-/** A mesh in this process whose transfer takes `windows` instead of the defaults (read when the mesh starts). */
-async function meshWithWindows (windows: Partial<Record<'avoidBadSourceMs' | 'avoidDeniedMs', number>>, options: Parameters<typeof createMesh>[0]): Promise<Awaited<ReturnType<typeof createMesh>>> {
-  const saved = { avoidBadSourceMs: DEFAULTS.avoidBadSourceMs, avoidDeniedMs: DEFAULTS.avoidDeniedMs }
-  Object.assign(DEFAULTS, windows)
-  try {
-    return await createMesh(options)
-  } finally {
-    Object.assign(DEFAULTS, saved)
-  }
-}
+assert.equal(DEFAULTS.avoidBadSourceMs, 10 * 60_000)
 
 test('a chunk corrupted in transit is detected, counted, and refetched from another holder; the liar is left out of pulls for its window, then asked again', async () => {
   const t = await startMesh(1)
   const liar = await spawnPeer({ module: FIXTURES, entry: fileURLToPath(new URL('./fixtures/corrupting-peer.ts', import.meta.url)), bootstrap: [t.peers[0].addrs[0]] })
-  // The reader is a mesh of this process, so its window can be shortened.
-  const reader = await meshWithWindows({ avoidBadSourceMs: AVOID_BAD_SOURCE_MS }, { bootstrap: [t.peers[0].addrs[0]] })
+  // The reader is a mesh of this process, with its window shortened.
+  const reader = await createMesh({ bootstrap: [t.peers[0].addrs[0]], avoid: { badSourceMs: AVOID_BAD_SOURCE_MS } })
   try {
     const signal = AbortSignal.timeout(15_000)
     await reader.waitForPeer(liar.peer, { signal })
@@ -116,11 +106,15 @@ test('a chunk corrupted in transit is detected, counted, and refetched from anot
   }
 })
 
-test('a holder that denies an object it is said to hold is not asked for it again', async () => {
+/** A shortened denial window, so the test sees the holder asked again (the default is a minute, as README says). */
+const AVOID_DENIED_MS = 10_000
+assert.equal(DEFAULTS.avoidDeniedMs, 60_000)
+
+test('a holder that denies an object it is said to hold is not asked for it again within its window, and is asked again after it', async () => {
   const t = await startMesh(1)
   const withholder = await spawnPeer({ module: FIXTURES, entry: fileURLToPath(new URL('./fixtures/withholding-peer.ts', import.meta.url)), bootstrap: [t.peers[0].addrs[0]] })
   // The reader is a peer of this process with a store too small to keep two copies: the first is dropped for the second.
-  const reader = await createMesh({ bootstrap: [t.peers[0].addrs[0]], store: { capacity: 48 * MiB }, spillDir: false })
+  const reader = await createMesh({ bootstrap: [t.peers[0].addrs[0]], store: { capacity: 48 * MiB }, spillDir: false, avoid: { deniedMs: AVOID_DENIED_MS } })
   try {
     const signal = AbortSignal.timeout(15_000)
     await reader.waitForPeer(withholder.peer, { signal })
@@ -131,7 +125,10 @@ test('a holder that denies an object it is said to hold is not asked for it agai
     const held = reader.fn<Checksum>('checksum').options({ peer: withholder.peer }).remote(x)
     await reader.get(held, { timeoutMs: 30_000 })
 
+    // The denial happens during this pull: the window opens between these two times.
+    const pullStarted = performance.now()
     assert.deepEqual(await reader.get(x, { timeoutMs: 30_000 }), pattern(32 * MiB, 11))
+    const deniedBy = performance.now()
     const denied = reader.stats().suspects[withholder.peer]
     assert.equal(denied?.falseClaims, 1, `the withholder denied x once (${JSON.stringify(reader.stats().suspects)})`)
     // What the withholder answered the reader (its denials), as it counts it.
@@ -141,11 +138,22 @@ test('a holder that denies an object it is said to hold is not asked for it agai
 
     // Another object pushes x's copy out of the reader's store; reading x again pulls it again.
     const y = reader.fn<Make>('make').options({ peer: owner.peer }).remote(32 * MiB, 12)
-    assert.deepEqual(await reader.get(y, { timeoutMs: 30_000 }), pattern(32 * MiB, 12))
-    await waitFor('x to leave the reader\'s store', () => reader.stats().store.keys.includes(x.key) ? undefined : true, 10_000)
-    assert.deepEqual(await reader.get(x, { timeoutMs: 30_000 }), pattern(32 * MiB, 11))
+    /** reads y, then x: x's copy was pushed out by y's, so x is pulled again */
+    const pullXAgain = async (): Promise<void> => {
+      assert.deepEqual(await reader.get(y, { timeoutMs: 30_000 }), pattern(32 * MiB, 12))
+      await waitFor('x to leave the reader\'s store', () => reader.stats().store.keys.includes(x.key) ? undefined : true, 10_000)
+      assert.deepEqual(await reader.get(x, { timeoutMs: 30_000 }), pattern(32 * MiB, 11))
+    }
+    await pullXAgain()
+    assert.ok(performance.now() - pullStarted < AVOID_DENIED_MS, 'this pull ran inside the window')
     assert.equal(await answered(), asked, 'the second pull did not ask the withholder')
     assert.equal(reader.stats().suspects[withholder.peer]?.falseClaims, 1)
+
+    // Past the window, it is asked again (and denies again).
+    await waitFor('the denial window to pass', () => performance.now() - deniedBy > AVOID_DENIED_MS ? true : undefined, AVOID_DENIED_MS + 5_000, 200)
+    await pullXAgain()
+    assert.ok(await answered() > asked, 'the withholder was asked for x again once its window passed')
+    assert.equal(reader.stats().suspects[withholder.peer]?.falseClaims, 2, 'and denied it again')
     for (const r of [x, held, y]) r.release()
   } finally {
     await reader.stop()
