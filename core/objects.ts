@@ -241,6 +241,7 @@ export class Objects {
     // its own (its retries), and the owner then answers FAILED.
     let deadline = performance.now() + this.failureBoundMs() * 2
     let named = ''
+    let failed: Error | undefined
     for (let attempt = 0; ; attempt++) {
       const info = await this.locate(desc, signal)
       const holders = [...info.locations].sort().join(',')
@@ -249,12 +250,17 @@ export class Objects {
         named = holders
         deadline = performance.now() + this.failureBoundMs() * 2
         attempt = 0
+      } else if (failed !== undefined && performance.now() >= deadline) {
+        // The owner is asked once more after a failed pull however long that pull took
+        // (a detour can outlast the bound): only the same holders named again end it.
+        throw failed
       }
       try {
         return await this.fetchDescribed(desc, info, signal)
       } catch (err) {
-        const retry = err instanceof ObjectLostError && info.status === ObjectStatus.STORED && signal?.aborted !== true && performance.now() < deadline
+        const retry = err instanceof ObjectLostError && info.status === ObjectStatus.STORED && signal?.aborted !== true
         if (!retry) throw err
+        failed = err
         log('fetch of %s failed (%s); asking its owner again (attempt %d)', key, (err as Error).message, attempt + 1)
         await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt))), signal, `get of ${key}`)
       }
