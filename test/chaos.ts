@@ -79,7 +79,17 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     const bootstrap = mesh.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/tcp/') && !a.includes('/ws'))
     const replace = async (): Promise<void> => {
       // In the background the first peer may be dead by the time this one starts: join through the driver.
-      const fresh = await spawnPeer({ module: MODULE, bootstrap: options.keepAlive === undefined ? [peers[0].addrs[0]] : bootstrap, timeoutMs: SPAWN_TIMEOUT_MS, args: peerArgs })
+      // Else through a peer and the driver: on a loaded machine a join through one of them alone
+      // sometimes fails (the handshake ends early), and a replacement that fails is started again.
+      let fresh: PeerProcess | undefined
+      for (let attempt = 1; fresh === undefined; attempt++) {
+        try {
+          fresh = await spawnPeer({ module: MODULE, bootstrap: options.keepAlive === undefined ? [peers[0].addrs[0], ...bootstrap] : bootstrap, timeoutMs: SPAWN_TIMEOUT_MS, args: peerArgs })
+        } catch (err) {
+          if (attempt >= 3 || stopChaos) throw err
+          log(`a replacement did not start (attempt ${attempt}): ${(err as Error).message.split('\n').slice(0, 2).join(' ')}`)
+        }
+      }
       peers.push(fresh)
       log(`${Math.round(performance.now() - started)} ms: ${fresh.peer.slice(-6)} joined`)
       joined()
@@ -118,7 +128,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       return all.every(s => s.store.objects === 0 && s.store.bytes === 0) ? all : undefined
     }, 30_000, 200).catch(async (err: Error) => {
       const all = await stats()
-      throw new Error(`${err.message}: ${all.map(s => `${s.peer.slice(-6)} ${s.store.objects} objects`).join(', ')}`)
+      throw new Error(`${err.message}: ${all.map(s => `${s.peer.slice(-6)} ${s.store.objects} objects${s.store.objects > 0 ? ` (${s.store.keys.join(' ')})` : ''}`).join(', ')}`)
     })
     return { result, expected, kills, reconstructions, stores: final.map(s => ({ peer: s.peer, objects: s.store.objects, bytes: s.store.bytes })) }
   } finally {
