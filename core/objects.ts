@@ -379,6 +379,11 @@ export class Objects {
         if (signal?.aborted === true) throw err
         return { ...none, status: ObjectStatus.PENDING }
       }
+      // Look again from the start: every reader parked here wakes at once, and the first may
+      // have found the new value lost already and started another rebuild (pending again).
+      // Without this a second reader started a second rebuild of the same result, and the copy
+      // the first one made was never freed (chaos left objects in the survivors' stores).
+      return await this.describeOwned(key, req, from, signal)
     }
     // Contained Refs are pinned while this object lives, so their entries exist.
     const contained = owned.contained.flatMap(k => { const e = ctx.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
