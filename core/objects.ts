@@ -390,7 +390,7 @@ export class Objects {
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
     // A peer that asks to pull an object does not hold a whole copy, whatever it held before
     // (it dropped it, or freed it thinking this owner dead): it is no holder to point anyone at.
-    if (req.fetch && from !== ctx.peerId && !this.tree.isReceiving(key, from)) owned.locations.delete(from)
+    if (req.fetch && from !== ctx.peerId && !this.tree.isReceiving(key, from) && owned.locations.delete(from)) owned.formerLocations.add(from)
     if (!owned.inline && !this.hasCompleteCopy(key, owned)) {
       // Every holder died: a call result is computed again (then described), a put() is gone.
       if (this.lineage.has(key)) {
@@ -477,7 +477,7 @@ export class Objects {
     }
     this.onFreed(entry.key)
     for (const k of owned.contained) ctx.table.unpin(k)
-    for (const peer of owned.locations) {
+    for (const peer of new Set([...owned.locations, ...owned.formerLocations])) {
       if (peer === ctx.peerId) continue
       ctx.channels.send(peer, { free: { ids: [entry.id] } }).catch((err: Error) => { log('free to %s failed: %s', peer, err.message) })
     }
