@@ -28,7 +28,7 @@ import { Mesh } from '../core/mesh.ts'
 import type { MeshInit } from '../core/mesh.ts'
 import { PUBSUB_OPTIONS } from '../core/gossip.ts'
 import type { PubSub } from '../core/gossip.ts'
-import { CONTROL_PROTOCOL } from '../core/channel.ts'
+import { CONTROL_PROTOCOLS } from '../core/channel.ts'
 import { CHUNK_PROTOCOL } from '../core/transfer.ts'
 import { PeerDiedError } from '../core/errors.ts'
 import { browserDialable, peerOf, PeerDialer } from './dialer.ts'
@@ -114,7 +114,7 @@ export class BrowserMesh extends Mesh {
     this.releaseIdentity = parts.releaseIdentity
     this.spill = parts.spill
     this.workers = parts.workers
-    this.linkLog = new LinkLog(init.libp2p, [CONTROL_PROTOCOL, CHUNK_PROTOCOL])
+    this.linkLog = new LinkLog(init.libp2p, [...CONTROL_PROTOCOLS, CHUNK_PROTOCOL])
     this.dialer = new PeerDialer({ ...parts.dialer, libp2p: init.libp2p, mesh: this })
   }
 

@@ -18,7 +18,14 @@ import type { TrafficCounter } from './traffic.ts'
 
 const log = logger('refmesh:channel')
 
-export const CONTROL_PROTOCOL = '/refmesh/control/1.0.0'
+/**
+ * Version 1.1 added multiple return values (CallRequest.result_ids, CallReply.results),
+ * optional fields a 1.0 peer skips: a minor version (PROTOCOL.md, Versions). libp2p
+ * matches ids exactly, so a 1.1 peer also answers 1.0.0, and dials 1.1.0 first.
+ */
+export const CONTROL_PROTOCOL = '/refmesh/control/1.1.0'
+/** every control protocol id this peer speaks, newest first */
+export const CONTROL_PROTOCOLS = [CONTROL_PROTOCOL, '/refmesh/control/1.0.0']
 
 export type EnvelopeBody = Omit<Envelope, 'id' | 'reply'>
 
@@ -54,7 +61,7 @@ export class ControlChannels {
   }
 
   async start (): Promise<void> {
-    await this.init.libp2p.handle(CONTROL_PROTOCOL, (stream, connection) => {
+    await this.init.libp2p.handle(CONTROL_PROTOCOLS, (stream, connection) => {
       const peer = connection.remotePeer.toString()
       if (this.init.admit === undefined) {
         this.readLoop(peer, stream)
@@ -71,7 +78,7 @@ export class ControlChannels {
     const streams = await Promise.allSettled(this.outbound.values())
     for (const s of streams) if (s.status === 'fulfilled') s.value.abort(new PeerDiedError('mesh stopped'))
     this.outbound.clear()
-    await this.init.libp2p.unhandle(CONTROL_PROTOCOL).catch(() => {})
+    await this.init.libp2p.unhandle(CONTROL_PROTOCOLS).catch(() => {})
   }
 
   /** Sends a request and waits for its reply. Rejects with the remote's typed error, PeerDiedError, or the signal's reason. */
@@ -126,7 +133,7 @@ export class ControlChannels {
     try {
       // In a private mesh nothing, not even a hello, goes to a peer before it has proved the secret.
       await this.init.admit?.(peer, signal)
-      const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), CONTROL_PROTOCOL, { signal })
+      const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), CONTROL_PROTOCOLS, { signal })
       this.readLoop(peer, stream)
       return stream
     } catch (err) {

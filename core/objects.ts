@@ -241,6 +241,7 @@ export class Objects {
     // its own (its retries), and the owner then answers FAILED.
     let deadline = performance.now() + this.failureBoundMs() * 2
     let named = ''
+    let failed: Error | undefined
     for (let attempt = 0; ; attempt++) {
       const info = await this.locate(desc, signal)
       const holders = [...info.locations].sort().join(',')
@@ -249,12 +250,17 @@ export class Objects {
         named = holders
         deadline = performance.now() + this.failureBoundMs() * 2
         attempt = 0
+      } else if (failed !== undefined && performance.now() >= deadline) {
+        // The owner is asked once more after a failed pull however long that pull took
+        // (a detour can outlast the bound): only the same holders named again end it.
+        throw failed
       }
       try {
         return await this.fetchDescribed(desc, info, signal)
       } catch (err) {
-        const retry = err instanceof ObjectLostError && info.status === ObjectStatus.STORED && signal?.aborted !== true && performance.now() < deadline
+        const retry = err instanceof ObjectLostError && info.status === ObjectStatus.STORED && signal?.aborted !== true
         if (!retry) throw err
+        failed = err
         log('fetch of %s failed (%s); asking its owner again (attempt %d)', key, (err as Error).message, attempt + 1)
         await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt))), signal, `get of ${key}`)
       }
@@ -357,15 +363,13 @@ export class Objects {
     }
   }
 
-  /** `locate`, owner side: what an object is and where it lives; parks while it is being computed. */
-  async describeOwned (key: string, req: Locate, from: string, signal?: AbortSignal): Promise<ObjectInfo> {
+  /** `locate`, owner side: what an object is and where it lives; parks while it is being computed (`waited`: this request parked). */
+  async describeOwned (key: string, req: Locate, from: string, signal?: AbortSignal, waited = false): Promise<ObjectInfo> {
     const { ctx } = this
     const none: ObjectInfo = { status: ObjectStatus.FREED, inline: new Uint8Array(0), encoding: 0, locations: [], contained: [] }
     const entry = ctx.table.get(key)
     const owned = entry?.owned
     if (entry === undefined || owned === undefined) return none
-    // Parked requests were sent before the object existed: what they imply about the asker is stale.
-    const parked = owned.state === 'pending'
     if (owned.state === 'pending') {
       if (!req.wait) return { ...none, status: ObjectStatus.PENDING }
       const park = withTimeout(signal ?? ctx.stopSignal, req.timeoutMs, 'locate')
@@ -375,6 +379,12 @@ export class Objects {
         if (signal?.aborted === true) throw err
         return { ...none, status: ObjectStatus.PENDING }
       }
+      // Look again from the start: every reader parked here wakes at once, and the first may
+      // have found the new value lost already and started another rebuild (pending again).
+      // Without this a second reader started a second rebuild of the same result, and the copy
+      // the first one made was never freed (chaos left objects in the survivors' stores).
+      // Parked requests were sent before the object existed: what they imply about the asker is stale.
+      return await this.describeOwned(key, req, from, signal, true)
     }
     // Contained Refs are pinned while this object lives, so their entries exist.
     const contained = owned.contained.flatMap(k => { const e = ctx.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
@@ -384,7 +394,7 @@ export class Objects {
     // Unless the request waited for the object: the asker may have computed it meanwhile (a
     // call re-run by lineage on the very peer whose call needs it), and dropping that only
     // holder would make lineage run it again, and again.
-    if (req.fetch && !parked && from !== ctx.peerId && !this.tree.isReceiving(key, from)) owned.locations.delete(from)
+    if (req.fetch && !waited && from !== ctx.peerId && !this.tree.isReceiving(key, from) && owned.locations.delete(from)) owned.formerLocations.add(from)
     if (!owned.inline && !this.hasCompleteCopy(key, owned)) {
       // Every holder died: a call result is computed again (then described), a put() is gone.
       if (this.lineage.has(key)) {
@@ -471,7 +481,7 @@ export class Objects {
     }
     this.onFreed(entry.key)
     for (const k of owned.contained) ctx.table.unpin(k)
-    for (const peer of owned.locations) {
+    for (const peer of new Set([...owned.locations, ...owned.formerLocations])) {
       if (peer === ctx.peerId) continue
       ctx.channels.send(peer, { free: { ids: [entry.id] } }).catch((err: Error) => { log('free to %s failed: %s', peer, err.message) })
     }

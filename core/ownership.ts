@@ -38,6 +38,13 @@ export interface OwnedObject {
   manifest?: Manifest
   /** peers holding a full or partial copy (this peer included) */
   locations: Set<string>
+  /**
+   * Live peers that were locations once and were dropped from `locations` without a free
+   * (a rebuild forgets the old copies, a settle replaces them, a puller asks again): one of
+   * them may still hold a copy (a pull that completed just as its source died), so the
+   * free goes to them too. A free to a peer without a copy costs one message.
+   */
+  formerLocations: Set<string>
   /** borrower peer -> registrations not yet withdrawn */
   borrowers: Map<string, number>
   error?: ErrorInfo
@@ -95,6 +102,7 @@ export class OwnershipTable implements RefTracker {
       encoding: 0,
       size: 0,
       locations: new Set(),
+      formerLocations: new Set(),
       borrowers: new Map(),
       contained: [],
       lineage: init.lineage,
@@ -124,6 +132,7 @@ export class OwnershipTable implements RefTracker {
     const entry = this.entries.get(key)
     const owned = entry?.owned
     if (entry === undefined || owned === undefined) return
+    for (const p of owned.locations) owned.formerLocations.add(p)
     Object.assign(owned, { ...update, locations: new Set(update.locations) })
     owned.markReady()
     this.maybeRelease(entry)
@@ -236,6 +245,7 @@ export class OwnershipTable implements RefTracker {
         continue
       }
       entry.owned.locations.delete(peer)
+      entry.owned.formerLocations.delete(peer)
       if (entry.owned.borrowers.delete(peer)) this.maybeRelease(entry)
     }
   }
@@ -251,6 +261,7 @@ export class OwnershipTable implements RefTracker {
     const contained = owned.contained
     owned.contained = []
     owned.state = 'pending'
+    for (const p of owned.locations) owned.formerLocations.add(p)
     owned.locations.clear()
     owned.ready = new Promise<void>(resolve => { owned.markReady = resolve })
     return contained

@@ -11,7 +11,10 @@ import { peerIdFromPrivateKey } from '@libp2p/peer-id'
 import { EnvelopeCodec, PeerStateCodec, ChunkRequestCodec, ChunkHeaderCodec, ObjectStatus, ChunkStatus } from '../core/protocol/messages.ts'
 import { encodeVarint } from '../core/protocol/framing.ts'
 import { encodeArgs, encodeValue } from '../core/codec.ts'
-import { authMessage } from '../core/auth.ts'
+import { AUTH_PROTOCOL, authMessage } from '../core/auth.ts'
+import { CONTROL_PROTOCOL } from '../core/channel.ts'
+import { STATE_TOPIC } from '../core/gossip.ts'
+import { CHUNK_PROTOCOL } from '../core/pull.ts'
 import { hex, toFields } from '../test/vector-fields.ts'
 import { CBOR_ROWS, evalRow } from '../test/cbor-rows.ts'
 import { Ref } from '../core/ref.ts'
@@ -80,7 +83,7 @@ const control: Array<{ name: string, note?: string, env: Record<string, unknown>
   { name: 'error reply, quota', env: { id: 18, reply: true, error: { name: 'QuotaExceededError', message: `${A} has too many calls queued at ${B}`, stack: '', peer: B, fn: '', remote: false } } }
 ]
 write('control.json', {
-  protocol: '/refmesh/control/1.0.0',
+  protocol: CONTROL_PROTOCOL,
   message: 'Envelope',
   notation: 'see README.md; hex is the Envelope, frame_hex the same with its varint length prefix',
   peers: { A, B, C },
@@ -92,7 +95,7 @@ write('control.json', {
 
 const stateBytes = PeerStateCodec.encode({ ...state } as any)
 write('gossip.json', {
-  topic: '/refmesh/state/1.0.0',
+  topic: STATE_TOPIC,
   message: 'PeerState',
   notation: 'see README.md; hex is the pubsub message data (no length prefix: gossipsub frames it)',
   vectors: [{ name: 'peer state', fields: toFields(PeerStateCodec, PeerStateCodec.decode(stateBytes) as any), hex: hex(stateBytes) }]
@@ -122,7 +125,7 @@ const frames = [
   { name: 'REFUSED', header: { id: OBJ, index: 1, status: ChunkStatus.REFUSED } }
 ]
 write('chunk.json', {
-  protocol: '/refmesh/chunk/1.0.0',
+  protocol: CHUNK_PROTOCOL,
   notation: 'see README.md; requests: hex is the ChunkRequest, frame_hex adds its length prefix. Chunk frames: frame_hex = varint frame length | varint header length | ChunkHeader | body',
   object: { id: hex(OBJ), bytes_hex: hex(small), manifest: { size: 10, chunk_size: 4, hashes: smallManifest.hashes.map(hex), encoding: 1 } },
   requests: requests.map(r => {
@@ -142,7 +145,7 @@ const transcript = (nonce: Uint8Array, challenger: string, responder: string): R
   return { challenger, responder, nonce: hex(nonce), message: hex(message), answer: hex(new Uint8Array(createHmac('sha256', secret).update(message).digest())) }
 }
 write('auth.json', {
-  protocol: '/refmesh/auth/1.0.0',
+  protocol: AUTH_PROTOCOL,
   notation: 'secret_hex is the HMAC key (the secret as UTF-8); on the wire the challenger writes the 32 nonce bytes and the responder the 32 answer bytes, nothing else, no length prefixes',
   secret,
   secret_hex: hex(new TextEncoder().encode(secret)),

@@ -18,13 +18,23 @@ import type { MapReduceOptions, MapReduceResult, WordCount } from '../examples/m
 const MODULE = fileURLToPath(new URL('../examples/mapreduce.ts', import.meta.url))
 /** peers start in ~2 s on an idle machine; a machine shared with other work can take far longer */
 const SPAWN_TIMEOUT_MS = 120_000
+/** results over 1 KiB (every partition) are stored on the peer that made them: see ChaosOptions.inlineBytes */
+export const DEFAULT_INLINE_BYTES = 1024
 
 export interface ChaosOptions {
   peers: number
   kills: number
   everyMs: number
   job: Pick<MapReduceOptions, 'maps' | 'reduces' | 'shardBytes' | 'seed'>
-  /** more `refmesh peer` options for every peer (e.g. --inline-threshold) */
+  /**
+   * Results larger than this many bytes stay on the peer that computed them (`refmesh peer
+   * --inline-threshold`). Default 1024: a partition of these corpora is a few KiB, under the
+   * mesh's 64 KiB default, so it would travel inline to the driver and a kill would lose none;
+   * at 1 KiB partitions are stored on their mappers, a kill loses some, and lineage has to
+   * make them again (what this run is for).
+   */
+  inlineBytes?: number
+  /** more `refmesh peer` options for every peer */
   peerArgs?: string[]
   /**
    * Kill on the clock, whatever the replacements' start-up takes: replacements start in
@@ -56,8 +66,9 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
   let chaos: Promise<void> = Promise.resolve()
   /** replacements starting in the background (keepAlive) */
   const joining: Array<Promise<void>> = []
+  const peerArgs = ['--inline-threshold', String(options.inlineBytes ?? DEFAULT_INLINE_BYTES), ...options.peerArgs ?? []]
   try {
-    peers.push(...await spawnPeers(options.peers, { module: MODULE, timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs }))
+    peers.push(...await spawnPeers(options.peers, { module: MODULE, timeoutMs: SPAWN_TIMEOUT_MS, args: peerArgs }))
     caller = await createMesh({ bootstrap: [peers[0].addrs[0]] })
     await waitForFullMesh(caller, peers, SPAWN_TIMEOUT_MS)
     const mesh = caller
@@ -68,7 +79,17 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     const bootstrap = mesh.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/tcp/') && !a.includes('/ws'))
     const replace = async (): Promise<void> => {
       // In the background the first peer may be dead by the time this one starts: join through the driver.
-      const fresh = await spawnPeer({ module: MODULE, bootstrap: options.keepAlive === undefined ? [peers[0].addrs[0]] : bootstrap, timeoutMs: SPAWN_TIMEOUT_MS, args: options.peerArgs })
+      // Else through a peer and the driver: on a loaded machine a join through one of them alone
+      // sometimes fails (the handshake ends early), and a replacement that fails is started again.
+      let fresh: PeerProcess | undefined
+      for (let attempt = 1; fresh === undefined; attempt++) {
+        try {
+          fresh = await spawnPeer({ module: MODULE, bootstrap: options.keepAlive === undefined ? [peers[0].addrs[0], ...bootstrap] : bootstrap, timeoutMs: SPAWN_TIMEOUT_MS, args: peerArgs })
+        } catch (err) {
+          if (attempt >= 3 || stopChaos) throw err
+          log(`a replacement did not start (attempt ${attempt}): ${(err as Error).message.split('\n').slice(0, 2).join(' ')}`)
+        }
+      }
       peers.push(fresh)
       log(`${Math.round(performance.now() - started)} ms: ${fresh.peer.slice(-6)} joined`)
       joined()
@@ -107,7 +128,7 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
       return all.every(s => s.store.objects === 0 && s.store.bytes === 0) ? all : undefined
     }, 30_000, 200).catch(async (err: Error) => {
       const all = await stats()
-      throw new Error(`${err.message}: ${all.map(s => `${s.peer.slice(-6)} ${s.store.objects} objects`).join(', ')}`)
+      throw new Error(`${err.message}: ${all.map(s => `${s.peer.slice(-6)} ${s.store.objects} objects${s.store.objects > 0 ? ` (${s.store.keys.join(' ')})` : ''}`).join(', ')}`)
     })
     return { result, expected, kills, reconstructions, stores: final.map(s => ({ peer: s.peer, objects: s.store.objects, bytes: s.store.bytes })) }
   } finally {
@@ -121,20 +142,21 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
 
 if (import.meta.url === `file://${process.argv[1]}`) {
   const kills = Number(process.env.CHAOS_KILLS ?? 8)
-  // A partition of this corpus is a few KiB, so it travels inline to the driver and a mapper's death
-  // loses none; CHAOS_INLINE_BYTES=1024 keeps them on the mappers, so lineage has to rebuild them.
+  // Partitions (a few KiB) are stored on their mappers (1 KiB threshold), so kills lose some and
+  // lineage rebuilds them; CHAOS_INLINE_BYTES=65536 (the mesh's default) sends them inline to the driver.
   const inline = process.env.CHAOS_INLINE_BYTES
   const out = await runChaos({
     peers: 6,
     kills,
     everyMs: 2_000,
     job: { maps: Number(process.env.CHAOS_MAPS ?? 96), reduces: 8, shardBytes: 1024 * 1024, seed: 11 },
-    peerArgs: inline === undefined ? undefined : ['--inline-threshold', inline],
+    inlineBytes: inline === undefined ? undefined : Number(inline),
     // CHAOS_KEEP_ALIVE=3: kill every 2 s whatever start-up takes, keeping at least 3 peers up.
     keepAlive: process.env.CHAOS_KEEP_ALIVE === undefined ? undefined : Number(process.env.CHAOS_KEEP_ALIVE),
     log: line => { console.log(line) }
   })
   const same = out.result.digest === out.expected.digest && out.result.totalWords === out.expected.totalWords
+  console.log(`inline threshold ${inline ?? DEFAULT_INLINE_BYTES} B; ${Math.round(out.result.elapsedMs)} ms (maps done at ${Math.round(out.result.mapMs)} ms)`)
   console.log(`kills: ${out.kills.length}; calls run again by lineage: ${out.reconstructions}; words ${out.result.totalWords}; digest ${out.result.digest} (fault-free ${out.expected.digest}): ${same ? 'equal' : 'DIFFERENT'}`)
   console.log(`surviving stores: ${out.stores.map(s => `${s.peer.slice(-6)} ${s.objects}`).join(', ')}`)
   process.exit(same ? 0 : 1)

@@ -37,7 +37,9 @@ const PROTO = fileURLToPath(new URL('../core/protocol/refmesh.proto', import.met
 const SPEC = fileURLToPath(new URL('../core/PROTOCOL.md', import.meta.url))
 
 // From PROTOCOL.md.
-const CONTROL = '/refmesh/control/1.0.0'
+const CONTROL = '/refmesh/control/1.1.0'
+/** a 1.1 peer MUST also handle the 1.0.0 id (PROTOCOL.md, Versions) */
+const CONTROL_1_0 = '/refmesh/control/1.0.0'
 const CHUNK = '/refmesh/chunk/1.0.0'
 const AUTH = '/refmesh/auth/1.0.0'
 const AUTH_TAG = Buffer.from('refmesh-auth-v1')
@@ -487,6 +489,11 @@ test('a client written from the spec alone joins a private mesh, calls, pulls, s
     doomed.send(varint(2 ** 32))
     await assert.rejects((async () => { for await (const _ of doomed) { /* nothing comes */ } throw new Error('closed, not reset') })(), (err: Error) => err.message !== 'closed, not reset')
     assert.equal((await client.stats()).peer, peer.peer, 'the control stream still answers')
+
+    // The older minor's id is still answered (libp2p matches ids exactly).
+    const older = await node.dialProtocol(peerIdFromString(peer.peer), CONTROL_1_0, { signal: AbortSignal.timeout(10_000) })
+    assert.equal(older.protocol, CONTROL_1_0)
+    await older.close()
 
     // A protocol version the peer does not speak is refused at negotiation, never misread.
     for (const protocol of ['/refmesh/control/2.0.0', '/refmesh/chunk/2.0.0']) {
