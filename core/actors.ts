@@ -338,8 +338,13 @@ export class ActorClients {
           // A restart makes it again from the same arguments, on any other peer offering the class.
           const kept = args.map(a => a instanceof Ref ? a.dup() : a)
           const life = new ActorLife(desc, { maxRestarts, maxTaskRetries }, async () => {
-            using again = this.init.remote(ACTOR_CREATE + name, kept, { spread: placement.spread, retries: 0 }) as Ref<ActorDesc>
-            return await this.init.get(again)
+            // try/finally, not `using`: the published code runs on Node 22, which lacks it.
+            const again = this.init.remote(ACTOR_CREATE + name, kept, { spread: placement.spread, retries: 0 }) as Ref<ActorDesc>
+            try {
+              return await this.init.get(again)
+            } finally {
+              again.release()
+            }
           }, () => { for (const a of kept) if (a instanceof Ref) a.release() })
           this.handles.set(ref.key, life)
           return this.handle<T>(ref, life)
@@ -362,8 +367,12 @@ export class ActorClients {
     // flight are not retried here (this peer does not know maxTaskRetries): they fail with
     // ActorDiedError, and the next ones reach the actor made again.
     const borrowed = new ActorLife({ ...desc }, { maxRestarts: Number.MAX_SAFE_INTEGER }, async (dead) => {
-      using where = this.init.remote(ACTOR_RESTART, [ref.key, dead], { peer: ref.owner, retries: 0 }) as Ref<ActorDesc>
-      return await this.init.get(where)
+      const where = this.init.remote(ACTOR_RESTART, [ref.key, dead], { peer: ref.owner, retries: 0 }) as Ref<ActorDesc>
+      try {
+        return await this.init.get(where)
+      } finally {
+        where.release()
+      }
     })
     return this.handle<T>(ref.dup(), borrowed)
   }
