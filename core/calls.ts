@@ -149,6 +149,15 @@ export class Calls {
           call.order?.sent()
           reply = await replying
           if (reply === undefined) throw new ProtocolError(`${executor} sent an empty call reply`)
+          if (reply.result?.status === ObjectStatus.FAILED && reply.result.error?.name === 'ArgumentLostError' && tries > 1 && signal?.aborted !== true) {
+            // An argument's holders died as the executor fetched it; its owner computes it
+            // again, and the call goes again (a try, as when its executor dies).
+            tries--
+            log('call %s on %s lost an argument (%s); sending it again', call.fn, executor, reply.result.error.message)
+            reply = undefined
+            await raceSignal(new Promise(resolve => setTimeout(resolve, 200)), signal, `call of ${call.fn}`)
+            continue
+          }
         } catch (err) {
           if (err instanceof QuotaExceededError && signal?.aborted !== true && spillbacks < DEFAULTS.maxSpillbacks) {
             // Refused for now, like a spillback: back off, and place it again.

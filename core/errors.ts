@@ -42,6 +42,15 @@ export class ObjectLostError extends RefmeshError {
   override name = 'ObjectLostError'
 }
 
+/**
+ * An executor could not fetch an argument of a call: every holder it was told of
+ * died before it got the bytes. The argument's owner computes it again (lineage),
+ * so the caller sends the call again (one of its retries) rather than failing it.
+ */
+export class ArgumentLostError extends ObjectLostError {
+  override name = 'ArgumentLostError'
+}
+
 /** The owner of the object died, so the object died with it. */
 export class OwnerDiedError extends RefmeshError {
   override name = 'OwnerDiedError'
@@ -137,6 +146,7 @@ export class ActorDiedError extends RefmeshError {
 const byName: Record<string, new (message: string) => RefmeshError> = {
   FunctionNotFoundError: FunctionNotFoundError as unknown as new (message: string) => RefmeshError,
   ObjectLostError,
+  ArgumentLostError,
   OwnerDiedError,
   PeerDiedError,
   TimeoutError,

@@ -250,9 +250,12 @@ export class Objects {
         named = holders
         deadline = performance.now() + this.failureBoundMs() * 2
         attempt = 0
-      } else if (failed !== undefined && performance.now() >= deadline) {
+      } else if (failed !== undefined && performance.now() >= deadline && !this.allDeadHere(info.locations)) {
         // The owner is asked once more after a failed pull however long that pull took
         // (a detour can outlast the bound): only the same holders named again end it.
+        // Unless this peer knows them all dead: the owner's own detector will tell it too
+        // (a loaded owner can lag behind), and it then computes the object again; until
+        // then the caller's signal bounds the wait.
         throw failed
       }
       try {
@@ -265,6 +268,11 @@ export class Objects {
         await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(1000, 100 * 2 ** attempt))), signal, `get of ${key}`)
       }
     }
+  }
+
+  /** Whether every one of `holders` (at least one) is dead to this peer's failure detector. */
+  private allDeadHere (holders: string[]): boolean {
+    return holders.length > 0 && holders.every(p => this.ctx.membership.get(p)?.liveness === 'dead')
   }
 
   /** What the owner says of an object (this peer, or asked over the wire), once it is computed. */
@@ -370,6 +378,12 @@ export class Objects {
     const entry = ctx.table.get(key)
     const owned = entry?.owned
     if (entry === undefined || owned === undefined) return none
+    // A peer that asks to pull an object does not hold a whole copy, whatever it held before
+    // (it dropped it, or freed it thinking this owner dead): it is no holder to point anyone at.
+    // Said when the request arrives, not after it waited for the object: the asker may have
+    // computed it meanwhile (a call re-run by lineage on the very peer whose call needs it),
+    // and dropping that only holder would make lineage run it again, and again.
+    if (req.fetch && !waited && from !== ctx.peerId && !this.tree.isReceiving(key, from) && owned.locations.delete(from)) owned.formerLocations.add(from)
     if (owned.state === 'pending') {
       if (!req.wait) return { ...none, status: ObjectStatus.PENDING }
       const park = withTimeout(signal ?? ctx.stopSignal, req.timeoutMs, 'locate')
@@ -383,18 +397,11 @@ export class Objects {
       // have found the new value lost already and started another rebuild (pending again).
       // Without this a second reader started a second rebuild of the same result, and the copy
       // the first one made was never freed (chaos left objects in the survivors' stores).
-      // Parked requests were sent before the object existed: what they imply about the asker is stale.
       return await this.describeOwned(key, req, from, signal, true)
     }
     // Contained Refs are pinned while this object lives, so their entries exist.
     const contained = owned.contained.flatMap(k => { const e = ctx.table.get(k); return e === undefined ? [] : [{ id: e.id, owner: e.owner }] })
     if (owned.state === 'failed') return { ...none, status: ObjectStatus.FAILED, error: owned.error }
-    // A peer that asks to pull an object does not hold a whole copy, whatever it held before
-    // (it dropped it, or freed it thinking this owner dead): it is no holder to point anyone at.
-    // Unless the request waited for the object: the asker may have computed it meanwhile (a
-    // call re-run by lineage on the very peer whose call needs it), and dropping that only
-    // holder would make lineage run it again, and again.
-    if (req.fetch && !waited && from !== ctx.peerId && !this.tree.isReceiving(key, from) && owned.locations.delete(from)) owned.formerLocations.add(from)
     if (!owned.inline && !this.hasCompleteCopy(key, owned)) {
       // Every holder died: a call result is computed again (then described), a put() is gone.
       if (this.lineage.has(key)) {
@@ -426,8 +433,14 @@ export class Objects {
 
   /** Whether a complete copy of an owned object is left: here, or on a live peer that is not still receiving it. */
   private hasCompleteCopy (key: string, owned: OwnedObject): boolean {
-    const { store, peerId } = this.ctx
+    const { store, peerId, membership } = this.ctx
     for (const p of owned.locations) {
+      // A location can be added after its peer was declared dead (a call's reply or a
+      // puller's locate sent just before the death, handled just after): it holds nothing.
+      if (p !== peerId && membership.get(p)?.liveness === 'dead') {
+        owned.locations.delete(p)
+        continue
+      }
       if (p === peerId ? store.get(key) !== undefined && store.isComplete(store.get(key) as StoredObject) : !this.tree.isReceiving(key, p)) return true
     }
     return false

@@ -15,7 +15,7 @@ import { makeManifest } from './chunks.ts'
 import { Encoding, decodeArgs, decodeValue, encodeValue } from './codec.ts'
 import { DEFAULTS } from './constants.ts'
 import type { PeerContext } from './context.ts'
-import { FunctionNotFoundError, QuotaExceededError, TimeoutError, errorToInfo } from './errors.ts'
+import { ArgumentLostError, FunctionNotFoundError, QuotaExceededError, TimeoutError, errorToInfo } from './errors.ts'
 import type { ErrorInfo } from './errors.ts'
 import type { Executor } from './executor.ts'
 import type { PeerState } from './membership.ts'
@@ -117,7 +117,10 @@ export class Serve {
       const args = await Promise.all(decoded.map(async arg => {
         if ('value' in arg) return decodeValue(Encoding.CBOR, arg.value, makeRef)
         const local = this.init.objects.holds(arg.deref)
-        const { encoding, bytes, release } = await this.init.objects.fetchValue(arg.deref, signal)
+        const { encoding, bytes, release } = await this.init.objects.fetchValue(arg.deref, signal).catch((err: Error) => {
+          // Lost (its holders died), not failed: its owner can compute it again, so the caller may retry.
+          throw err.name === 'ObjectLostError' ? new ArgumentLostError(`an argument of ${req.fn} was lost: ${err.message}`, { cause: err }) : err
+        })
         // The argument stays in memory while the call runs.
         unpin.push(release)
         this.argBytes[local ? 'localBytes' : 'fetchedBytes'] += bytes.byteLength

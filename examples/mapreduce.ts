@@ -59,6 +59,11 @@ export interface MapReduceOptions {
   seed: number
   /** gives up when no call completes for this long (default 120 s) */
   timeoutMs?: number
+  /**
+   * times a map or reduce runs again elsewhere when its peer dies under it (Ray's
+   * `max_retries`; the mesh's default, 3, when unset): raise it where peers come and go often
+   */
+  retries?: number
   signal?: AbortSignal
   /** called as calls complete: (stage, done, total), starting with done = 0 */
   onProgress?: (stage: Stage, done: number, total: number) => void
@@ -360,8 +365,9 @@ export async function runMapReduce (mesh: Mesh, options: MapReduceOptions): Prom
   checkOptions(options)
   const { maps: m, reduces: r } = options
   const started = performance.now()
-  const map = mesh.fn<(shard: Uint8Array, r: number) => MapOutput>(MAP).options({ returns: r + 1 })
-  const reduce = mesh.fn<(j: number, ...parts: Partition[]) => Counts>(REDUCE)
+  const retries = options.retries === undefined ? {} : { retries: options.retries }
+  const map = mesh.fn<(shard: Uint8Array, r: number) => MapOutput>(MAP).options({ returns: r + 1, ...retries })
+  const reduce = mesh.fn<(j: number, ...parts: Partition[]) => Counts>(REDUCE).options(retries)
   const held = new Set<Ref>()
   const hold = <T extends Ref>(ref: T): T => { held.add(ref); return ref }
   const drop = (ref: Ref): void => { ref.release(); held.delete(ref) }

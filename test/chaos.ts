@@ -25,7 +25,7 @@ export interface ChaosOptions {
   peers: number
   kills: number
   everyMs: number
-  job: Pick<MapReduceOptions, 'maps' | 'reduces' | 'shardBytes' | 'seed'>
+  job: Pick<MapReduceOptions, 'maps' | 'reduces' | 'shardBytes' | 'seed' | 'retries'>
   /**
    * Results larger than this many bytes stay on the peer that computed them (`refmesh peer
    * --inline-threshold`). Default 1024: a partition of these corpora is a few KiB, under the
@@ -149,7 +149,10 @@ if (import.meta.url === `file://${process.argv[1]}`) {
     peers: 6,
     kills,
     everyMs: 2_000,
-    job: { maps: Number(process.env.CHAOS_MAPS ?? 96), reduces: 8, shardBytes: 1024 * 1024, seed: 11 },
+    // A peer here lives about 12 s (six peers, one killed every 2 s): a call may see several
+    // executors die under it, so maps and reduces run again up to 10 times (CHAOS_RETRIES),
+    // as a Ray user raises max_retries on a cluster that churns.
+    job: { maps: Number(process.env.CHAOS_MAPS ?? 96), reduces: 8, shardBytes: 1024 * 1024, seed: 11, retries: Number(process.env.CHAOS_RETRIES ?? 10) },
     inlineBytes: inline === undefined ? undefined : Number(inline),
     // Kills come on the clock, every 2 s whatever a replacement's start-up takes, as long as
     // 3 peers are up (CHAOS_KEEP_ALIVE); CHAOS_KEEP_ALIVE=wait waits for each replacement to join
