@@ -29,9 +29,6 @@ import type { GetOptions } from './types.ts'
 
 const log = logger('refmesh:peers')
 
-/** the longest this peer's own addresses are kept without asking libp2p again (ownAddrs) */
-const ADDRS_MAX_AGE_MS = 5_000
-
 export interface PeersInit {
   ctx: PeerContext
   libp2p: Libp2p
@@ -56,9 +53,6 @@ export class Peers {
   /** the state last gossiped */
   private lastState: Omit<PeerState, 'seq'> | undefined
   private flowSample = { at: 0, chunkIn: new Map<string, number>() }
-  /** this peer's addresses as text, and when they were read (ownAddrs) */
-  private addrs: { at: number, addrs: string[] } | undefined
-  private readonly onSelfUpdate = (): void => { this.addrs = undefined }
   /** public peers only: peers that challenged this one to prove a mesh secret (they are in a private mesh) */
   private readonly challengedBy = new Set<string>()
 
@@ -70,7 +64,6 @@ export class Peers {
 
   /** A public peer (no `admit`) refuses a private mesh's challenge, but notes who sent it. */
   async start (): Promise<void> {
-    this.libp2p.addEventListener('self:peer:update', this.onSelfUpdate)
     if (this.init.admit !== undefined) return
     await this.libp2p.handle(AUTH_PROTOCOL, (stream, connection) => {
       this.challengedBy.add(connection.remotePeer.toString())
@@ -79,7 +72,6 @@ export class Peers {
   }
 
   async stop (): Promise<void> {
-    this.libp2p.removeEventListener('self:peer:update', this.onSelfUpdate)
     if (this.init.admit === undefined) await this.libp2p.unhandle(AUTH_PROTOCOL).catch(() => {})
   }
 
@@ -157,15 +149,12 @@ export class Peers {
   }
 
   /**
-   * This peer's addresses. libp2p works them out afresh on each ask (~1 ms on an idle
-   * peer, measured: the largest part of a heartbeat's own work), so they are kept until
-   * libp2p says they changed (`self:peer:update`), and for ADDRS_MAX_AGE_MS at most in
-   * case a change comes without one.
+   * This peer's addresses, asked of libp2p each time (~1 ms a heartbeat). Kept until
+   * `self:peer:update` they went stale in tabs: a tab's relayed WebRTC address came
+   * late to the others and tab-to-tab dials found none (test/browser/webrtc-init).
    */
   private ownAddrs (): string[] {
-    const now = performance.now()
-    if (this.addrs === undefined || now - this.addrs.at > ADDRS_MAX_AGE_MS) this.addrs = { at: now, addrs: this.libp2p.getMultiaddrs().map(a => a.toString()) }
-    return this.addrs.addrs
+    return this.libp2p.getMultiaddrs().map(a => a.toString())
   }
 
   /** Chunk bytes per second from each source since the last sample (one sample per heartbeat). */

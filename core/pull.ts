@@ -332,8 +332,14 @@ export class Pull {
     const signal = this.req.signal === undefined ? AbortSignal.timeout(DIRECT_REDIAL_MS) : AbortSignal.any([this.req.signal, AbortSignal.timeout(DIRECT_REDIAL_MS)])
     void Promise.all(dropped.map(async peer => {
       if (this.reachesDirectly(peer)) return
+      const id = peerIdFromString(peer)
       try {
-        await this.init.libp2p.dial(peerIdFromString(peer), { signal })
+        await this.init.libp2p.dial(id, { signal })
+        if (this.reachesDirectly(peer)) return
+        // A dial by id comes back relayed when a relayed connection is all there is: punch
+        // through again over its WebRTC-via-relay addresses (as node/nat.ts's upgrader does).
+        const punch = (await this.init.libp2p.peerStore.get(id, { signal })).addresses.map(a => a.multiaddr).filter(a => a.toString().includes('/p2p-circuit/webrtc')).map(a => a.toString().endsWith(`/p2p/${peer}`) ? a : a.encapsulate(`/p2p/${peer}`))
+        if (punch.length > 0) await this.init.libp2p.dial(punch, { signal })
       } catch (err) {
         log('pull %s: no direct connection to %s again: %s', this.req.key, peer, (err as Error).message)
       }
