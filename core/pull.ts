@@ -82,6 +82,8 @@ export interface PullHost {
   chunkArrived: (key: string) => void
   countBytes: (bytes: number, limited: boolean) => void
   countDetour: (bytes: number) => void
+  /** a redial or punch to `peer` found no direct path: skip trying again for a while (askAgainDirect) */
+  unpunchable: (peer: string, failedNow?: boolean) => boolean
   countPulled: (bytes: number, ms: number) => void
   readonly stats: { chunksFetched: number, badChunks: number, duplicateChunks: number }
 }
@@ -331,7 +333,9 @@ export class Pull {
     this.redialling = true
     const signal = this.req.signal === undefined ? AbortSignal.timeout(DIRECT_REDIAL_MS) : AbortSignal.any([this.req.signal, AbortSignal.timeout(DIRECT_REDIAL_MS)])
     void Promise.all(dropped.map(async peer => {
-      if (this.reachesDirectly(peer)) return
+      // A holder behind a NAT that maps ports at random is never reached directly: one
+      // failed try a while is enough, each pull of its objects need not wait for it.
+      if (this.reachesDirectly(peer) || this.transfer.unpunchable(peer)) return
       const id = peerIdFromString(peer)
       try {
         await this.init.libp2p.dial(id, { signal })
@@ -345,6 +349,7 @@ export class Pull {
       }
     })).then(() => {
       this.redialling = false
+      for (const peer of dropped) if (!this.reachesDirectly(peer)) this.transfer.unpunchable(peer, true)
       if (this.ended) return
       const again = dropped.filter(peer => this.reachesDirectly(peer))
       if (again.length > 0) {

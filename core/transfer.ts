@@ -75,6 +75,9 @@ export interface TransferStats {
   detourBytes: number
 }
 
+/** how long a peer no redial or punch reached directly is not tried again by pulls */
+const UNPUNCHABLE_MS = 60_000
+
 export class Transfer {
   private readonly init: TransferInit
   private readonly pulls = new Map<string, Promise<StoredObject>>()
@@ -288,6 +291,20 @@ export class Transfer {
   }
 
   /** @internal: a pull went around a relay (core/detour.ts). */
+  /** until when each peer counts as unreachable directly (a redial and punch found no path) */
+  private readonly unpunchableUntil = new Map<string, number>()
+
+  unpunchable (peer: string, failedNow = false): boolean {
+    const now = performance.now()
+    if (failedNow) {
+      // Bounded like the other per-peer records: the oldest entry goes first.
+      if (this.unpunchableUntil.size >= 1024) this.unpunchableUntil.delete(this.unpunchableUntil.keys().next().value as string)
+      this.unpunchableUntil.set(peer, now + UNPUNCHABLE_MS)
+      return true
+    }
+    return (this.unpunchableUntil.get(peer) ?? 0) > now
+  }
+
   countDetour (bytes: number): void {
     this.stats.detours++
     this.stats.detourBytes += bytes
