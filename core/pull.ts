@@ -332,10 +332,12 @@ export class Pull {
     this.retriedDirect = true
     this.redialling = true
     const signal = this.req.signal === undefined ? AbortSignal.timeout(DIRECT_REDIAL_MS) : AbortSignal.any([this.req.signal, AbortSignal.timeout(DIRECT_REDIAL_MS)])
+    const tried: string[] = []
     void Promise.all(dropped.map(async peer => {
       // A holder behind a NAT that maps ports at random is never reached directly: one
       // failed try a while is enough, each pull of its objects need not wait for it.
       if (this.reachesDirectly(peer) || this.transfer.unpunchable(peer)) return
+      tried.push(peer)
       const id = peerIdFromString(peer)
       try {
         await this.init.libp2p.dial(id, { signal })
@@ -349,7 +351,7 @@ export class Pull {
       }
     })).then(() => {
       this.redialling = false
-      for (const peer of dropped) if (!this.reachesDirectly(peer)) this.transfer.unpunchable(peer, true)
+      for (const peer of tried) if (!this.reachesDirectly(peer)) this.transfer.unpunchable(peer, true)
       if (this.ended) return
       const again = dropped.filter(peer => this.reachesDirectly(peer))
       if (again.length > 0) {

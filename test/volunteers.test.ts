@@ -164,6 +164,10 @@ test('volunteers across NATs: a tab over https, hole-punched peers, large object
     const link = await waitForDirect(m, 'h1', 'h2', 60_000)
     assert.equal(link.limited, false)
     assert.match(link.addr, /\/webrtc\//)
+    // Both ends: a WebRTC connection opens on the dialer's side before the answerer's
+    // (ICE and the data channel complete there later), and H2 is the one that pulls.
+    const back = await waitForDirect(m, 'h2', 'h1', 30_000)
+    assert.equal(back.limited, false)
     const punched = [...await m.driver.call<NatStats>('natStats', [], { peer: id('h1') }).then(s => s.msToDirect), ...await m.driver.call<NatStats>('natStats', [], { peer: id('h2') }).then(s => s.msToDirect)]
     assert.ok(punched.length > 0 && punched.every(ms => ms <= 30_000), `direct within 30 s of meeting: ${punched.join(', ')} ms`)
 
