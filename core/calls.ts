@@ -240,14 +240,17 @@ export class Calls {
   /**
    * A function nobody offers yet may be registered a moment from now (a peer
    * joining, a register() whose hello is on its way): wait a short grace
-   * period for an offer before the call fails with FunctionNotFoundError.
+   * period for an offer before the call fails with FunctionNotFoundError. A
+   * function that peers offered before and that churn took away waits longer
+   * (`functionReturnGraceMs`) for a peer that offers it to join.
    */
   async waitForOffer (fn: string, signal: AbortSignal | undefined): Promise<void> {
     let unsubscribe = (): void => {}
     const offered = new Promise<void>(resolve => {
       unsubscribe = this.ctx.membership.onChange(() => { if (this.candidates(fn).length > 0) resolve() })
     })
-    const grace = withTimeout(signal, DEFAULTS.functionOfferGraceMs, 'grace') as AbortSignal
+    const graceMs = this.ctx.membership.wasOffered(fn) ? DEFAULTS.functionReturnGraceMs : DEFAULTS.functionOfferGraceMs
+    const grace = withTimeout(signal, graceMs, 'grace') as AbortSignal
     try {
       await raceSignal(offered, grace, 'grace')
     } catch {

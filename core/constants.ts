@@ -55,6 +55,8 @@ export const DEFAULTS = {
   maxReturns: 4096,
   /** how long a call to a function nobody offers waits for an offer before FunctionNotFoundError */
   functionOfferGraceMs: 500,
+  /** how long a call to a function that peers offered before, and none does now (all died), waits for a new offer */
+  functionReturnGraceMs: 30_000,
   /** state gossip and the failure detector's clock */
   heartbeatMs: 1000,
   /** the most heartbeats an unchanged state goes ungossiped (a hello to each peer says it is alive meanwhile) */

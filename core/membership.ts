@@ -16,6 +16,12 @@
  * (core/redial.ts), and a refused redial is a verdict at once
  * (`declareDead(peer, 'refused')`); a redial that times out proves nothing and
  * leaves the peer to the heartbeat bound. `deaths` counts both causes.
+ *
+ * Silence is counted only while this peer listens: a tick that comes late
+ * (its own event loop blocked, or the machine stalled under load) credits
+ * every peer with the pause, as Cassandra's failure detector skips verdicts
+ * after a local pause. Otherwise one stall of the observer would declare the
+ * whole mesh dead at once, and the mesh would forget every copy they hold.
  */
 import { BUILTIN_FUNCTIONS } from './constants.ts'
 
@@ -71,6 +77,8 @@ export interface MembershipInit {
   deadAfterBeats: number
   deadWhileConnectedBeats: number
   maxPeers: number
+  /** a tick later than this many heartbeats after the last one is a pause of this peer, not silence of the others */
+  pauseAfterBeats?: number
 }
 
 export class Membership {
@@ -80,6 +88,11 @@ export class Membership {
   private readonly deathListeners = new Set<(peer: string, cause: DeathCause) => void>()
   /** peers declared dead, by how */
   readonly deaths: Record<DeathCause, number> = { refused: 0, silent: 0 }
+  /** ticks that came late enough to count as this peer's own pause */
+  pauses = 0
+  private lastTick: number | undefined
+  /** functions that peers in the view offered, kept after those peers die (bounded) */
+  private readonly offeredBefore = new Set<string>()
 
   constructor (init: MembershipInit) {
     this.init = init
@@ -96,7 +109,10 @@ export class Membership {
     }
     if (update.state !== undefined) rec.state = update.state
     const functions = update.functions ?? update.state?.functions
-    if (functions !== undefined) rec.functions = new Set(functions)
+    if (functions !== undefined) {
+      rec.functions = new Set(functions)
+      for (const fn of functions) this.rememberOffered(fn)
+    }
     const addrs = update.addrs ?? update.state?.addrs
     if (addrs !== undefined && addrs.length > 0) rec.addrs = addrs
     rec.lastHeard = now
@@ -122,6 +138,13 @@ export class Membership {
   /** Advances the failure detector; call about once a heartbeat. */
   tick (now = Date.now()): void {
     const beat = this.init.heartbeatMs
+    const sinceLastTick = this.lastTick === undefined ? 0 : now - this.lastTick
+    this.lastTick = now
+    if (sinceLastTick > (this.init.pauseAfterBeats ?? 3) * beat) {
+      this.pauses++
+      const paused = sinceLastTick - beat
+      for (const rec of this.peers.values()) rec.lastHeard = Math.min(now, rec.lastHeard + paused)
+    }
     let changed = false
     for (const rec of [...this.peers.values()]) {
       const silent = now - rec.lastHeard
@@ -206,6 +229,24 @@ export class Membership {
     // A call required on a peer busy past the suspect mark (a long CPU-bound call holds its gossip back) goes to it.
     if (required !== undefined && !alive.some(p => p.peer === required)) alive.push(...offering.filter(p => p.peer === required))
     return alive.length > 0 ? alive : offering.filter(p => p.connected)
+  }
+
+  /**
+   * Whether some peer offered `fn` while in this view, even if none does now:
+   * under churn every offerer of a function may be gone for a moment, and a
+   * call of it waits for the next one (as Ray keeps a task pending until a node
+   * with its resources joins) instead of failing like a call of a name nobody
+   * ever offered.
+   */
+  wasOffered (fn: string): boolean {
+    return this.offeredBefore.has(fn)
+  }
+
+  private rememberOffered (fn: string): void {
+    if (this.offeredBefore.has(fn)) return
+    // Bounded: the oldest names go first (a Set iterates in insertion order).
+    if (this.offeredBefore.size >= this.init.maxPeers) this.offeredBefore.delete(this.offeredBefore.values().next().value as string)
+    this.offeredBefore.add(fn)
   }
 
   onChange (listener: () => void): () => void {
