@@ -37,6 +37,8 @@ export interface ControlChannelsInit {
   traffic: TrafficCounter
   maxFrameBytes: number
   onRequest: RequestHandler
+  /** a frame came from `peer`: proof that it lives, whatever the frame says */
+  onHeard?: (peer: string) => void
   /** private meshes: resolves once the peer has proved the mesh secret, rejects if it cannot */
   admit?: (peer: string, signal?: AbortSignal) => Promise<void>
 }
@@ -167,6 +169,7 @@ export class ControlChannels {
       try {
         for await (const data of stream) {
           this.init.traffic.add(peer, 'controlIn', data.byteLength)
+          this.init.onHeard?.(peer)
           for (const f of decoder.push(data)) {
             const env = EnvelopeCodec.decode(f.subarray())
             this.dispatch(peer, stream, env)

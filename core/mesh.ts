@@ -148,7 +148,9 @@ export class Mesh {
       libp2p: this.libp2p,
       traffic: this.traffic,
       maxFrameBytes: init.maxControlFrameBytes ?? DEFAULTS.maxControlFrameBytes,
-      onRequest: (from, env) => this.onRequest(from, env)
+      onRequest: (from, env) => this.onRequest(from, env),
+      // A peer busy answering calls may gossip late, but it is plainly alive.
+      onHeard: peer => { this.membership.touch(peer) }
     })
     this.transfer = new Transfer({
       admit,

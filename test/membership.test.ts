@@ -57,3 +57,15 @@ test('a function that peers offered before is remembered after they die; a name 
   assert.equal(membership.wasOffered('f'), true)
   assert.equal(membership.wasOffered('g'), false)
 })
+
+test('any frame from a peer proves it lives; a frame from a peer declared dead does not bring it back', () => {
+  const { membership, deaths } = meshOfTwo()
+  for (let t = BEAT; t <= 20 * BEAT; t += BEAT) {
+    membership.touch('a', t)
+    membership.tick(t)
+  }
+  assert.deepEqual(deaths, ['b'])
+  assert.equal(membership.isAlive('a'), true)
+  membership.touch('b', 21 * BEAT)
+  assert.equal(membership.has('b'), false)
+})
