@@ -101,6 +101,9 @@ export class Calls {
     const signal = withTimeout(this.ctx.stopSignal, call.options.timeoutMs, `call of ${call.fn}`)
     const exclude = new Set<string>()
     let tries = 1 + (call.options.retries ?? DEFAULTS.retries)
+    /** times an argument was lost under the call, and when first */
+    let losses = 0
+    let firstLoss: number | undefined
     let spillbacks = 0
     let reply: CallReply | undefined
     let executor = ''
@@ -149,13 +152,18 @@ export class Calls {
           call.order?.sent()
           reply = await replying
           if (reply === undefined) throw new ProtocolError(`${executor} sent an empty call reply`)
-          if (reply.result?.status === ObjectStatus.FAILED && reply.result.error?.name === 'ArgumentLostError' && tries > 1 && signal?.aborted !== true) {
+          if (reply.result?.status === ObjectStatus.FAILED && reply.result.error?.name === 'ArgumentLostError' && signal?.aborted !== true) {
             // An argument's holders died as the executor fetched it; its owner computes it
-            // again, and the call goes again (a try, as when its executor dies).
-            tries--
+            // again, and the call goes again once the owned ones are back. Not one of the
+            // call's tries (the call did nothing wrong, and a long churn would use them all
+            // up): bounded by the call's timeout, or `argumentLossBoundMs` without one.
+            firstLoss ??= performance.now()
+            if (performance.now() - firstLoss > DEFAULTS.argumentLossBoundMs) throw infoToError(reply.result.error)
+            losses++
             log('call %s on %s lost an argument (%s); sending it again', call.fn, executor, reply.result.error.message)
             reply = undefined
-            await raceSignal(new Promise(resolve => setTimeout(resolve, 200)), signal, `call of ${call.fn}`)
+            await raceSignal(new Promise(resolve => setTimeout(resolve, Math.min(2_000, 100 * 2 ** Math.min(losses, 5)))), signal, `call of ${call.fn}`)
+            await this.resolveArguments(call, signal)
             continue
           }
         } catch (err) {

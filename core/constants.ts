@@ -51,6 +51,8 @@ export const DEFAULTS = {
   namesGossiped: 256,
   /** tries on another peer when an executor dies */
   retries: 3,
+  /** how long a call with no timeout keeps sending itself again while its arguments are lost and rebuilt */
+  argumentLossBoundMs: 300_000,
   /** the most values one call may return (`returns: n`): n result ids travel in the call, n descriptions in its reply */
   maxReturns: 4096,
   /** how long a call to a function nobody offers waits for an offer before FunctionNotFoundError */
