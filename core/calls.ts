@@ -186,7 +186,7 @@ export class Calls {
           if (!(err instanceof PeerDiedError) || --tries <= 0 || signal?.aborted === true) throw err
           if (call.options.peer !== undefined) {
             // Required there: a dropped connection is worth another try, a dead peer is not.
-            if (this.ctx.membership.get(executor)?.liveness === 'dead') throw err
+            if (this.ctx.membership.isDead(executor)) throw err
             log('call %s on %s failed (%s); trying it again', call.fn, executor, err.message)
             await raceSignal(new Promise(resolve => setTimeout(resolve, 500 * 2 ** (2 - Math.min(2, tries)))), signal, `call of ${call.fn}`)
             continue

@@ -91,6 +91,8 @@ export class Membership {
   /** ticks that came late enough to count as this peer's own pause */
   pauses = 0
   private lastTick: number | undefined
+  /** peers declared dead and not heard from since, the oldest dropped first (bounded) */
+  private readonly dead = new Set<string>()
   /** functions that peers in the view offered, kept after those peers die (bounded) */
   private readonly offeredBefore = new Set<string>()
 
@@ -103,6 +105,8 @@ export class Membership {
     let rec = this.peers.get(peer)
     if (rec !== undefined && update.state !== undefined && rec.state !== undefined && update.state.seq <= rec.state.seq) return
     if (rec === undefined) {
+      // A peer declared dead that speaks again comes back as a new peer.
+      this.dead.delete(peer)
       rec = { peer, functions: new Set(), addrs: [], lastHeard: now, connected: false, liveness: 'alive' }
       this.peers.set(peer, rec)
       this.evictIfFull()
@@ -185,6 +189,8 @@ export class Membership {
 
   private died (rec: PeerRecord, cause: DeathCause): void {
     this.peers.delete(rec.peer)
+    if (this.dead.size >= this.init.maxPeers) this.dead.delete(this.dead.values().next().value as string)
+    this.dead.add(rec.peer)
     rec.liveness = 'dead'
     this.deaths[cause]++
     for (const l of this.deathListeners) l(rec.peer, cause)
@@ -216,6 +222,14 @@ export class Membership {
 
   get (peer: string): PeerRecord | undefined {
     return this.peers.get(peer)
+  }
+
+  /**
+   * Whether `peer` was declared dead and has not spoken since. A dead peer leaves
+   * the view at once, so `get(peer)` cannot tell it from a peer never heard of.
+   */
+  isDead (peer: string): boolean {
+    return this.dead.has(peer)
   }
 
   isAlive (peer: string): boolean {

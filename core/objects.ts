@@ -209,7 +209,7 @@ export class Objects {
     if (entry?.registered !== undefined) await raceSignal(entry.registered, signal, `wait for ${ref}`)
     for (let attempt = 0; ;) {
       // A Ref whose owner died is settled: reading it fails with OwnerDiedError.
-      if (entry?.ownerDied === true || ctx.membership.get(ref.owner)?.liveness === 'dead') return
+      if (entry?.ownerDied === true || ctx.membership.isDead(ref.owner)) return
       let reply: Envelope
       try {
         reply = await ctx.channels.request(ref.owner, { locate: { id: ref.id, wait: true, fetch: false, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
@@ -272,7 +272,7 @@ export class Objects {
 
   /** Whether every one of `holders` (at least one) is dead to this peer's failure detector. */
   private allDeadHere (holders: string[]): boolean {
-    return holders.length > 0 && holders.every(p => this.ctx.membership.get(p)?.liveness === 'dead')
+    return holders.length > 0 && holders.every(p => this.ctx.membership.isDead(p))
   }
 
   /** What the owner says of an object (this peer, or asked over the wire), once it is computed. */
@@ -280,7 +280,7 @@ export class Objects {
     const key = objectKey(desc.id)
     this.checkOwnerAlive(desc.owner, key)
     return desc.owner === this.ctx.peerId
-      ? await this.describeOwned(key, { id: desc.id, wait: true, fetch: true, timeoutMs: 0 }, this.ctx.peerId, signal)
+      ? await this.describeOwned(key, { id: desc.id, wait: true, fetch: true, timeoutMs: 0, denied: this.ctx.transfer.deniedOf(key) }, this.ctx.peerId, signal)
       : await this.locateRemote(desc, signal)
   }
 
@@ -293,7 +293,7 @@ export class Objects {
   checkOwnerAlive (owner: string, key: string): void {
     const { ctx } = this
     if (owner === ctx.peerId) return
-    if (ctx.table.get(key)?.ownerDied === true || ctx.membership.get(owner)?.liveness === 'dead') {
+    if (ctx.table.get(key)?.ownerDied === true || ctx.membership.isDead(owner)) {
       throw new OwnerDiedError(`the owner ${owner} of ${key} died`)
     }
   }
@@ -356,7 +356,9 @@ export class Objects {
       this.checkOwnerAlive(desc.owner, key)
       let reply: Envelope
       try {
-        reply = await ctx.channels.request(desc.owner, { locate: { id: desc.id, wait: true, fetch: true, timeoutMs: DEFAULTS.locateParkMs } }, { signal })
+        // Holders the owner named that said they hold nothing of it: the owner's list is stale.
+        const denied = ctx.transfer.deniedOf(key)
+        reply = await ctx.channels.request(desc.owner, { locate: { id: desc.id, wait: true, fetch: true, timeoutMs: DEFAULTS.locateParkMs, ...denied.length > 0 ? { denied } : {} } }, { signal })
       } catch (err) {
         if (!(err instanceof PeerDiedError) || signal?.aborted === true) throw err
         // An owner the failure detector still holds alive is only slow to answer (a loaded
@@ -384,6 +386,7 @@ export class Objects {
     // computed it meanwhile (a call re-run by lineage on the very peer whose call needs it),
     // and dropping that only holder would make lineage run it again, and again.
     if (req.fetch && !waited && from !== ctx.peerId && !this.tree.isReceiving(key, from) && owned.locations.delete(from)) owned.formerLocations.add(from)
+    if (req.fetch && !waited && req.denied !== undefined && req.denied.length > 0) this.dropDeniedHolders(key, owned, new Set(req.denied), from)
     if (owned.state === 'pending') {
       if (!req.wait) return { ...none, status: ObjectStatus.PENDING }
       const park = withTimeout(signal ?? ctx.stopSignal, req.timeoutMs, 'locate')
@@ -425,6 +428,29 @@ export class Objects {
     return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: owned.encoding, manifest: owned.manifest, locations, contained }
   }
 
+  /**
+   * The asker was sent to holders that said they hold nothing of the object (they
+   * dropped it, or freed it after a false verdict on this owner). While another
+   * holder is left, naming them does no harm (the asker leaves them out for a
+   * while). When they are all that is left, the owner would name them forever,
+   * the asker would try nobody, and the object would never be computed again: so
+   * then they stop being holders (former ones: a free still reaches them). A peer
+   * that lies here costs one rebuild, no more.
+   */
+  private dropDeniedHolders (key: string, owned: OwnedObject, denied: Set<string>, from: string): void {
+    const { peerId, membership, store } = this.ctx
+    const here = store.get(key)
+    if (here !== undefined && store.isComplete(here)) return
+    // This owner is named too while it pulls its own object: that is no copy.
+    const holders = [...owned.locations].filter(p => p !== peerId && !membership.isDead(p))
+    if (holders.length === 0 || !holders.every(p => denied.has(p) && !this.tree.isReceiving(key, p))) return
+    for (const p of holders) {
+      owned.locations.delete(p)
+      owned.formerLocations.add(p)
+    }
+    log('every holder of %s left (%s) denied it to %s: no longer named', key, holders.join(','), from)
+  }
+
   /** Whether an owned call result that was computed has no complete copy left (so lineage must make it again). */
   isLost (key: string): boolean {
     const owned = this.ctx.table.get(key)?.owned
@@ -437,7 +463,7 @@ export class Objects {
     for (const p of owned.locations) {
       // A location can be added after its peer was declared dead (a call's reply or a
       // puller's locate sent just before the death, handled just after): it holds nothing.
-      if (p !== peerId && membership.get(p)?.liveness === 'dead') {
+      if (p !== peerId && membership.isDead(p)) {
         owned.locations.delete(p)
         continue
       }

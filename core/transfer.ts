@@ -150,6 +150,17 @@ export class Transfer {
     r.denied.set(key, now + this.init.avoidDeniedMs)
   }
 
+  /** Peers that denied holding `key` when named its holders, and are left out of its pulls now (at most `max`). */
+  deniedOf (key: string, max = 16): string[] {
+    const now = performance.now()
+    const peers: string[] = []
+    for (const [peer, r] of this.records) {
+      if ((r.denied.get(key) ?? 0) > now) peers.push(peer)
+      if (peers.length >= max) break
+    }
+    return peers
+  }
+
   /** Whether a pull of `key` should leave `peer` out. The owner never is: its bytes are the object. */
   avoids (peer: string, key: string, owner: string): boolean {
     if (peer === owner) return false

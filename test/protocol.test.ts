@@ -22,7 +22,7 @@ test('frames split across reads decode whole; an oversized length is refused bef
 })
 
 test('messages round-trip, skip unknown fields, and reject garbage with MalformedFrameError', () => {
-  const env = { id: 7, reply: false, locate: { id: new Uint8Array(16).fill(3), wait: true, fetch: false, timeoutMs: 500 } }
+  const env = { id: 7, reply: false, locate: { id: new Uint8Array(16).fill(3), wait: true, fetch: false, timeoutMs: 500, denied: ["12D3KooWholder"] } }
   const bytes = EnvelopeCodec.encode(env)
   const back = EnvelopeCodec.decode(bytes)
   assert.equal(back.id, 7)

@@ -161,3 +161,32 @@ test('a holder that denies an object it is said to hold is not asked for it agai
     await t.close()
   }
 })
+
+test('when the only holders left deny the object, its owner stops naming them and computes it again', async () => {
+  const t = await startMesh(2)
+  // It holds copies (and tells their owners so) but serves none, and cannot make the value itself.
+  const withholder = await spawnPeer({ module: fileURLToPath(new URL('./fixtures/checksum-only.ts', import.meta.url)), entry: fileURLToPath(new URL('./fixtures/withholding-peer.ts', import.meta.url)), bootstrap: [t.peers[0].addrs[0]] })
+  try {
+    const { caller } = t
+    const [maker, standIn] = t.peers
+    await caller.waitForPeer(withholder.peer, { signal: AbortSignal.timeout(15_000) })
+    const x = caller.fn<Make>('make').options({ peer: maker.peer }).remote(8 * MiB, 21)
+    // The withholder pulls a copy: the owner (the caller) names it as a holder from now on.
+    const held = caller.fn<Checksum>('checksum').options({ peer: withholder.peer }).remote(x)
+    assert.deepEqual(await caller.get(held, { timeoutMs: 30_000 }), { length: 8 * MiB, checksum: checksum(pattern(8 * MiB, 21)) })
+    await maker.kill('SIGKILL')
+    await waitFor('the maker to be declared dead', () => caller.stats().deaths.refused + caller.stats().deaths.silent > 0 ? true : undefined, 20_000, 100)
+
+    // The withholder is the only holder left, and denies x: the owner must compute it again (on the stand-in).
+    assert.deepEqual(await caller.get(x, { timeoutMs: 30_000 }), pattern(8 * MiB, 21))
+    assert.equal(caller.stats().calls.reconstructions, 1)
+    assert.ok((caller.stats().suspects[withholder.peer]?.falseClaims ?? 0) >= 1, 'the withholder denied x')
+    assert.ok((await t.stats(standIn.peer)).store.keys.includes(x.key) || caller.stats().store.keys.includes(x.key), 'x was made again')
+    x.release()
+    held.release()
+  } finally {
+    await stopAll([withholder])
+    await t.close()
+  }
+})
+

@@ -31,7 +31,7 @@ export interface Hello { functions: string[], addrs: string[], peers: PeerAddrs[
 export interface CallRequest { resultId: Uint8Array, fn: string, args: Uint8Array, timeoutMs: number, argBytes: number, maySpillBack: boolean, resultIds?: Uint8Array[] }
 export interface CallReply { result?: ObjectInfo, spillback?: PeerState, results?: ObjectInfo[] }
 export interface ResultAck { resultId: Uint8Array }
-export interface Locate { id: Uint8Array, wait: boolean, fetch: boolean, timeoutMs: number }
+export interface Locate { id: Uint8Array, wait: boolean, fetch: boolean, timeoutMs: number, denied?: string[] }
 export interface LocateReply { object?: ObjectInfo }
 export interface Borrow { id: Uint8Array, add: boolean }
 export interface Free { ids: Uint8Array[] }
@@ -169,7 +169,8 @@ const LocateCodec = message<Locate>('Locate', [
   { no: 1, name: 'id', type: 'bytes' },
   { no: 2, name: 'wait', type: 'bool' },
   { no: 3, name: 'fetch', type: 'bool' },
-  { no: 4, name: 'timeoutMs', type: 'uint32' }
+  { no: 4, name: 'timeoutMs', type: 'uint32' },
+  { no: 5, name: 'denied', type: 'string', repeated: true }
 ])
 
 const LocateReplyCodec = message<LocateReply>('LocateReply', [
