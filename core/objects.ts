@@ -460,13 +460,12 @@ export class Objects {
   /** Whether a complete copy of an owned object is left: here, or on a live peer that is not still receiving it. */
   private hasCompleteCopy (key: string, owned: OwnedObject): boolean {
     const { store, peerId, membership } = this.ctx
+    // A location can be added after its peer was declared dead (a call's reply or a
+    // puller's locate sent just before the death, handled just after): it holds nothing.
+    // All of them go before anyone is named: a dead one named as a parent in the tree costs
+    // its receiver a detour and a verdict wait, and then a failed call.
+    for (const p of owned.locations) if (p !== peerId && membership.isDead(p)) owned.locations.delete(p)
     for (const p of owned.locations) {
-      // A location can be added after its peer was declared dead (a call's reply or a
-      // puller's locate sent just before the death, handled just after): it holds nothing.
-      if (p !== peerId && membership.isDead(p)) {
-        owned.locations.delete(p)
-        continue
-      }
       if (p === peerId ? store.get(key) !== undefined && store.isComplete(store.get(key) as StoredObject) : !this.tree.isReceiving(key, p)) return true
     }
     return false
