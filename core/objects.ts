@@ -386,7 +386,8 @@ export class Objects {
     // computed it meanwhile (a call re-run by lineage on the very peer whose call needs it),
     // and dropping that only holder would make lineage run it again, and again.
     if (req.fetch && !waited && from !== ctx.peerId && !this.tree.isReceiving(key, from) && owned.locations.delete(from)) owned.formerLocations.add(from)
-    if (req.fetch && !waited && req.denied !== undefined && req.denied.length > 0) this.dropDeniedHolders(key, owned, new Set(req.denied), from)
+    const denied = new Set(req.fetch ? req.denied ?? [] : [])
+    if (denied.size > 0 && !waited) this.dropDeniedHolders(key, owned, denied, from)
     if (owned.state === 'pending') {
       if (!req.wait) return { ...none, status: ObjectStatus.PENDING }
       const park = withTimeout(signal ?? ctx.stopSignal, req.timeoutMs, 'locate')
@@ -419,7 +420,9 @@ export class Objects {
       held.release()
       return { status: ObjectStatus.INLINE, inline: held.bytes, encoding: owned.encoding, locations: [], contained }
     }
-    let locations = [...owned.locations]
+    // Not named to the asker again: those that told it they hold nothing (they are named to
+    // others, and to it again once its own window on them has passed).
+    let locations = [...owned.locations].filter(p => !denied.has(p))
     if (req.fetch && from !== ctx.peerId) {
       owned.locations.add(from)
       locations = this.tree.feedOrRedirect(key, from, locations)
@@ -430,12 +433,12 @@ export class Objects {
 
   /**
    * The asker was sent to holders that said they hold nothing of the object (they
-   * dropped it, or freed it after a false verdict on this owner). While another
-   * holder is left, naming them does no harm (the asker leaves them out for a
-   * while). When they are all that is left, the owner would name them forever,
-   * the asker would try nobody, and the object would never be computed again: so
-   * then they stop being holders (former ones: a free still reaches them). A peer
-   * that lies here costs one rebuild, no more.
+   * dropped it, gave up a pull of it, or freed it after a false verdict on this
+   * owner). While a complete copy is left elsewhere they are only not named to that
+   * asker. When none is, the owner would name them forever, the asker would try
+   * nobody, and the object would never be computed again: so then they stop being
+   * holders (former ones: a free still reaches them), and the owner rebuilds it. A
+   * peer that lies here costs one rebuild, no more.
    */
   private dropDeniedHolders (key: string, owned: OwnedObject, denied: Set<string>, from: string): void {
     const { peerId, membership, store } = this.ctx
@@ -443,12 +446,13 @@ export class Objects {
     if (here !== undefined && store.isComplete(here)) return
     // This owner is named too while it pulls its own object: that is no copy.
     const holders = [...owned.locations].filter(p => p !== peerId && !membership.isDead(p))
-    if (holders.length === 0 || !holders.every(p => denied.has(p) && !this.tree.isReceiving(key, p))) return
-    for (const p of holders) {
+    const gone = holders.filter(p => denied.has(p))
+    if (gone.length === 0 || holders.some(p => !denied.has(p) && !this.tree.isReceiving(key, p))) return
+    for (const p of gone) {
       owned.locations.delete(p)
       owned.formerLocations.add(p)
     }
-    log('every holder of %s left (%s) denied it to %s: no longer named', key, holders.join(','), from)
+    log('no complete copy of %s but on peers that denied it to %s (%s): they are no longer named', key, from, gone.join(','))
   }
 
   /** Whether an owned call result that was computed has no complete copy left (so lineage must make it again). */
