@@ -232,14 +232,15 @@ export class Peers {
    * costs a frame per peer, where a state costs a signature, a check by every
    * receiver and copies relayed between them. False, and nothing sent, when some
    * peer of the view has no direct connection from this one (unconnected, or only
-   * relayed: control streams do not run there), as only gossip reaches it.
+   * relayed: control streams do not run there), as only gossip reaches it. `resend`,
+   * this peer's unchanged state, goes in the hellos for peers that missed its gossip.
    */
-  sayAlive (state: Pick<PeerState, 'functions' | 'addrs'>): boolean {
+  sayAlive (state: Pick<PeerState, 'functions' | 'addrs'>, resend?: PeerState): boolean {
     const direct = new Set<string>()
     for (const c of this.libp2p.getConnections()) if (c.limits == null && c.status === 'open') direct.add(c.remotePeer.toString())
     const view = this.ctx.membership.all().filter(p => p.liveness !== 'dead')
     if (!view.every(p => direct.has(p.peer))) return false
-    const beat: EnvelopeBody = { hello: { functions: state.functions, addrs: state.addrs, peers: [] } }
+    const beat: EnvelopeBody = { hello: { functions: state.functions, addrs: state.addrs, peers: [], state: resend } }
     for (const p of view) {
       this.ctx.channels.send(p.peer, beat, { signal: this.ctx.stopSignal }).catch((err: Error) => {
         log('liveness hello to %s failed: %s', p.peer, err.message)
