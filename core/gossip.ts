@@ -10,7 +10,9 @@
  * sender's, so nothing is signed or checked), and from then on published again
  * every `maxQuietBeats`, for peers beyond the view that only gossip reaches. In
  * the beats between, the failure detector's peers hear from this one through
- * `sayAlive` (a hello on each control stream). On an idle five-peer mesh a state
+ * `sayAlive` (a hello on each control stream), every beat, or once the state has
+ * not changed for `deepQuiet.afterBeats` beats, every `deepQuiet.helloBeats` beats
+ * (below the detector's suspect mark). On an idle five-peer mesh a state
  * every second was ~60% of the CPU (profiled): it is signed, checked by every
  * receiver, relayed, and each receiver sends IDONTWANTs, each copy encrypted; a
  * round of five states cost about as much as 25 of hellos. A peer some of whose
@@ -85,6 +87,10 @@ export interface GossipInit {
   state: () => Omit<PeerState, 'seq'>
   /** the most heartbeats an unchanged state goes unpublished (1: every beat) */
   maxQuietBeats: number
+  /** once the state has been unchanged for `afterBeats` (no resend due before), hellos go every `helloBeats` beats; absent: every beat */
+  deepQuiet?: { afterBeats: number, helloBeats: number }
+  /** whether sayAlive would reach every peer of the view now (it sends nothing) */
+  reachesView: () => boolean
   /**
    * Tells every peer in the view that this one (in `state`, unchanged) is alive, without
    * gossip, and with `resend` given, hands them that state again (it was published with its
@@ -99,6 +105,8 @@ export class Gossip {
   private seq = 0
   /** the last state published, encoded with seq 0 (to tell a change) */
   private last: Uint8Array | undefined
+  /** beats since the state last changed (a resend does not count as a change) */
+  private unchangedBeats = 0
   /** beats since the last publish, and how many an unchanged state waits now */
   private quietBeats = 0
   private waitBeats = 1
@@ -147,7 +155,12 @@ export class Gossip {
     const unsequenced = PeerStateCodec.encode({ ...state, seq: 0 })
     const changed = this.last === undefined || !equalBytes(unsequenced, this.last)
     const due = !changed && this.quietBeats + 1 >= this.waitBeats
-    if (!changed && !due && this.init.sayAlive(state)) {
+    this.unchangedBeats = changed ? 0 : this.unchangedBeats + 1
+    if (!changed && !due && this.silentBeat()) {
+      // Deep quiet: this beat's hello is left out (the last one went a beat ago).
+      this.quietBeats++
+      this.quiet++
+    } else if (!changed && !due && this.init.sayAlive(state)) {
       this.quietBeats++
       this.quiet++
     } else if (due && this.waitBeats < this.init.maxQuietBeats && this.init.sayAlive(state, { ...state, seq: this.seq })) {
@@ -162,6 +175,17 @@ export class Gossip {
       this.send(state, unsequenced)
     }
     this.init.membership.tick()
+  }
+
+  /**
+   * Whether a quiet beat may go without a hello: the state has been unchanged for a
+   * while, the beat is not one of every `helloBeats`, and every peer of the view is
+   * still one the hellos reach (else gossip must go out, now).
+   */
+  private silentBeat (): boolean {
+    const deep = this.init.deepQuiet
+    if (deep === undefined || this.unchangedBeats < deep.afterBeats) return false
+    return (this.quietBeats + 1) % deep.helloBeats !== 0 && this.init.reachesView()
   }
 
   /**

@@ -2,8 +2,9 @@
  * Membership and failure detection: the peers this peer knows, what each
  * offers and how loaded it is, and whether it is alive.
  *
- * A peer is heard from through its gossiped state (about once a second), its
- * hello on a new connection, and connection events. One that is not heard from
+ * A peer is heard from through its gossiped state, its hellos (each heartbeat, or
+ * every other one once its state has been still a while: gossip.ts), its
+ * first hello on a new connection, and connection events. One that is not heard from
  * for `suspectAfterBeats` heartbeats is suspect; for `deadAfterBeats` while no
  * connection to it is open (or `deadWhileConnectedBeats` even with one, for a
  * peer that hangs without closing its connections) it is dead: it gets no new
@@ -119,9 +120,21 @@ export class Membership {
     }
   }
 
+  /** when tick() last ran, and whether it passed its verdicts over */
+  private lastTick: number | undefined
+  private deferredTick = false
+
   /** Advances the failure detector; call about once a heartbeat. */
   tick (now = Date.now()): void {
     const beat = this.init.heartbeatMs
+    // Late by more than a beat, this peer's own event loop stalled (a long synchronous
+    // call, a paused process): the hellos and states that came meanwhile are still
+    // unread (timers run before I/O), so the others look silent for this peer's own
+    // stall. The verdicts wait one beat, once: a loop that stays slow still gets them.
+    const stalled = this.lastTick !== undefined && now - this.lastTick > 2 * beat && !this.deferredTick
+    this.lastTick = now
+    this.deferredTick = stalled
+    if (stalled) return
     let changed = false
     for (const rec of [...this.peers.values()]) {
       const silent = now - rec.lastHeard

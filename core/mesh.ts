@@ -125,7 +125,11 @@ export class Mesh {
     })
     this.gossip = init.pubsub === undefined
       ? undefined
-      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.peerInfo.gossipedState(), maxQuietBeats: DEFAULTS.stateQuietBeats, sayAlive: (state, resend) => this.peerInfo.sayAlive(state, resend) })
+      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.peerInfo.gossipedState(), maxQuietBeats: DEFAULTS.stateQuietBeats,
+        deepQuiet: { afterBeats: DEFAULTS.deepQuietBeats, helloBeats: DEFAULTS.deepQuietHelloBeats },
+        sayAlive: (state, resend) => this.peerInfo.sayAlive(state, resend),
+        reachesView: () => this.peerInfo.reachesView()
+      })
     this.table = new OwnershipTable({
       self: this.peerId,
       sendBorrow: async (owner, id, add) => {

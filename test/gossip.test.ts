@@ -2,7 +2,8 @@
  * State gossip's cadence (core/gossip.ts) with a stand-in pubsub: a changed state is
  * published, an unchanged one is resent in the hellos (sayAlive) after 1, 2, 4 and 8
  * beats and published again only every `maxQuietBeats`; a resent state reaches the
- * receiver's view like a gossiped one.
+ * receiver's view like a gossiped one; in deep quiet the hellos go every other beat.
+ * And the failure detector (core/membership.ts) does not blame others for its own stall.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -39,7 +40,7 @@ test('an unchanged state is resent in the hellos after 1, 2, 4, 8 beats and publ
   const ps = pubsub()
   let state = stateOf('A')
   const hellos: Array<PeerState | undefined> = []
-  const g = new Gossip({ pubsub: ps, membership: membership(), heartbeatMs: 3_600_000, state: () => state, maxQuietBeats: 16, sayAlive: (_s, resend) => { hellos.push(resend); return true } })
+  const g = new Gossip({ pubsub: ps, membership: membership(), heartbeatMs: 3_600_000, state: () => state, maxQuietBeats: 16, sayAlive: (_s, resend) => { hellos.push(resend); return true }, reachesView: () => true })
   g.start()
   try {
     const beat = (): void => { (g as unknown as { beat: () => void }).beat() }
@@ -73,7 +74,7 @@ test('an unchanged state is resent in the hellos after 1, 2, 4, 8 beats and publ
 
 test('with some of the view out of the hellos\' reach, the unchanged state is published instead of resent', () => {
   const ps = pubsub()
-  const g = new Gossip({ pubsub: ps, membership: membership(), heartbeatMs: 3_600_000, state: () => stateOf('A'), maxQuietBeats: 16, sayAlive: () => false })
+  const g = new Gossip({ pubsub: ps, membership: membership(), heartbeatMs: 3_600_000, state: () => stateOf('A'), maxQuietBeats: 16, sayAlive: () => false, reachesView: () => false })
   g.start()
   try {
     for (let i = 0; i < 4; i++) (g as unknown as { beat: () => void }).beat()
@@ -86,11 +87,72 @@ test('with some of the view out of the hellos\' reach, the unchanged state is pu
 
 test('a state resent in a hello enters the view as a gossiped one would; one naming another peer than the sender is dropped', () => {
   const m = membership()
-  const g = new Gossip({ pubsub: pubsub(), membership: m, heartbeatMs: BEAT_MS, state: () => stateOf('B'), maxQuietBeats: 16, sayAlive: () => true })
+  const g = new Gossip({ pubsub: pubsub(), membership: m, heartbeatMs: BEAT_MS, state: () => stateOf('B'), maxQuietBeats: 16, sayAlive: () => true, reachesView: () => true })
   g.onResent('A', { ...stateOf('A', 5), seq: 7 })
   assert.equal(m.get('A')?.state?.queued, 5)
   assert.equal(g.received, 1)
   g.onResent('A', { ...stateOf('C', 1), seq: 9 })
   assert.equal(m.has('C'), false)
   assert.equal(g.received, 1)
+})
+
+test('deep quiet: after 8 unchanged beats a hello (or a state) goes every other beat, never two beats without; a change brings back every beat', () => {
+  const ps = pubsub()
+  let state = stateOf('A')
+  let reaches = true
+  const told: number[] = []
+  let beatNo = 0
+  const g = new Gossip({
+    pubsub: ps,
+    membership: membership(),
+    heartbeatMs: 3_600_000,
+    state: () => state,
+    maxQuietBeats: 16,
+    deepQuiet: { afterBeats: 8, helloBeats: 2 },
+    sayAlive: () => { if (reaches) told.push(beatNo); return reaches },
+    reachesView: () => reaches
+  })
+  g.start()
+  try {
+    const beat = (): void => { beatNo++; const n = ps.published.length; (g as unknown as { beat: () => void }).beat(); if (ps.published.length > n) told.push(beatNo) }
+    for (let i = 0; i < 40; i++) beat()
+    // Every beat before the 8th unchanged one, then every other.
+    assert.deepEqual(told.filter(b => b <= 8), [1, 2, 3, 4, 5, 6, 7])
+    const deep = told.filter(b => b >= 8)
+    assert.ok(deep.length <= 17, `told ${deep.length} times in 33 deep-quiet beats`)
+    for (let i = 1; i < told.length; i++) assert.ok(told[i] - told[i - 1] <= 2, `nothing between beats ${told[i - 1]} and ${told[i]}`)
+    // A change: published, then a hello every beat again.
+    state = stateOf('A', 1)
+    const from = beatNo
+    for (let i = 0; i < 6; i++) beat()
+    assert.deepEqual(told.filter(b => b > from), [from + 1, from + 2, from + 3, from + 4, from + 5, from + 6])
+    // Deep quiet again, and then part of the view only gossip reaches: published at the next beat.
+    for (let i = 0; i < 12; i++) beat()
+    reaches = false
+    const published = ps.published.length
+    beat()
+    assert.equal(ps.published.length, published + 1)
+  } finally {
+    g.stop()
+  }
+})
+
+test('the failure detector passes its verdicts over once after its own stall (the hellos that came meanwhile are unread), not twice', () => {
+  const m = membership()
+  const t0 = 1_000_000
+  m.tick(t0)
+  m.heard('B', { functions: [] }, t0)
+  m.tick(t0 + BEAT_MS)
+  // This peer's loop stalled 6 s: B looks silent past the dead mark, but the tick is late.
+  m.tick(t0 + 7 * BEAT_MS)
+  assert.equal(m.get('B')?.liveness, 'alive')
+  // B's hello, read once the loop runs again.
+  m.heard('B', {}, t0 + 7 * BEAT_MS + 5)
+  m.tick(t0 + 8 * BEAT_MS)
+  assert.equal(m.get('B')?.liveness, 'alive')
+  // Truly silent: the verdict comes, one beat late at most.
+  m.tick(t0 + 15 * BEAT_MS)
+  assert.equal(m.has('B'), true, 'passed over once after the second stall')
+  m.tick(t0 + 16 * BEAT_MS)
+  assert.equal(m.has('B'), false, 'dead one beat later')
 })
