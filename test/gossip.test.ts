@@ -156,3 +156,9 @@ test('the failure detector passes its verdicts over once after its own stall (th
   m.tick(t0 + 16 * BEAT_MS)
   assert.equal(m.has('B'), false, 'dead one beat later')
 })
+
+test('deep quiet leaves the failure detector a beat of slack: hellos every fewer beats than the suspect mark', async () => {
+  const { DEFAULTS } = await import('../core/constants.ts')
+  assert.ok(DEFAULTS.deepQuietHelloBeats < DEFAULTS.suspectAfterBeats, `hellos every ${DEFAULTS.deepQuietHelloBeats} beats, suspect after ${DEFAULTS.suspectAfterBeats}`)
+  assert.ok(DEFAULTS.deepQuietBeats >= 2, 'deep quiet only after the state has been still a while')
+})
