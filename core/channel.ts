@@ -20,12 +20,13 @@ const log = logger('refmesh:channel')
 
 /**
  * Version 1.1 added multiple return values (CallRequest.result_ids, CallReply.results),
- * optional fields a 1.0 peer skips: a minor version (PROTOCOL.md, Versions). libp2p
- * matches ids exactly, so a 1.1 peer also answers 1.0.0, and dials 1.1.0 first.
+ * 1.2 a sender's state in its hello (Hello.state): optional fields an older peer skips,
+ * so minor versions (PROTOCOL.md, Versions). libp2p matches ids exactly, so a 1.2 peer
+ * also answers 1.1.0 and 1.0.0, and dials 1.2.0 first.
  */
-export const CONTROL_PROTOCOL = '/refmesh/control/1.1.0'
+export const CONTROL_PROTOCOL = '/refmesh/control/1.2.0'
 /** every control protocol id this peer speaks, newest first */
-export const CONTROL_PROTOCOLS = [CONTROL_PROTOCOL, '/refmesh/control/1.0.0']
+export const CONTROL_PROTOCOLS = [CONTROL_PROTOCOL, '/refmesh/control/1.1.0', '/refmesh/control/1.0.0']
 
 export type EnvelopeBody = Omit<Envelope, 'id' | 'reply'>
 

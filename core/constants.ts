@@ -63,6 +63,14 @@ export const DEFAULTS = {
   heartbeatMs: 1000,
   /** the most heartbeats an unchanged state goes ungossiped (a hello to each peer says it is alive meanwhile) */
   stateQuietBeats: 16,
+  /**
+   * A peer whose state has not changed for `deepQuietBeats` heartbeats says hello every
+   * `deepQuietHelloBeats` of them, not every one: on an idle mesh the hellos were most of
+   * what it spent (bench:sched idle_cpu). It must stay below suspectAfterBeats, so a beat
+   * of slack is left; any change brings back a hello (or a state) every beat.
+   */
+  deepQuietBeats: 8,
+  deepQuietHelloBeats: 2,
   /** heartbeats missed before a peer is suspect (it gets no new calls) */
   suspectAfterBeats: 3,
   /** heartbeats missed, with no connection open, before a peer is dead */

@@ -2,8 +2,9 @@
  * Membership and failure detection: the peers this peer knows, what each
  * offers and how loaded it is, and whether it is alive.
  *
- * A peer is heard from through its gossiped state (about once a second), its
- * hello on a new connection, and connection events. One that is not heard from
+ * A peer is heard from through its gossiped state, its hellos (each heartbeat, or
+ * every other one once its state has been still a while: gossip.ts), its
+ * first hello on a new connection, and connection events. One that is not heard from
  * for `suspectAfterBeats` heartbeats is suspect; for `deadAfterBeats` while no
  * connection to it is open (or `deadWhileConnectedBeats` even with one, for a
  * peer that hangs without closing its connections) it is dead: it gets no new
@@ -153,6 +154,8 @@ export class Membership {
       this.changed()
     }
   }
+
+  /** when tick() last ran, and whether it passed its verdicts over */
 
   /** Advances the failure detector; call about once a heartbeat. */
   tick (now = Date.now()): void {

@@ -125,7 +125,11 @@ export class Mesh {
     })
     this.gossip = init.pubsub === undefined
       ? undefined
-      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.peerInfo.gossipedState(), maxQuietBeats: DEFAULTS.stateQuietBeats, sayAlive: state => this.peerInfo.sayAlive(state) })
+      : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.peerInfo.gossipedState(), maxQuietBeats: DEFAULTS.stateQuietBeats,
+        deepQuiet: { afterBeats: DEFAULTS.deepQuietBeats, helloBeats: DEFAULTS.deepQuietHelloBeats },
+        sayAlive: (state, resend) => this.peerInfo.sayAlive(state, resend),
+        reachesView: () => this.peerInfo.reachesView()
+      })
     this.table = new OwnershipTable({
       self: this.peerId,
       sendBorrow: async (owner, id, add) => {
@@ -409,7 +413,7 @@ export class Mesh {
       },
       placed: Object.fromEntries(this.scheduler.placed),
       args: { ...this.serve.argBytes },
-      gossip: { published: this.gossip?.published ?? 0, received: this.gossip?.received ?? 0, quiet: this.gossip?.quiet ?? 0 },
+      gossip: { published: this.gossip?.published ?? 0, received: this.gossip?.received ?? 0, quiet: this.gossip?.quiet ?? 0, resent: this.gossip?.resent ?? 0 },
       auth: { private: this.auth !== undefined, refused: this.auth?.refused ?? 0 },
       quotas: { ...this.quotas.refused },
       suspects: this.suspects(),
@@ -455,6 +459,7 @@ export class Mesh {
   private onRequest (from: string, env: Envelope): Promise<EnvelopeBody> | EnvelopeBody {
     if (env.hello !== undefined) {
       this.peerInfo.onHello(from, env.hello.functions, env.hello.addrs, env.hello.peers)
+      if (env.hello.state !== undefined) this.gossip?.onResent(from, env.hello.state)
       return {}
     }
     if (env.call !== undefined) return this.serve.onCall(from, env.call).then(callReply => ({ callReply }))

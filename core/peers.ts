@@ -21,7 +21,7 @@ import { DEFAULTS } from './constants.ts'
 import type { PeerContext } from './context.ts'
 import type { Executor } from './executor.ts'
 import { AUTH_PROTOCOL, NotAMemberError } from './auth.ts'
-import type { ChunkFlow, DeathCause, Liveness, PeerState } from './membership.ts'
+import type { ChunkFlow, DeathCause, Liveness, PeerRecord, PeerState } from './membership.ts'
 import { redial } from './redial.ts'
 import { raceSignal, withTimeout } from './signals.ts'
 import type { TrafficCounter } from './traffic.ts'
@@ -232,20 +232,32 @@ export class Peers {
    * costs a frame per peer, where a state costs a signature, a check by every
    * receiver and copies relayed between them. False, and nothing sent, when some
    * peer of the view has no direct connection from this one (unconnected, or only
-   * relayed: control streams do not run there), as only gossip reaches it.
+   * relayed: control streams do not run there), as only gossip reaches it. `resend`,
+   * this peer's unchanged state, goes in the hellos for peers that missed its gossip.
    */
-  sayAlive (state: Pick<PeerState, 'functions' | 'addrs'>): boolean {
-    const direct = new Set<string>()
-    for (const c of this.libp2p.getConnections()) if (c.limits == null && c.status === 'open') direct.add(c.remotePeer.toString())
-    const view = this.ctx.membership.all().filter(p => p.liveness !== 'dead')
-    if (!view.every(p => direct.has(p.peer))) return false
-    const beat: EnvelopeBody = { hello: { functions: state.functions, addrs: state.addrs, peers: [] } }
+  sayAlive (state: Pick<PeerState, 'functions' | 'addrs'>, resend?: PeerState): boolean {
+    const view = this.directView()
+    if (view === undefined) return false
+    const beat: EnvelopeBody = { hello: { functions: state.functions, addrs: state.addrs, peers: [], state: resend } }
     for (const p of view) {
       this.ctx.channels.send(p.peer, beat, { signal: this.ctx.stopSignal }).catch((err: Error) => {
         log('liveness hello to %s failed: %s', p.peer, err.message)
       })
     }
     return true
+  }
+
+  /** Whether sayAlive would reach every peer of the view now. */
+  reachesView (): boolean {
+    return this.directView() !== undefined
+  }
+
+  /** The peers of the view (not dead), if this peer has a direct connection to each; else undefined. */
+  private directView (): PeerRecord[] | undefined {
+    const direct = new Set<string>()
+    for (const c of this.libp2p.getConnections()) if (c.limits == null && c.status === 'open') direct.add(c.remotePeer.toString())
+    const view = this.ctx.membership.all().filter(p => p.liveness !== 'dead')
+    return view.every(p => direct.has(p.peer)) ? view : undefined
   }
 
   sayHello (peer: string): void {

@@ -36,14 +36,17 @@ export async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | 
     promise.catch(() => {})
     throw abortReason(signal, what)
   }
-  let onAbort: (() => void) | undefined
-  const aborted = new Promise<never>((_resolve, reject) => {
-    onAbort = () => reject(abortReason(signal, what))
+  // One promise settled by whichever comes first (not Promise.race over a second one):
+  // this runs several times per call.
+  return await new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => { reject(abortReason(signal, what)) }
     signal.addEventListener('abort', onAbort, { once: true })
+    promise.then(value => {
+      signal.removeEventListener('abort', onAbort)
+      resolve(value)
+    }, (err: unknown) => {
+      signal.removeEventListener('abort', onAbort)
+      reject(err)
+    })
   })
-  try {
-    return await Promise.race([promise, aborted])
-  } finally {
-    if (onAbort !== undefined) signal.removeEventListener('abort', onAbort)
-  }
 }

@@ -169,8 +169,8 @@ export interface MeshStats {
   placed: Record<string, number>
   /** bytes of dereferenced arguments this peer's executor found in its own store, and fetched from others */
   args: { localBytes: number, fetchedBytes: number }
-  /** states published and accepted; quiet: heartbeats it said it was alive with hellos, its state unchanged */
-  gossip: { published: number, received: number, quiet: number }
+  /** states published and accepted (gossiped or resent in hellos); quiet: heartbeats it said it was alive with hellos, its state unchanged; resent: of those, the ones whose hellos carried the state again */
+  gossip: { published: number, received: number, quiet: number, resent: number }
   /** private meshes: peers hung up on because they did not prove the secret */
   auth: { private: boolean, refused: number }
   /** requests refused by per-peer quotas, and peers hung up on for persisting */

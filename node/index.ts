@@ -143,7 +143,17 @@ export const NODE_DEFAULTS = {
   /** inbound connections accepted per second from one address */
   inboundConnectionsPerSecond: 64,
   /** the shortest a connection's ping may take before libp2p gives the connection up */
-  pingTimeoutMs: 30_000
+  pingTimeoutMs: 30_000,
+  /**
+   * how often libp2p pings each connection (its default: 10 s). Every direct connection
+   * carries a hello each heartbeat already, and the failure detector, not the ping,
+   * tells a silent peer (core/membership.ts); the ping only closes a connection gone
+   * dead under libp2p (no FIN: a partition), which with its 30 s timeout took 40 s at
+   * best anyway. Each ping opens a stream and runs multistream-select (ping is not
+   * served here, so it ends refused): on an idle five-peer mesh a third of the CPU
+   * of its hellos (bench:sched idle_cpu).
+   */
+  pingIntervalMs: 60_000
 } as const
 
 /**
@@ -231,7 +241,7 @@ export async function createMesh (options: NodeMeshOptions = {}): Promise<Mesh> 
     // (20 Mbit/s, eight receivers relaying) pings queue behind megabytes of chunks and take
     // longer, and the aborts failed whole broadcasts. The mesh's own failure detector finds
     // hung peers (core/membership.ts); this only keeps slow links up.
-    connectionMonitor: { pingTimeout: { minTimeout: NODE_DEFAULTS.pingTimeoutMs } },
+    connectionMonitor: { pingInterval: NODE_DEFAULTS.pingIntervalMs, pingTimeout: { minTimeout: NODE_DEFAULTS.pingTimeoutMs } },
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
     services: {

@@ -164,6 +164,8 @@ test('an idle mesh gossips unchanged states rarely and stays alive on hellos; a 
     assert.equal(suspected, undefined, 'every peer stayed alive on hellos')
     const idle = (await t.stats(frozen.peer)).gossip
     assert.ok(idle.published - start.published < idle.quiet - start.quiet, `published ${idle.published - start.published} states in ${idle.quiet - start.quiet} quiet beats`)
+    // The early resends of its unchanged state (after 1, 2, 4, 8 beats) rode in its hellos.
+    await waitFor('a state resent in hellos', async () => (await t.stats(frozen.peer)).gossip.resent > start.resent ? true : undefined, 10 * DEFAULTS.heartbeatMs, 100)
 
     // It hangs: no hello, no state. Suspect after 3 silent beats, seen at the next tick.
     frozen.child.kill('SIGSTOP')

@@ -27,7 +27,7 @@ export interface ObjectInfo {
   error?: ErrorInfo
   contained: RefDesc[]
 }
-export interface Hello { functions: string[], addrs: string[], peers: PeerAddrs[] }
+export interface Hello { functions: string[], addrs: string[], peers: PeerAddrs[], state?: PeerState }
 export interface CallRequest { resultId: Uint8Array, fn: string, args: Uint8Array, timeoutMs: number, argBytes: number, maySpillBack: boolean, resultIds?: Uint8Array[] }
 export interface CallReply { result?: ObjectInfo, spillback?: PeerState, results?: ObjectInfo[] }
 export interface ResultAck { resultId: Uint8Array }
@@ -109,12 +109,6 @@ export const ObjectInfoCodec = message<ObjectInfo>('ObjectInfo', [
   { no: 7, name: 'contained', type: RefDescCodec, repeated: true }
 ])
 
-const HelloCodec = message<Hello>('Hello', [
-  { no: 1, name: 'functions', type: 'string', repeated: true },
-  { no: 2, name: 'addrs', type: 'string', repeated: true },
-  { no: 3, name: 'peers', type: PeerAddrsCodec, repeated: true }
-])
-
 const PeerLinkCodec = message<PeerLink>('PeerLink', [
   { no: 1, name: 'peer', type: 'string' },
   { no: 2, name: 'transport', type: 'string' }
@@ -143,6 +137,13 @@ export const PeerStateCodec = message<PeerState>('PeerState', [
   { no: 15, name: 'links', type: PeerLinkCodec, repeated: true },
   { no: 16, name: 'flows', type: ChunkFlowCodec, repeated: true },
   { no: 17, name: 'names', type: 'string', repeated: true }
+])
+
+const HelloCodec = message<Hello>('Hello', [
+  { no: 1, name: 'functions', type: 'string', repeated: true },
+  { no: 2, name: 'addrs', type: 'string', repeated: true },
+  { no: 3, name: 'peers', type: PeerAddrsCodec, repeated: true },
+  { no: 4, name: 'state', type: PeerStateCodec }
 ])
 
 const CallRequestCodec = message<CallRequest>('CallRequest', [

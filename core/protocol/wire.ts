@@ -68,9 +68,24 @@ function readScalar (r: Reader, type: Scalar): unknown {
     case 'uint64': return r.uint64Number()
     case 'bool': return r.bool()
     case 'double': return r.double()
-    case 'string': return r.string()
+    case 'string': return utf8(r.bytes())
     case 'bytes': return r.bytes()
   }
+}
+
+const textDecoder = new TextDecoder()
+
+/**
+ * A string field's bytes as a string. protons-runtime's own reader grows an array a
+ * code unit at a time for every string; a hello or a state is mostly short ASCII
+ * strings (function names, addresses, peer ids), which fromCharCode takes straight
+ * from the bytes. On an idle peer the strings of its neighbours' hellos were a quarter
+ * of all it allocated (bench:sched idle_cpu).
+ */
+function utf8 (bytes: Uint8Array): string {
+  if (bytes.byteLength > 256) return textDecoder.decode(bytes)
+  for (let i = 0; i < bytes.byteLength; i++) if (bytes[i] > 0x7f) return textDecoder.decode(bytes)
+  return String.fromCharCode.apply(null, bytes as unknown as number[])
 }
 
 function isDefault (v: unknown): boolean {
