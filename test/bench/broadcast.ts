@@ -84,7 +84,7 @@ async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (m
 }
 
 /** Makes a fresh object on the holder and times its broadcast to `receivers`. */
-interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number, holderSpread: number }
+interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number, holderSpread: number, doneMs: number[] }
 
 async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number, size = SIZE): Promise<Timed> {
   const inBefore = new Map<string, Record<string, number>>()
@@ -99,7 +99,8 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
   const allCpuBefore = pids.reduce((n, pid) => n + processCpuS(pid), 0)
   const machineBefore = machineCpu()
   const started = performance.now()
-  const { failed } = await mesh.broadcast(x, { peers: receivers.map(r => r.peer), timeoutMs: 300_000 })
+  const doneMs: number[] = []
+  const { failed } = await mesh.broadcast(x, { peers: receivers.map(r => r.peer), timeoutMs: 300_000, onProgress: () => { doneMs.push(Math.round(performance.now() - started)) } })
   const ms = performance.now() - started
   const idle = idleShare(machineBefore, machineCpu())
   const cpuS = pids.reduce((n, pid) => n + processCpuS(pid), 0) - allCpuBefore
@@ -125,7 +126,7 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
       .sort((a, b) => b[1] - a[1])
     tree.push(`${name(r.peer)} <- ${got.map(([p, n]) => `${name(p)} ${(n / MiB).toFixed(0)} MiB`).join(', ')}`)
   }
-  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle, holderSpread }
+  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle, holderSpread, doneMs }
 }
 
 /** The link-bound runs: refmesh and (with a star) the star, one object of UPLINK_SIZE to every receiver. */
@@ -198,7 +199,7 @@ if (onlyAt >= 0) {
   const limitMs = which === 'uplink'
     ? UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6) * 1000
     : Math.max(UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6), RECEIVERS * UPLINK_SIZE * 8 / ((UPLINK_MBIT + sum) * 1e6)) * 1000
-  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, idle: swarm.idle, tree: swarm.tree, load_average: loadavg() }, null, 1))
+  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, receivers_done_ms: swarm.doneMs, idle: swarm.idle, tree: swarm.tree, load_average: loadavg() }, null, 1))
   process.exit(0)
 }
 const uplink = await orFailed(async () => await inHosts<{ swarm: Timed, star: Timed }>({ rateMbit: UPLINK_MBIT }, 'uplink'))
