@@ -22,7 +22,8 @@
  * `vs_webtorrent`, `vs_limit_uplink`, `vs_star_uplink`). Needs root (ip netns, tc).
  * `--link-bound-only`: the link-bound and uneven runs alone (about 2 minutes).
  * `--only uplink` / `--only uneven`: that one refmesh run alone, no star (under a
- * minute), printing its time against its limit, the holder's upload and the tree.
+ * minute), printing its time against its limit, the holder's upload and the tree;
+ * `--only loopback`: refmesh's loopback run alone (no WebTorrent), its time and CPU per GiB.
  */
 import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -189,10 +190,15 @@ async function orFailed<T> (run: () => Promise<T>): Promise<T | undefined> {
   }
 }
 const onlyAt = process.argv.indexOf('--only')
+if (onlyAt >= 0 && process.argv[onlyAt + 1] === 'loopback') {
+  const run = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers.slice(0, LOOPBACK_RECEIVERS), 5))
+  console.log(JSON.stringify({ only: 'loopback', ms: run.ms, cpu_s_per_gib: run.cpuS / (LOOPBACK_RECEIVERS * SIZE / GiB), holder_upload_copies: run.holderUpload / SIZE, holder_spread_answers: run.holderSpread, receivers_done_ms: run.doneMs, idle: run.idle, tree: run.tree, load_average: loadavg() }, null, 1))
+  process.exit(0)
+}
 if (onlyAt >= 0) {
   // One link-bound refmesh run, for iterating on the tree: no star, no other regime.
   const which = process.argv[onlyAt + 1]
-  if (which !== 'uplink' && which !== 'uneven') throw new Error('--only takes uplink or uneven')
+  if (which !== 'uplink' && which !== 'uneven') throw new Error('--only takes uplink, uneven or loopback')
   const rates = which === 'uplink' ? { rateMbit: UPLINK_MBIT } : { rateMbit: UPLINK_MBIT, rates: [UPLINK_MBIT, UPLINK_MBIT, ...Array.from({ length: RECEIVERS }, (_, k) => UNEVEN_MBIT[k % UNEVEN_MBIT.length])] }
   const { swarm } = await inHosts<{ swarm: Timed }>(rates, 'uplink-only')
   const sum = (rates.rates ?? []).slice(2).reduce((a, b) => a + b, 0)
