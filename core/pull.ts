@@ -324,10 +324,10 @@ export class Pull {
 
   /**
    * A seed sent chunk `index` elsewhere (SPREAD): it is not asked of that seed again while
-   * the peer it went to is a live source here that does not have it yet (it is on its way
-   * there: behind a slow uplink the seed's queue holds seconds of chunks), for at most
-   * `spreadWaitMs`. Once that peer has it, rarity sends the ask there (or to another partial
-   * holder); a peer that is dropped, or that never receives it in time, leaves it to the seed.
+   * the peer it went to is a live source here, for at most `spreadWaitMs` (the chunk is on its
+   * way there: behind a slow uplink the seed's queue holds seconds of chunks). Once that peer
+   * has it, rarity sends the ask there (or to another partial holder); a peer that is dropped,
+   * or that does not get it to us in time, leaves it to the seed.
    */
   private waiting (source: Source, index: number, now: number): boolean {
     const wait = source.waits?.get(index)
@@ -541,10 +541,11 @@ export class Pull {
     }
     if (header.status === ChunkStatus.SPREAD) {
       // A seed sent it to another receiver: get it there (a source from now on), or ask the seed again later.
-      if (this.init.swarm !== true) throw new MalformedFrameError(`SPREAD for chunk ${index} from ${source.peer}, which was not offered it`)
+      if (this.init.swarm !== true) throw new MalformedFrameError(`SPREAD for chunk ${index} from ${source.peer}, though this pull did not ask with spread`)
       if (body.byteLength > MAX_PEER_ID_CHARS) throw new MalformedFrameError(`SPREAD for chunk ${index} names a peer id of ${body.byteLength} bytes`)
       const via = textDecoder.decode(body.subarray())
-      let valid = via !== source.peer
+      // A peer it names that is neither the seed nor this peer, and a peer id at all.
+      let valid = via !== source.peer && via !== this.init.libp2p.peerId.toString()
       try { peerIdFromString(via) } catch { valid = false }
       if (valid) {
         source.waits ??= new Map()
