@@ -13,6 +13,12 @@ export const DEFAULTS = {
   bitfieldRefreshMs: 50,
   /** partial holders push their bitfield as it changes; a puller asks again this often anyway */
   watchedBitfieldRefreshMs: 1000,
+  /**
+   * a chunk a seed answered SPREAD for (it went to another receiver) is asked of the seed
+   * again after this long if it has not come from there (sooner if that receiver is dropped):
+   * behind a 20 Mbit/s uplink the seed's queue held 6 s of chunks, and 2 s made it send a third again
+   */
+  spreadWaitMs: 10_000,
   /** a holder with chunks in flight that sends nothing this long is dropped (its chunks go elsewhere) */
   stallMs: 10_000,
   /** how often a receiver tells the owner its progress */

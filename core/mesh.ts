@@ -181,6 +181,7 @@ export class Mesh {
       stallMs: DEFAULTS.stallMs,
       progressEveryMs: DEFAULTS.progressEveryMs,
       relocateEveryMs: DEFAULTS.relocateEveryMs,
+      spreadWaitMs: DEFAULTS.spreadWaitMs,
       avoidBadSourceMs: init.avoid?.badSourceMs ?? DEFAULTS.avoidBadSourceMs,
       avoidDeniedMs: init.avoid?.deniedMs ?? DEFAULTS.avoidDeniedMs,
       swarm: init.swarm ?? true

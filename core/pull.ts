@@ -27,6 +27,9 @@ const MAX_HEADER = 1024
 const LAST_SOURCE_STALL_FACTOR = 3
 /** how long a dropped holder's direct redial may take before the object is taken around it */
 const DIRECT_REDIAL_MS = 5_000
+/** a peer id in a SPREAD answer is at most this long (base58 of an identity or SHA-256 multihash) */
+const MAX_PEER_ID_CHARS = 128
+const textDecoder = new TextDecoder()
 
 /** What one pull needs of the peer (a part of TransferInit). */
 export interface PullInit {
@@ -46,6 +49,10 @@ export interface PullInit {
   progressEveryMs: number
   /** how often a puller asks the owner for the current holders */
   relocateEveryMs: number
+  /** pulls take partial holders as sources too (and so take a seed's SPREAD answers) */
+  swarm?: boolean
+  /** how long a chunk a seed answered SPREAD for waits to reach us from the peer it names before the seed is asked again */
+  spreadWaitMs?: number
   /**
    * Holders this peer reaches only through a relay: have a peer both reach directly
    * take a copy first (core/detour.ts), and resolve with it as a source. Chunks never
@@ -110,6 +117,8 @@ interface Source {
   unreachable?: boolean
   /** when a frame last came from it */
   heard: number
+  /** chunks it answered SPREAD for: not asked of it again until then, unless the peer it named is dropped */
+  waits?: Map<number, { until: number, via: string }>
 }
 
 /**
@@ -292,9 +301,10 @@ export class Pull {
     const order = open.map(i => ({ i, r: rarity.get(i) as number, k: Math.random() })).sort((a, b) => a.r - b.r || a.k - b.k).map(x => x.i)
     const batches = new Map<Source, number[]>()
     const cap = this.init.chunksInFlightPerSource
+    const now = performance.now()
     for (const index of order) {
       const bad = this.badFrom.get(index)
-      const holders = live.filter(s => s.have?.[index] === 1)
+      const holders = live.filter(s => s.have?.[index] === 1 && !this.waiting(s, index, now))
       // A holder that served this chunk bad is asked again only when no other has it (busy or not).
       const good = holders.filter(s => bad?.has(s.peer) !== true)
       const free = (good.length > 0 ? good : holders).filter(s => s.inFlight.size + (batches.get(s)?.length ?? 0) < cap)
@@ -310,6 +320,21 @@ export class Pull {
     }
     if (open.length === 0 && this.requested.size > 0) this.endgame(live, batches)
     for (const [source, indices] of batches) void this.send(source, indices, false)
+  }
+
+  /**
+   * A seed sent chunk `index` elsewhere (SPREAD): it is not asked of that seed again while
+   * the peer it went to is a live source here, for at most `spreadWaitMs` (the chunk is on its
+   * way there: behind a slow uplink the seed's queue holds seconds of chunks). Once that peer
+   * has it, rarity sends the ask there (or to another partial holder); a peer that is dropped,
+   * or that does not get it to us in time, leaves it to the seed.
+   */
+  private waiting (source: Source, index: number, now: number): boolean {
+    const wait = source.waits?.get(index)
+    if (wait === undefined) return false
+    if (now < wait.until && this.sources.some(s => s.peer === wait.via && !s.dead)) return true
+    source.waits?.delete(index)
+    return false
   }
 
   /** This peer has an open connection to `peer` that is not limited (not relayed). */
@@ -399,7 +424,8 @@ export class Pull {
     for (const [index, asked] of this.requested) {
       if (asked.size > 1) continue
       const bad = this.badFrom.get(index)
-      const other = live.find(s => !asked.has(s) && s.have?.[index] === 1 && bad?.has(s.peer) !== true && s.inFlight.size < this.init.chunksInFlightPerSource)
+      const now = performance.now()
+      const other = live.find(s => !asked.has(s) && s.have?.[index] === 1 && bad?.has(s.peer) !== true && s.inFlight.size < this.init.chunksInFlightPerSource && !this.waiting(s, index, now))
       if (other === undefined) continue
       asked.add(other)
       other.inFlight.add(index)
@@ -417,7 +443,7 @@ export class Pull {
         void this.readResponses(source, stream)
       }
       const stream = await source.stream
-      stream.send(frame(ChunkRequestCodec.encode({ id: this.req.id, indices, bitfield, watch })))
+      stream.send(frame(ChunkRequestCodec.encode({ id: this.req.id, indices, bitfield, watch, ...(this.init.swarm === true ? { spread: true } : {}) })))
     } catch (err) {
       this.dropSource(source, err as Error)
     }
@@ -509,6 +535,22 @@ export class Pull {
       if (source.have !== undefined && source.have[index] === 1) {
         source.have[index] = 0
         source.haveCount--
+      }
+      this.pump()
+      return
+    }
+    if (header.status === ChunkStatus.SPREAD) {
+      // A seed sent it to another receiver: get it there (a source from now on), or ask the seed again later.
+      if (this.init.swarm !== true) throw new MalformedFrameError(`SPREAD for chunk ${index} from ${source.peer}, though this pull did not ask with spread`)
+      if (body.byteLength > MAX_PEER_ID_CHARS) throw new MalformedFrameError(`SPREAD for chunk ${index} names a peer id of ${body.byteLength} bytes`)
+      const via = textDecoder.decode(body.subarray())
+      // A peer it names that is neither the seed nor this peer, and a peer id at all.
+      let valid = via !== source.peer && via !== this.init.libp2p.peerId.toString()
+      try { peerIdFromString(via) } catch { valid = false }
+      if (valid) {
+        source.waits ??= new Map()
+        source.waits.set(index, { until: performance.now() + (this.init.spreadWaitMs ?? 0), via })
+        this.meet(via)
       }
       this.pump()
       return

@@ -67,6 +67,8 @@ export interface TransferStats {
   objectsPulled: number
   /** chunks that arrived twice (asked of two sources near the end) */
   duplicateChunks: number
+  /** chunk asks this peer, super-seeding, answered with where the chunk went instead (SPREAD) */
+  chunksSpread: number
   /** chunk bytes received over direct connections, and over relayed (limited) ones (none: pulls refuse them) */
   bytesDirect: number
   bytesRelayed: number
@@ -77,13 +79,37 @@ export interface TransferStats {
 
 /** how long a peer no redial or punch reached directly is not tried again by pulls */
 const UNPUNCHABLE_MS = 60_000
+/** objects whose super-seeding state a peer keeps (the most recently served) */
+const MAX_SEEDED_OBJECTS = 256
+/** keys of objects this peer pulled, remembered to leave their copies out of super-seeding */
+const MAX_PULLED_KEYS = 4096
+/** SPREAD answers one seeded object gives per chunk (on average) before it serves every ask: bounds its memory */
+const MAX_DEFERRED_PER_CHUNK = 64
+
+/**
+ * Super-seeding of one object this peer holds a copy of that it did not pull (its
+ * maker's, or the owner's): a chunk it already sent to one receiver is not sent to
+ * another at once; that one is told where it went (SPREAD) and gets it from there, as
+ * in BitTorrent's super-seeding. So the seed's uplink, the one every broadcast from it
+ * must cross, carries each chunk about once instead of the 1.4-1.7 copies receivers'
+ * racing requests (each asks for what its own sources lack, blind to what is in flight
+ * to the others) made it send.
+ */
+interface Seeding {
+  /** per chunk: the peers this seed sent it to */
+  sentTo: Array<Set<string> | undefined>
+  /** per chunk: peers answered SPREAD for it; a second ask from one of them is served */
+  deferred: Map<number, Set<string>>
+  /** entries in `deferred`; past MAX_DEFERRED_PER_CHUNK per chunk on average, every ask is served */
+  deferrals: number
+}
 
 export class Transfer {
   private readonly init: TransferInit
   private readonly pulls = new Map<string, Promise<StoredObject>>()
   /** pulls under way, by object: a peer asking us for one is pulling it too, so it is a source */
   private readonly active = new Map<string, Pull>()
-  readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0, duplicateChunks: 0, bytesDirect: 0, bytesRelayed: 0, detours: 0, detourBytes: 0 }
+  readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0, duplicateChunks: 0, chunksSpread: 0, bytesDirect: 0, bytesRelayed: 0, detours: 0, detourBytes: 0 }
   /**
    * Pullers watching our bitfield of an object we are still receiving, by object:
    * each gets it pushed as chunks arrive (batched per turn of the event loop),
@@ -94,6 +120,10 @@ export class Transfer {
   private readonly records = new Map<string, SourceRecord & { badUntil: number, denied: Map<string, number> }>()
   private readonly changed = new Set<string>()
   private flushScheduled = false
+  /** super-seeding state of objects this peer serves from a copy it did not pull */
+  private readonly seeding = new Map<string, Seeding>()
+  /** objects this peer pulled (its copies of them are not seeds) */
+  private readonly pulledHere = new Set<string>()
 
   constructor (init: TransferInit) {
     this.init = init
@@ -172,6 +202,8 @@ export class Transfer {
   pull (req: PullRequest): Promise<StoredObject> {
     let p = this.pulls.get(req.key)
     if (p === undefined) {
+      if (this.pulledHere.size >= MAX_PULLED_KEYS) this.pulledHere.delete(this.pulledHere.values().next().value as string)
+      this.pulledHere.add(req.key)
       const pull = new Pull(this, this.init, req)
       this.active.set(req.key, pull)
       p = pull.run().finally(() => { this.active.delete(req.key) })
@@ -219,6 +251,17 @@ export class Transfer {
           try {
             for (const index of req.indices) {
               const withheld = hooks?.withholdChunks?.(key) === true
+              // Super-seeding: a chunk that went to another receiver is got there, while others never left.
+              const seeding = withheld ? undefined : this.seedingOf(key)
+              const elsewhere = req.spread === true && seeding !== undefined ? spreadTo(seeding, index, peer) : undefined
+              if (elsewhere !== undefined) {
+                const header = ChunkHeaderCodec.encode({ id: req.id, index, status: ChunkStatus.SPREAD })
+                const out = frame(encodeVarint(header.byteLength), header, new TextEncoder().encode(elsewhere))
+                traffic.add(peer, 'chunkOut', out.byteLength)
+                this.stats.chunksSpread++
+                if (!stream.send(out)) await stream.onDrain()
+                continue
+              }
               let chunk = withheld
                 ? undefined
                 : await store.readChunk(key, index).catch((err: Error) => {
@@ -236,7 +279,10 @@ export class Transfer {
                 ? frame(encodeVarint(header.byteLength), header)
                 : frame(encodeVarint(header.byteLength), header, chunk)
               traffic.add(peer, 'chunkOut', out.byteLength)
-              if (chunk !== undefined) this.stats.chunksServed++
+              if (chunk !== undefined) {
+                this.stats.chunksServed++
+                if (seeding !== undefined) sent(seeding, index, peer)
+              }
               if (!stream.send(out)) await stream.onDrain()
             }
           } finally {
@@ -251,6 +297,24 @@ export class Transfer {
     } finally {
       for (const w of watching) this.unwatch(w)
     }
+  }
+
+  /** The super-seeding state of an object served from a complete copy this peer did not pull; undefined for any other. */
+  private seedingOf (key: string): Seeding | undefined {
+    if (!this.init.swarm || this.pulledHere.has(key)) return undefined
+    let seeding = this.seeding.get(key)
+    if (seeding !== undefined) {
+      // Most recently served last: the oldest goes first when the map is full.
+      this.seeding.delete(key)
+      this.seeding.set(key, seeding)
+      return seeding
+    }
+    const obj = this.init.store.get(key)
+    if (obj === undefined || !this.init.store.isComplete(obj)) return undefined
+    if (this.seeding.size >= MAX_SEEDED_OBJECTS) this.seeding.delete(this.seeding.keys().next().value as string)
+    seeding = { sentTo: new Array(obj.have.length), deferred: new Map(), deferrals: 0 }
+    this.seeding.set(key, seeding)
+    return seeding
   }
 
   private bitfieldFrame (id: Uint8Array, have: Uint8Array | undefined): Uint8ArrayList {
@@ -334,6 +398,32 @@ export class Transfer {
   bandwidth (): number {
     return this.rate ?? this.init.defaultBandwidth
   }
+}
+
+/**
+ * Whether a super-seed answers `peer`'s ask for chunk `index` with SPREAD, and naming
+ * whom: only for a chunk another receiver got, and once per peer and chunk (asked
+ * again, after the puller's wait, the chunk has not reached it from there: it is sent).
+ * Also in a broadcast's last seconds, when every chunk has left: the last ones are
+ * still queued on the seed's uplink then, and a second copy would only delay them.
+ */
+function spreadTo (seeding: Seeding, index: number, peer: string): string | undefined {
+  const to = seeding.sentTo[index]
+  if (to === undefined || to.has(peer) || seeding.deferrals >= MAX_DEFERRED_PER_CHUNK * seeding.sentTo.length) return undefined
+  let deferred = seeding.deferred.get(index)
+  if (deferred?.has(peer) === true) return undefined
+  if (deferred === undefined) seeding.deferred.set(index, deferred = new Set())
+  deferred.add(peer)
+  seeding.deferrals++
+  // The most recent receiver of it: the one likeliest still to be pulling.
+  return [...to].at(-1)
+}
+
+function sent (seeding: Seeding, index: number, peer: string): void {
+  let to = seeding.sentTo[index]
+  if (to === undefined) seeding.sentTo[index] = to = new Set()
+  to.delete(peer)
+  to.add(peer)
 }
 
 interface Watcher {

@@ -66,6 +66,7 @@ export const SERIES: readonly Series[] = [
   def('refmesh_transfer_bad_chunks_total', 'chunks that failed their hash', s => s.transfer.badChunks),
   def('refmesh_transfer_objects_pulled_total', 'objects pulled from other peers', s => s.transfer.objectsPulled),
   def('refmesh_transfer_duplicate_chunks_total', 'chunks that arrived twice (asked of two holders near the end of a pull)', s => s.transfer.duplicateChunks),
+  def('refmesh_transfer_chunks_spread_total', 'chunk asks this peer, super-seeding, answered with the receiver the chunk went to (SPREAD)', s => s.transfer.chunksSpread),
 
   def('refmesh_calls_executed_total', 'calls this peer ran', s => s.calls.executed),
   def('refmesh_calls_running', 'calls running now', s => s.calls.running),

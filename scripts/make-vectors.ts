@@ -107,7 +107,8 @@ const smallManifest = { size: 10, chunkSize: 4, hashes: [0, 1, 2].map(i => sha25
 const requests = [
   { name: 'bitfield request, watched, no indices', req: { id: OBJ, indices: [], bitfield: true, watch: true } },
   { name: 'chunk request', req: { id: OBJ, indices: [0, 1, 2], bitfield: false, watch: false } },
-  { name: 'bitfield and chunks in one request', req: { id: OBJ, indices: [2], bitfield: true, watch: false } }
+  { name: 'bitfield and chunks in one request', req: { id: OBJ, indices: [2], bitfield: true, watch: false } },
+  { name: 'chunk request of a swarming puller (it takes SPREAD answers)', req: { id: OBJ, indices: [1], bitfield: false, watch: false, spread: true } }
 ]
 const chunkFrame = (header: { id: Uint8Array, index: number, status: number }, body = new Uint8Array(0)): { header: Uint8Array, frame: Uint8Array } => {
   const h = ChunkHeaderCodec.encode(header)
@@ -122,7 +123,8 @@ const frames = [
   { name: 'NOT_FOUND', header: { id: OBJ, index: 1, status: ChunkStatus.NOT_FOUND } },
   { name: 'NOT_FOUND answering a bitfield request', note: 'index 0, no body', header: { id: OBJ, index: 0, status: ChunkStatus.NOT_FOUND } },
   { name: 'NOT_YET', header: { id: OBJ, index: 1, status: ChunkStatus.NOT_YET } },
-  { name: 'REFUSED', header: { id: OBJ, index: 1, status: ChunkStatus.REFUSED } }
+  { name: 'REFUSED', header: { id: OBJ, index: 1, status: ChunkStatus.REFUSED } },
+  { name: 'SPREAD', note: 'only to a request with spread; the body is the peer id (UTF-8) of the receiver the chunk went to', header: { id: OBJ, index: 1, status: ChunkStatus.SPREAD }, body: new TextEncoder().encode(B) }
 ]
 write('chunk.json', {
   protocol: CHUNK_PROTOCOL,

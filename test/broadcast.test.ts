@@ -8,8 +8,13 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { startMesh, waitForEmptyStores } from './helpers.ts'
 import type { TestMesh } from './helpers.ts'
-import type { Ref } from '../node/index.ts'
-import { checksum, pattern } from './fixtures/functions.ts'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { createMesh } from '../node/index.ts'
+import type { Mesh, Ref } from '../node/index.ts'
+import { CHUNK_PROTOCOL } from '../core/transfer.ts'
+import { ChunkHeaderCodec, ChunkRequestCodec, ChunkStatus } from '../core/protocol/messages.ts'
+import { FrameDecoder, decodeVarint, frame } from '../core/protocol/framing.ts'
+import register, { checksum, pattern } from './fixtures/functions.ts'
 
 const MiB = 2 ** 20
 type Make = (n: number, seed: number) => Uint8Array
@@ -30,7 +35,7 @@ async function assertHeldEverywhere (t: TestMesh, x: Ref<Uint8Array>, peers: str
   }
 }
 
-test('one owner, six receivers: every receiver ends with the object, and the owner uploads at most 3 copies', async () => {
+test('one maker, six receivers: every receiver ends with the object, and the maker uploads about one copy (super-seeding)', async () => {
   const t = await startMesh(7)
   try {
     const [owner, ...receivers] = t.peers
@@ -48,7 +53,8 @@ test('one owner, six receivers: every receiver ends with the object, and the own
     assert.deepEqual(new Set(ready), new Set(receivers.map(r => r.peer)))
     assert.equal(progress.length, 6, 'progress was reported for every receiver')
     const uploaded = await chunkOut(t, owner.peer) - before
-    assert.ok(uploaded <= 3 * size, `the owner uploaded ${(uploaded / size).toFixed(2)} copies`)
+    // Super-seeding: a chunk the maker sent to one receiver, the others get from it (1.6 copies without).
+    assert.ok(uploaded <= 1.25 * size, `the maker uploaded ${(uploaded / size).toFixed(2)} copies`)
     const servedByReceivers = await Promise.all(receivers.map(async r => await chunkOut(t, r.peer)))
     assert.ok(servedByReceivers.filter(n => n > 0).length >= 3, 'receivers served each other')
     await assertHeldEverywhere(t, x, receivers.map(r => r.peer), size, 3)
@@ -86,5 +92,51 @@ test('a holder killed with SIGKILL mid-broadcast: every surviving receiver still
     x.release()
   } finally {
     await t.close()
+  }
+})
+
+/** Asks `holder` for chunks of `id` on a chunk stream of `from`'s; the status of each answer, and the peer a SPREAD names. */
+async function askChunks (from: Mesh, holder: string, id: Uint8Array, indices: number[], spread: boolean): Promise<Array<{ index: number, status: number, via?: string }>> {
+  const stream = await from.libp2p.dialProtocol(peerIdFromString(holder), CHUNK_PROTOCOL, { signal: AbortSignal.timeout(10_000) })
+  const answers: Array<{ index: number, status: number, via?: string }> = []
+  stream.send(frame(ChunkRequestCodec.encode({ id, indices, bitfield: false, ...(spread ? { spread: true } : {}) })))
+  const decoder = new FrameDecoder(2 * MiB)
+  const timer = setTimeout(() => { stream.abort(new Error('no answer to every chunk asked within 10 s')) }, 10_000)
+  try {
+    for await (const data of stream) {
+      for (const f of decoder.push(data)) {
+        const [headerLength, prefix] = decodeVarint(f) as [number, number]
+        const { index, status } = ChunkHeaderCodec.decode(f.subarray(prefix, prefix + headerLength))
+        answers.push({ index, status, ...(status === ChunkStatus.SPREAD ? { via: new TextDecoder().decode(f.subarray(prefix + headerLength)) } : {}) })
+      }
+      if (answers.length === indices.length) break
+    }
+  } finally {
+    clearTimeout(timer)
+    await stream.close().catch(() => {})
+  }
+  return answers
+}
+
+test('super-seeding: the maker of an object sends a chunk a second receiver asks for to it only when that one asks again; first it names the receiver it went to', async () => {
+  const seed = await createMesh({})
+  register(seed)
+  const join = { bootstrap: seed.libp2p.getMultiaddrs().map(String) }
+  const [a, b, old] = [await createMesh(join), await createMesh(join), await createMesh(join)]
+  try {
+    // Made on the seed: its copy is one it did not pull.
+    using x = a.fn<Make>('make').options({ peer: seed.peerId }).remote(4 * MiB, 5)
+    await a.wait([x], { timeoutMs: 20_000 })
+    const { OK, SPREAD } = ChunkStatus
+    assert.deepEqual(await askChunks(a, seed.peerId, x.id, [0, 1], true), [{ index: 0, status: OK }, { index: 1, status: OK }])
+    // Chunks that went to a are got from a; the one that never left is sent.
+    assert.deepEqual(await askChunks(b, seed.peerId, x.id, [0, 1, 2], true), [{ index: 0, status: SPREAD, via: a.peerId }, { index: 1, status: SPREAD, via: a.peerId }, { index: 2, status: OK }])
+    // Asked again (it did not reach b from a): sent.
+    assert.deepEqual(await askChunks(b, seed.peerId, x.id, [0], true), [{ index: 0, status: OK }])
+    // A puller that did not say it takes SPREAD (a version-1.0 peer, or a star's) is always sent the chunk.
+    assert.deepEqual(await askChunks(old, seed.peerId, x.id, [0, 1, 2], false), [{ index: 0, status: OK }, { index: 1, status: OK }, { index: 2, status: OK }])
+    assert.equal(seed.stats().transfer.chunksSpread, 2)
+  } finally {
+    for (const m of [old, b, a, seed]) await m.stop()
   }
 })

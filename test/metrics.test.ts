@@ -50,6 +50,7 @@ function expected (stats: MeshStats): Record<string, number> {
     refmesh_transfer_chunks_fetched_total: stats.transfer.chunksFetched,
     refmesh_transfer_bad_chunks_total: stats.transfer.badChunks,
     refmesh_transfer_duplicate_chunks_total: stats.transfer.duplicateChunks,
+    refmesh_transfer_chunks_spread_total: stats.transfer.chunksSpread,
     refmesh_transfer_objects_pulled_total: stats.transfer.objectsPulled,
     refmesh_calls_executed_total: stats.calls.executed,
     refmesh_calls_running: stats.calls.running,

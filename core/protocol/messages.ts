@@ -12,7 +12,7 @@ export const ObjectStatus = {
 } as const
 export type ObjectStatusCode = typeof ObjectStatus[keyof typeof ObjectStatus]
 
-export const ChunkStatus = { OK: 0, NOT_FOUND: 1, NOT_YET: 2, BITFIELD: 3, REFUSED: 4 } as const
+export const ChunkStatus = { OK: 0, NOT_FOUND: 1, NOT_YET: 2, BITFIELD: 3, REFUSED: 4, SPREAD: 5 } as const
 
 export interface PeerAddrs { peer: string, addrs: string[] }
 /** A Ref on the wire; size and locations are placement hints, possibly stale. */
@@ -68,7 +68,7 @@ export interface Envelope {
   nameReply?: NameReply
 }
 
-export interface ChunkRequest { id: Uint8Array, indices: number[], bitfield: boolean, watch?: boolean }
+export interface ChunkRequest { id: Uint8Array, indices: number[], bitfield: boolean, watch?: boolean, spread?: boolean }
 export interface ChunkHeader { id: Uint8Array, index: number, status: number }
 
 export const ErrorInfoCodec = message<ErrorInfo>('ErrorInfo', [
@@ -243,7 +243,8 @@ export const ChunkRequestCodec = message<ChunkRequest>('ChunkRequest', [
   { no: 1, name: 'id', type: 'bytes' },
   { no: 2, name: 'indices', type: 'uint32', repeated: true },
   { no: 3, name: 'bitfield', type: 'bool' },
-  { no: 4, name: 'watch', type: 'bool' }
+  { no: 4, name: 'watch', type: 'bool' },
+  { no: 5, name: 'spread', type: 'bool' }
 ])
 
 export const ChunkHeaderCodec = message<ChunkHeader>('ChunkHeader', [

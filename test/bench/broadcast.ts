@@ -21,6 +21,9 @@
  * Ends with one `bench-result {json}` line (ratios `vs_limit`, `vs_star`,
  * `vs_webtorrent`, `vs_limit_uplink`, `vs_star_uplink`). Needs root (ip netns, tc).
  * `--link-bound-only`: the link-bound and uneven runs alone (about 2 minutes).
+ * `--only uplink` / `--only uneven`: that one refmesh run alone, no star (under a
+ * minute), printing its time against its limit, the holder's upload and the tree;
+ * `--only loopback`: refmesh's loopback run alone (no WebTorrent), its time and CPU per GiB.
  */
 import { execFile } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -82,21 +85,23 @@ async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (m
 }
 
 /** Makes a fresh object on the holder and times its broadcast to `receivers`. */
-interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number }
+interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number, holderSpread: number, doneMs: number[] }
 
 async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number, size = SIZE): Promise<Timed> {
   const inBefore = new Map<string, Record<string, number>>()
   for (const r of receivers) inBefore.set(r.peer, Object.fromEntries(Object.entries((await mesh.peerStats(r.peer)).trafficByPeer).map(([p, t]) => [p, t.chunkIn])))
   using x = mesh.fn<(n: number, s: number) => Uint8Array>('make').options({ peer: holder.peer }).remote(size, seed)
   await mesh.wait([x], { timeoutMs: 60_000 })
-  const before = (await mesh.peerStats(holder.peer)).traffic.chunkOut
+  const holderBefore = await mesh.peerStats(holder.peer)
+  const before = holderBefore.traffic.chunkOut
   // CPU of the holder and the receivers (all threads), and the machine's idle share, over the broadcast.
   const pids = [holder, ...receivers].map(p => p.child.pid as number)
   const cpuBefore = receivers.map(r => cpuMs(r.child.pid as number))
   const allCpuBefore = pids.reduce((n, pid) => n + processCpuS(pid), 0)
   const machineBefore = machineCpu()
   const started = performance.now()
-  const { failed } = await mesh.broadcast(x, { peers: receivers.map(r => r.peer), timeoutMs: 300_000 })
+  const doneMs: number[] = []
+  const { failed } = await mesh.broadcast(x, { peers: receivers.map(r => r.peer), timeoutMs: 300_000, onProgress: () => { doneMs.push(Math.round(performance.now() - started)) } })
   const ms = performance.now() - started
   const idle = idleShare(machineBefore, machineCpu())
   const cpuS = pids.reduce((n, pid) => n + processCpuS(pid), 0) - allCpuBefore
@@ -107,7 +112,10 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
     const state = (p: PeerProcess): string => `${p === holder ? 'holder' : p.peer} ${p.child.exitCode !== null || p.child.signalCode !== null ? `exited (${p.child.exitCode ?? p.child.signalCode})` : 'running'}: ${p.stderr().slice(-400)}`
     throw new Error(`broadcast failed on ${failed.map(f => `${f.peer}: ${f.error.message}`).join('; ')}\n${[holder, ...receivers].map(state).join('\n')}`)
   }
-  const holderUpload = (await mesh.peerStats(holder.peer)).traffic.chunkOut - before
+  const holderAfter = await mesh.peerStats(holder.peer)
+  const holderUpload = holderAfter.traffic.chunkOut - before
+  // Chunk asks the holder answered with where the chunk went (super-seeding).
+  const holderSpread = (holderAfter.transfer.chunksSpread ?? 0) - (holderBefore.transfer.chunksSpread ?? 0)
   // Who fed whom: the MiB each receiver got from each peer during this broadcast.
   const name = (p: string): string => p === holder.peer ? 'holder' : `r${receivers.findIndex(r => r.peer === p) + 1}`
   const tree: string[] = []
@@ -119,7 +127,7 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
       .sort((a, b) => b[1] - a[1])
     tree.push(`${name(r.peer)} <- ${got.map(([p, n]) => `${name(p)} ${(n / MiB).toFixed(0)} MiB`).join(', ')}`)
   }
-  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle }
+  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle, holderSpread, doneMs }
 }
 
 /** The link-bound runs: refmesh and (with a star) the star, one object of UPLINK_SIZE to every receiver. */
@@ -149,6 +157,7 @@ if (driverAt >= 0) {
   const hostList = JSON.parse(process.argv[driverAt + 1]) as HostList
   const mode = process.argv[driverAt + 2]
   if (mode === 'uplink' || mode === 'uneven') await uplinkDriver(hostList, mode === 'uplink')
+  else if (mode === 'uplink-only') await uplinkDriver(hostList, false)
   else await driver(hostList)
   process.exit(0)
 }
@@ -179,6 +188,25 @@ async function orFailed<T> (run: () => Promise<T>): Promise<T | undefined> {
     console.error(`a link-bound run failed: ${(err as Error).message.slice(0, 4000)}`)
     return undefined
   }
+}
+const onlyAt = process.argv.indexOf('--only')
+if (onlyAt >= 0 && process.argv[onlyAt + 1] === 'loopback') {
+  const run = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers.slice(0, LOOPBACK_RECEIVERS), 5))
+  console.log(JSON.stringify({ only: 'loopback', ms: run.ms, cpu_s_per_gib: run.cpuS / (LOOPBACK_RECEIVERS * SIZE / GiB), holder_upload_copies: run.holderUpload / SIZE, holder_spread_answers: run.holderSpread, receivers_done_ms: run.doneMs, idle: run.idle, tree: run.tree, load_average: loadavg() }, null, 1))
+  process.exit(0)
+}
+if (onlyAt >= 0) {
+  // One link-bound refmesh run, for iterating on the tree: no star, no other regime.
+  const which = process.argv[onlyAt + 1]
+  if (which !== 'uplink' && which !== 'uneven') throw new Error('--only takes uplink, uneven or loopback')
+  const rates = which === 'uplink' ? { rateMbit: UPLINK_MBIT } : { rateMbit: UPLINK_MBIT, rates: [UPLINK_MBIT, UPLINK_MBIT, ...Array.from({ length: RECEIVERS }, (_, k) => UNEVEN_MBIT[k % UNEVEN_MBIT.length])] }
+  const { swarm } = await inHosts<{ swarm: Timed }>(rates, 'uplink-only')
+  const sum = (rates.rates ?? []).slice(2).reduce((a, b) => a + b, 0)
+  const limitMs = which === 'uplink'
+    ? UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6) * 1000
+    : Math.max(UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6), RECEIVERS * UPLINK_SIZE * 8 / ((UPLINK_MBIT + sum) * 1e6)) * 1000
+  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, receivers_done_ms: swarm.doneMs, idle: swarm.idle, tree: swarm.tree, load_average: loadavg() }, null, 1))
+  process.exit(0)
 }
 const uplink = await orFailed(async () => await inHosts<{ swarm: Timed, star: Timed }>({ rateMbit: UPLINK_MBIT }, 'uplink'))
 const unevenRates = [UPLINK_MBIT, UPLINK_MBIT, ...Array.from({ length: RECEIVERS }, (_, k) => UNEVEN_MBIT[k % UNEVEN_MBIT.length])]
