@@ -155,8 +155,6 @@ export class Membership {
     }
   }
 
-  /** when tick() last ran, and whether it passed its verdicts over */
-
   /** Advances the failure detector; call about once a heartbeat. */
   tick (now = Date.now()): void {
     const beat = this.init.heartbeatMs
