@@ -61,6 +61,10 @@ test('one maker, six receivers: every receiver ends with the object, and the mak
     // is spread over all of them, not over its two children only, who would then relay most of it.
     const fromMaker = await Promise.all(receivers.map(async r => (await t.stats(r.peer)).trafficByPeer[owner.peer]?.chunkIn ?? 0))
     assert.ok(fromMaker.every(n => n > 0), `MiB each receiver got from the maker: ${fromMaker.map(n => (n / MiB).toFixed(1)).join(', ')}`)
+    // Second copies come only from the endgame, which asks a second holder for the last 2 chunks
+    // at most: begun as soon as every chunk was asked, it took 3-4 MiB of 16 twice at 20 Mbit/s.
+    const twice = await Promise.all(receivers.map(async r => (await t.stats(r.peer)).transfer.duplicateChunks))
+    assert.ok(twice.every(n => n <= 2), `chunks each receiver got twice: ${twice.join(', ')}`)
     await assertHeldEverywhere(t, x, receivers.map(r => r.peer), size, 3)
     x.release()
     await waitForEmptyStores(t)
