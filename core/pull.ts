@@ -30,6 +30,13 @@ const DIRECT_REDIAL_MS = 5_000
 /** a peer id in a SPREAD answer is at most this long (base58 of an identity or SHA-256 multihash) */
 const MAX_PEER_ID_CHARS = 128
 const textDecoder = new TextDecoder()
+/**
+ * the endgame (the chunks in flight asked of a second source too) starts when this few are
+ * left: with 1 MiB chunks and three in flight per source it began with most of an object
+ * still on its way, and behind 20 Mbit/s uplinks a quarter of what receivers relayed to each
+ * other was second copies
+ */
+const ENDGAME_CHUNKS = 2
 
 /** What one pull needs of the peer (a part of TransferInit). */
 export interface PullInit {
@@ -318,7 +325,7 @@ export class Pull {
       this.requested.set(index, new Set([source]))
       source.inFlight.add(index)
     }
-    if (open.length === 0 && this.requested.size > 0) this.endgame(live, batches)
+    if (open.length === 0 && this.requested.size > 0 && this.requested.size <= ENDGAME_CHUNKS) this.endgame(live, batches)
     for (const [source, indices] of batches) void this.send(source, indices, false)
   }
 

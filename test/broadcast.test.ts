@@ -57,6 +57,14 @@ test('one maker, six receivers: every receiver ends with the object, and the mak
     assert.ok(uploaded <= 1.25 * size, `the maker uploaded ${(uploaded / size).toFixed(2)} copies`)
     const servedByReceivers = await Promise.all(receivers.map(async r => await chunkOut(t, r.peer)))
     assert.ok(servedByReceivers.filter(n => n > 0).length >= 3, 'receivers served each other')
+    // Every receiver is pointed at the maker (beside its parents in the tree), so its one copy
+    // is spread over all of them, not over its two children only, who would then relay most of it.
+    const fromMaker = await Promise.all(receivers.map(async r => (await t.stats(r.peer)).trafficByPeer[owner.peer]?.chunkIn ?? 0))
+    assert.ok(fromMaker.every(n => n > 0), `MiB each receiver got from the maker: ${fromMaker.map(n => (n / MiB).toFixed(1)).join(', ')}`)
+    // Second copies come only from the endgame, which asks a second holder for the last 2 chunks
+    // at most: begun as soon as every chunk was asked, it took 3-4 MiB of 16 twice at 20 Mbit/s.
+    const twice = await Promise.all(receivers.map(async r => (await t.stats(r.peer)).transfer.duplicateChunks))
+    assert.ok(twice.every(n => n <= 2), `chunks each receiver got twice: ${twice.join(', ')}`)
     await assertHeldEverywhere(t, x, receivers.map(r => r.peer), size, 3)
     x.release()
     await waitForEmptyStores(t)
