@@ -126,12 +126,15 @@ export class Calls {
       while (reply?.result === undefined && (reply?.results ?? []).length === 0) {
         // Flow control: a caller keeps at most a few calls queued per slot on each executor
         // of a slot-bound function, and holds the rest until one finishes.
+        // One view of the candidates for the check and the placement (no await between them).
+        let candidates: CandidateView[]
         for (let woken = false; ; woken = true) {
-          const eligible = this.candidates(call.fn, call.options.peer).filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
+          candidates = this.candidates(call.fn, call.options.peer)
+          const eligible = candidates.filter(c => !exclude.has(c.peer) && (call.options.peer === undefined || c.peer === call.options.peer))
           if (eligible.length === 0 || eligible.some(c => this.init.scheduler.hasRoom(c))) break
           await this.init.scheduler.nextFinish(signal, woken)
         }
-        executor = this.init.scheduler.place({ fn: call.fn, candidates: this.candidates(call.fn, call.options.peer), args: argInfo, exclude, options: call.options })
+        executor = this.init.scheduler.place({ fn: call.fn, candidates, args: argInfo, exclude, options: call.options })
         const request: CallRequest = {
           resultId: call.result.id,
           fn: call.fn,

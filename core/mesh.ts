@@ -51,7 +51,7 @@ import { Replicas } from './replicas.ts'
 import { checkReturns } from './returns.ts'
 import { Scheduler } from './scheduler.ts'
 import { Serve } from './serve.ts'
-import { withTimeout } from './signals.ts'
+import { shareSignal, withTimeout } from './signals.ts'
 import { ObjectStore } from './store.ts'
 import { Streams } from './streams.ts'
 import { TrafficCounter } from './traffic.ts'
@@ -187,6 +187,8 @@ export class Mesh {
       swarm: init.swarm ?? true
     })
     const stopSignal = this.stopController.signal
+    // Waited on by every call and get: one listener for all of them (signals.ts).
+    shareSignal(stopSignal)
     const ctx: PeerContext = {
       peerId: this.peerId,
       table: this.table,

@@ -28,6 +28,28 @@ export function abortReason (signal: AbortSignal, what: string): Error {
   return new AbortError(`${what} was aborted`)
 }
 
+/**
+ * Waiters of long-lived signals (a mesh's stop signal): one abort listener per
+ * signal calls them all. Adding and removing an AbortSignal listener costs
+ * a few us (Node tracks listeners for the GC), and raceSignal on the stop
+ * signal runs at least once per call; a Set entry costs next to nothing. Only
+ * for signals that live as long as their owner: the one listener stays until
+ * the signal fires, which would keep a timeout or composite signal alive.
+ */
+const sharedWaiters = new WeakMap<AbortSignal, Set<() => void>>()
+
+/** Marks `signal` as long-lived (see sharedWaiters): raceSignal on it keeps a Set entry, not a listener. */
+export function shareSignal (signal: AbortSignal): void {
+  if (signal.aborted || sharedWaiters.has(signal)) return
+  const waiters = new Set<() => void>()
+  sharedWaiters.set(signal, waiters)
+  signal.addEventListener('abort', () => {
+    sharedWaiters.delete(signal)
+    for (const w of waiters) w()
+    waiters.clear()
+  }, { once: true })
+}
+
 /** Resolves with `promise`, or rejects with the typed reason when `signal` fires first. */
 export async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
   if (signal === undefined) return await promise
@@ -35,6 +57,20 @@ export async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | 
     // The loser may still reject; nobody else will handle it.
     promise.catch(() => {})
     throw abortReason(signal, what)
+  }
+  const waiters = sharedWaiters.get(signal)
+  if (waiters !== undefined) {
+    return await new Promise<T>((resolve, reject) => {
+      const onAbort = (): void => { reject(abortReason(signal, what)) }
+      waiters.add(onAbort)
+      promise.then(value => {
+        waiters.delete(onAbort)
+        resolve(value)
+      }, (err: unknown) => {
+        waiters.delete(onAbort)
+        reject(err)
+      })
+    })
   }
   // One promise settled by whichever comes first (not Promise.race over a second one):
   // this runs several times per call.

@@ -1,6 +1,7 @@
 /** Values: binary is stored as it is, structured values are CBOR with typed-array and Ref tags. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { encode as cborEncode } from 'cborg'
 import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from '../core/codec.ts'
 import { EncodeError, MalformedFrameError } from '../core/errors.ts'
 import { Ref, SharedRef } from '../core/ref.ts'
@@ -73,4 +74,18 @@ test('a typed array arriving at an unaligned offset of a Node Buffer decodes (th
   pool.set(bytes, 3)
   const decoded = decodeValue(encoding, pool.subarray(3, 3 + bytes.byteLength), () => { throw new Error('no refs here') })
   assert.deepEqual(decoded, values)
+})
+
+test('arguments without a Ref: an array of byte strings, each the argument\'s own CBOR, at every head length', () => {
+  // Byte strings and arrays whose heads take 1, 2, 3 and 5 bytes (CBOR's shortest form, as cborg writes it).
+  for (const size of [0, 1, 23, 24, 255, 256, 65_535, 65_536, 70_000]) {
+    const bin = new Uint8Array(size).map((_v, i) => i * 7)
+    const args = [bin, 'text', 42, { a: [1, 2] }, Buffer.from('buffer')]
+    const expected = cborEncode(args.map(a => cborEncode(a)))
+    assert.deepEqual(encodeArgs(args).bytes, expected, `arguments with ${size} bytes`)
+    const decoded = decodeArgs(encodeArgs(args).bytes)
+    assert.deepEqual(decodeValue(Encoding.CBOR, (decoded[0] as { value: Uint8Array }).value, noRefs), bin)
+  }
+  const many = Array.from({ length: 30 }, (_v, i) => new Uint8Array(i))
+  assert.deepEqual(encodeArgs(many).bytes, cborEncode(many.map(a => cborEncode(a))))
 })
