@@ -55,7 +55,7 @@ import { shareSignal, withTimeout } from './signals.ts'
 import { ObjectStore } from './store.ts'
 import { Streams } from './streams.ts'
 import { TrafficCounter } from './traffic.ts'
-import { Transfer } from './transfer.ts'
+import { Transfer, transferDefaults } from './transfer.ts'
 import { detour } from './detour.ts'
 import type { BroadcastOptions, CallOptions, GetOptions, MeshInit, MeshStats, PutOptions, RemoteFunction, SuspectRecord, WaitOptions } from './types.ts'
 import { DEFAULTS, parseBytes } from './constants.ts'
@@ -127,9 +127,7 @@ export class Mesh {
       ? undefined
       : new Gossip({ pubsub: init.pubsub, membership: this.membership, heartbeatMs, state: () => this.peerInfo.gossipedState(), maxQuietBeats: DEFAULTS.stateQuietBeats,
         deepQuiet: { afterBeats: DEFAULTS.deepQuietBeats, helloBeats: DEFAULTS.deepQuietHelloBeats },
-        sayAlive: (state, resend) => this.peerInfo.sayAlive(state, resend),
-        reachesView: () => this.peerInfo.reachesView()
-      })
+        sayAlive: (state, resend) => this.peerInfo.sayAlive(state, resend), reachesView: () => this.peerInfo.reachesView() })
     this.table = new OwnershipTable({
       self: this.peerId,
       sendBorrow: async (owner, id, add) => {
@@ -163,8 +161,7 @@ export class Mesh {
       store: this.store,
       traffic: this.traffic,
       chunksInFlightPerSource: init.chunksInFlightPerSource ?? DEFAULTS.chunksInFlightPerSource,
-      attemptsPerChunk: DEFAULTS.attemptsPerChunk,
-      defaultBandwidth: DEFAULTS.bandwidthBytesPerSecond,
+      ...transferDefaults(),
       sha256,
       // Holders behind a relay: through a peer both reach directly (core/detour.ts).
       detour: async (object, holders, signal) => await detour({
@@ -176,12 +173,6 @@ export class Mesh {
         verdict: async (peer, sig) => await this.membership.verdict(peer, DEFAULTS.redialTimeoutMs, sig)
       }, object, holders, signal),
       hooks: init.hooks,
-      bitfieldRefreshMs: DEFAULTS.bitfieldRefreshMs,
-      watchedBitfieldRefreshMs: DEFAULTS.watchedBitfieldRefreshMs,
-      stallMs: DEFAULTS.stallMs,
-      progressEveryMs: DEFAULTS.progressEveryMs,
-      relocateEveryMs: DEFAULTS.relocateEveryMs,
-      spreadWaitMs: DEFAULTS.spreadWaitMs,
       avoidBadSourceMs: init.avoid?.badSourceMs ?? DEFAULTS.avoidBadSourceMs,
       avoidDeniedMs: init.avoid?.deniedMs ?? DEFAULTS.avoidDeniedMs,
       swarm: init.swarm ?? true

@@ -18,6 +18,7 @@ import type { PullInit, PullRequest } from './pull.ts'
 import type { StoredObject } from './store.ts'
 import { objectKey } from './ref.ts'
 import type { PeerQuotas } from './quota.ts'
+import { DEFAULTS } from './constants.ts'
 
 export { CHUNK_PROTOCOL, RelayedOnlyError } from './pull.ts'
 export type { PullRequest } from './pull.ts'
@@ -102,6 +103,12 @@ interface Seeding {
   deferred: Map<number, Set<string>>
   /** entries in `deferred`; past MAX_DEFERRED_PER_CHUNK per chunk on average, every ask is served */
   deferrals: number
+}
+
+/** A transfer's clocks and counts as the mesh runs them: the defaults, in one place (constants.ts). */
+export function transferDefaults (): Pick<TransferInit, 'attemptsPerChunk' | 'defaultBandwidth' | 'bitfieldRefreshMs' | 'watchedBitfieldRefreshMs' | 'stallMs' | 'progressEveryMs' | 'relocateEveryMs' | 'spreadWaitMs'> {
+  const { attemptsPerChunk, bitfieldRefreshMs, watchedBitfieldRefreshMs, stallMs, progressEveryMs, relocateEveryMs, spreadWaitMs } = DEFAULTS
+  return { attemptsPerChunk, defaultBandwidth: DEFAULTS.bandwidthBytesPerSecond, bitfieldRefreshMs, watchedBitfieldRefreshMs, stallMs, progressEveryMs, relocateEveryMs, spreadWaitMs }
 }
 
 export class Transfer {

@@ -73,7 +73,7 @@ function tree (swarm: boolean): Broadcast {
   return new Broadcast({ ctx, swarm, objects: { whenReady: async () => {}, fetchValue: async () => ({ release: () => {} }) } })
 }
 
-test('broadcast tree: each holder feeds at most ownerFanout receivers; later ones pull from receivers; done frees room', () => {
+test('broadcast tree: each holder feeds at most ownerFanout receivers as a parent; later ones pull from receivers, and from the seed too; done frees room', () => {
   assert.equal(DEFAULTS.ownerFanout, 2)
   assert.equal(DEFAULTS.parentsPerReceiver, 2)
   const t = tree(true)
@@ -87,9 +87,10 @@ test('broadcast tree: each holder feeds at most ownerFanout receivers; later one
   // Unmeasured rates count alike: the holder with fewer children first (core/tree.ts).
   assert.deepEqual(parentsOf('r2'), ['r1', 'owner'])
   assert.equal(t.isReceiving('k', 'r1'), true)
-  // The owner feeds two now; r3 is pointed at receivers with room, not at the owner.
-  assert.deepEqual(parentsOf('r3'), ['r2', 'r1'])
-  assert.deepEqual(t.feedOrRedirect('k', 'r3', [...holders]), ['r2', 'r1'], 'a receiver keeps its parents')
+  // The owner feeds two now; r3's parents are receivers with room, and the owner (the seed,
+  // which super-seeds) is named after them: each receiver gets some chunks from it to relay.
+  assert.deepEqual(parentsOf('r3'), ['r2', 'r1', 'owner'])
+  assert.deepEqual(t.feedOrRedirect('k', 'r3', [...holders]), ['r2', 'r1', 'owner'], 'a receiver keeps its parents')
   t.doneReceiving('k', 'r1')
   t.doneReceiving('k', 'r2')
   assert.equal(t.isReceiving('k', 'r1'), false)
