@@ -554,7 +554,10 @@ export class Pull {
       // A peer it names that is neither the seed nor this peer, and a peer id at all.
       let valid = via !== source.peer && via !== this.init.libp2p.peerId.toString()
       try { peerIdFromString(via) } catch { valid = false }
-      if (valid) {
+      // Chunks do not cross relays: a peer this one reaches only through one (behind another
+      // NAT) is no help, and taking it as a source could send the whole pull around it through
+      // a detour. The seed is asked again instead (it sends a chunk asked twice).
+      if (valid && this.reachesDirectly(via)) {
         source.waits ??= new Map()
         source.waits.set(index, { until: performance.now() + (this.init.spreadWaitMs ?? 0), via })
         this.meet(via)
