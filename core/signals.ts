@@ -59,30 +59,16 @@ export async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | 
     throw abortReason(signal, what)
   }
   const waiters = sharedWaiters.get(signal)
-  if (waiters !== undefined) {
-    return await new Promise<T>((resolve, reject) => {
-      const onAbort = (): void => { reject(abortReason(signal, what)) }
-      waiters.add(onAbort)
-      promise.then(value => {
-        waiters.delete(onAbort)
-        resolve(value)
-      }, (err: unknown) => {
-        waiters.delete(onAbort)
-        reject(err)
-      })
-    })
-  }
   // One promise settled by whichever comes first (not Promise.race over a second one):
   // this runs several times per call.
   return await new Promise<T>((resolve, reject) => {
     const onAbort = (): void => { reject(abortReason(signal, what)) }
-    signal.addEventListener('abort', onAbort, { once: true })
-    promise.then(value => {
-      signal.removeEventListener('abort', onAbort)
-      resolve(value)
-    }, (err: unknown) => {
-      signal.removeEventListener('abort', onAbort)
-      reject(err)
-    })
+    if (waiters !== undefined) waiters.add(onAbort)
+    else signal.addEventListener('abort', onAbort, { once: true })
+    const done = (): void => {
+      if (waiters !== undefined) waiters.delete(onAbort)
+      else signal.removeEventListener('abort', onAbort)
+    }
+    promise.then(value => { done(); resolve(value) }, (err: unknown) => { done(); reject(err) })
   })
 }
