@@ -184,8 +184,14 @@ export class Peers {
     this.sayHello(peer)
   }
 
-  /** peers whose redial probe this peer is closing: their disconnect is not probed again */
-  private readonly probed = new Set<string>()
+  /**
+   * peers whose redial probe this peer is closing, and since when: their disconnect is not
+   * probed again. A mark counts only for `redialTimeoutMs`: the probe's own disconnect comes
+   * at once, and a mark that outlived it (another connection came up as the probe closed, so
+   * no disconnect came) would swallow the next real one; a peer SIGKILLed then was declared
+   * dead by the heartbeats, 5 s late, instead of by its refused redial.
+   */
+  private readonly probed = new Map<string, number>()
 
   readonly onDisconnect = (evt: CustomEvent<{ toString(): string }>): void => {
     const peer = evt.detail.toString()
@@ -195,7 +201,9 @@ export class Peers {
     this.ctx.channels.dropPeer(peer)
     this.ctx.membership.disconnected(peer)
     // A peer whose process died refuses the redial: dead now, not after the heartbeat bound.
-    if (this.probed.delete(peer)) return
+    const probing = this.probed.get(peer)
+    this.probed.delete(peer)
+    if (probing !== undefined && performance.now() - probing < DEFAULTS.redialTimeoutMs) return
     // The redial is a probe: a connection it opens is closed again (its own disconnect is
     // not probed), so a peer that hung up on this one (a quota) is not dialled back into.
     const dial = async (addrs: Multiaddr[], o: { signal: AbortSignal }): Promise<void> => {
@@ -204,7 +212,7 @@ export class Peers {
       const before = new Set(this.libp2p.getConnections(peerIdFromString(peer)).map(c => c.id))
       const probe = await this.libp2p.dial(addrs, o)
       if (before.has(probe.id) || this.libp2p.getConnections(probe.remotePeer).length > 1) return
-      this.probed.add(peer)
+      this.probed.set(peer, performance.now())
       await probe.close().catch(() => { this.probed.delete(peer) })
       // Another connection came up while the probe closed (the peer's own redial of this one):
       // the probe's close was no disconnect, and a mark left behind would swallow the next real
