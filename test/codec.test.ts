@@ -1,7 +1,7 @@
 /** Values: binary is stored as it is, structured values are CBOR with typed-array and Ref tags. */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { encode as cborEncode } from 'cborg'
+import { decode as cborDecode, encode as cborEncode } from 'cborg'
 import { Encoding, decodeArgs, decodeValue, encodeArgs, encodeValue } from '../core/codec.ts'
 import { EncodeError, MalformedFrameError } from '../core/errors.ts'
 import { Ref, SharedRef } from '../core/ref.ts'
@@ -88,4 +88,22 @@ test('arguments without a Ref: an array of byte strings, each the argument\'s ow
   }
   const many = Array.from({ length: 30 }, (_v, i) => new Uint8Array(i))
   assert.deepEqual(encodeArgs(many).bytes, cborEncode(many.map(a => cborEncode(a))))
+})
+
+test('byte-string arguments decode by hand as cborg decodes them: a copy for the callee, and a cut or padded frame is still malformed', () => {
+  for (const size of [0, 23, 24, 256, 65_536]) {
+    const bin = new Uint8Array(size).map((_v, i) => i * 3)
+    const encoded = encodeArgs([bin, 'text']).bytes
+    const decoded = decodeArgs(encoded)
+    assert.deepEqual(decoded.map(a => (a as { value: Uint8Array }).value), (cborDecode(encoded) as Uint8Array[]), `arguments with ${size} bytes`)
+    const value = decodeValue(Encoding.CBOR, (decoded[0] as { value: Uint8Array }).value, noRefs) as Uint8Array
+    assert.deepEqual(value, bin)
+    // The callee owns what it gets: its own buffer, not a window on the frame.
+    assert.equal(value.buffer.byteLength, value.byteLength)
+    assert.equal(decodeValue(Encoding.CBOR, (decoded[1] as { value: Uint8Array }).value, noRefs), 'text')
+    assert.throws(() => decodeArgs(encoded.subarray(0, encoded.byteLength - 1)), MalformedFrameError)
+    assert.throws(() => decodeArgs(Uint8Array.from([...encoded, 0])), MalformedFrameError)
+    const inner = cborEncode(bin)
+    assert.throws(() => decodeValue(Encoding.CBOR, inner.subarray(0, inner.byteLength - 1), noRefs), MalformedFrameError)
+  }
 })
