@@ -109,7 +109,8 @@ export class Calls {
     let executor = ''
     try {
       const pendingAtSubmit = call.args.some(a => a instanceof Ref && this.ctx.table.get(a.key)?.owned?.state === 'pending')
-      const argInfo = await this.resolveArguments(call, signal)
+      // Without arguments still being computed, the call is written before this function first awaits.
+      const argInfo = this.readyArguments(call) ?? await this.resolveArguments(call, signal)
       const argBytes = argInfo.reduce((n, a) => n + a.size, 0)
       // Arguments still being computed at submit time had no location hints yet: encode them again now.
       if (pendingAtSubmit) {
@@ -230,6 +231,19 @@ export class Calls {
       call.pinned = []
       call.temporaries = []
     }
+  }
+
+  /** resolveArguments when none of the owned arguments is still pending or failed (no wait); undefined otherwise. */
+  private readyArguments (call: CallState): ArgInfo[] | undefined {
+    const info: ArgInfo[] = []
+    for (const arg of call.args) {
+      if (!(arg instanceof Ref)) continue
+      const state = this.ctx.table.get(arg.key)?.owned?.state
+      if (state === 'pending' || state === 'failed') return undefined
+      const hints = this.ctx.table.hints(arg.key)
+      if (hints !== undefined) info.push(hints)
+    }
+    return info
   }
 
   /** Waits for the owned objects among the dereferenced arguments; returns where each argument is and its size. */

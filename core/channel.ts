@@ -18,6 +18,11 @@ import type { TrafficCounter } from './traffic.ts'
 
 const log = logger('refmesh:channel')
 
+/** Runs `fn` once this turn of the event loop is over: setImmediate in Node, a timer in a browser (it has no setImmediate). */
+const afterThisTurn: (fn: () => void) => void = typeof globalThis.setImmediate === 'function'
+  ? fn => { globalThis.setImmediate(fn) }
+  : fn => { setTimeout(fn, 0) }
+
 /**
  * Version 1.1 added multiple return values (CallRequest.result_ids, CallReply.results),
  * 1.2 a sender's state in its hello (Hello.state): optional fields an older peer skips,
@@ -54,6 +59,10 @@ interface Pending {
 export class ControlChannels {
   private readonly init: ControlChannelsInit
   private readonly outbound = new Map<string, Promise<Stream>>()
+  /** outbound streams once open: a request to one is written at once, without a turn of the event loop's promise queue */
+  private readonly opened = new Map<string, Stream>()
+  /** streams that sent a frame on their own this turn of the event loop (see write) */
+  private readonly sentThisTurn = new Set<Stream>()
   private readonly pending = new Map<number, Pending>()
   private readonly batches = new Map<Stream, Uint8ArrayList>()
   private nextId = 1
@@ -81,6 +90,7 @@ export class ControlChannels {
     const streams = await Promise.allSettled(this.outbound.values())
     for (const s of streams) if (s.status === 'fulfilled') s.value.abort(new PeerDiedError('mesh stopped'))
     this.outbound.clear()
+    this.opened.clear()
     await this.init.libp2p.unhandle(CONTROL_PROTOCOLS).catch(() => {})
   }
 
@@ -88,7 +98,7 @@ export class ControlChannels {
   async request (peer: string, body: EnvelopeBody, options: { signal?: AbortSignal } = {}): Promise<Envelope> {
     const id = this.nextId++
     if (this.nextId > 0xfffffff0) this.nextId = 1
-    const stream = await raceSignal(this.streamTo(peer, options.signal), options.signal, `request to ${peer}`)
+    const stream = this.openStream(peer, options.signal) ?? await raceSignal(this.streamTo(peer, options.signal), options.signal, `request to ${peer}`)
     const reply = new Promise<Envelope>((resolve, reject) => {
       this.pending.set(id, { peer, stream, resolve, reject })
     })
@@ -104,13 +114,14 @@ export class ControlChannels {
 
   /** Sends a message that expects no reply. Messages to one peer arrive in the order they were sent. */
   async send (peer: string, body: EnvelopeBody, options: { signal?: AbortSignal } = {}): Promise<void> {
-    const stream = await raceSignal(this.streamTo(peer, options.signal), options.signal, `message to ${peer}`)
+    const stream = this.openStream(peer, options.signal) ?? await raceSignal(this.streamTo(peer, options.signal), options.signal, `message to ${peer}`)
     this.write(peer, stream, { ...body, id: 0, reply: false })
   }
 
   /** Forgets the stream to `peer` (its connection closed) and fails what waits on it. */
   dropPeer (peer: string): void {
     this.outbound.delete(peer)
+    this.opened.delete(peer)
     for (const [id, p] of this.pending) {
       if (p.peer === peer) {
         this.pending.delete(id)
@@ -119,10 +130,20 @@ export class ControlChannels {
     }
   }
 
+  /** The open outbound stream to `peer`, if there is one and `signal` has not fired (else the caller takes the slow path, which says why). */
+  private openStream (peer: string, signal?: AbortSignal): Stream | undefined {
+    const stream = this.opened.get(peer)
+    if (stream === undefined || signal?.aborted === true || this.stopped) return undefined
+    if (stream.writeStatus === 'writable' && this.outbound.has(peer)) return stream
+    this.opened.delete(peer)
+    return undefined
+  }
+
   private streamTo (peer: string, signal?: AbortSignal): Promise<Stream> {
     if (this.stopped) return Promise.reject(new PeerDiedError('mesh stopped'))
     let stream = this.outbound.get(peer)
     if (stream === undefined) {
+      this.opened.delete(peer)
       stream = this.open(peer, signal)
       this.outbound.set(peer, stream)
       stream.catch(() => {
@@ -138,6 +159,7 @@ export class ControlChannels {
       await this.init.admit?.(peer, signal)
       const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), CONTROL_PROTOCOLS, { signal })
       this.readLoop(peer, stream)
+      if (!this.stopped) this.opened.set(peer, stream)
       return stream
     } catch (err) {
       throw new PeerDiedError(`cannot reach ${peer}: ${(err as Error).message}`)
@@ -145,24 +167,35 @@ export class ControlChannels {
   }
 
   /**
-   * Queues a frame; frames written in the same tick leave as one write, so many
-   * calls in flight cost one encryption and one syscall per batch, not per call.
+   * Sends a frame. The first frame a stream sends in a turn of the event loop
+   * leaves at once (a lone call or reply waits for nothing); frames after it in
+   * the same turn are queued and leave together at the next microtask
+   * checkpoint, so many calls in flight cost one encryption and one syscall per
+   * batch, not per call.
    */
   private write (peer: string, stream: Stream, env: Envelope): void {
     const out = frame(EnvelopeCodec.encode(env))
     this.init.traffic.add(peer, 'controlOut', out.byteLength)
     let batch = this.batches.get(stream)
+    if (batch === undefined && !this.sentThisTurn.has(stream)) {
+      if (this.sentThisTurn.size === 0) afterThisTurn(this.newTurn)
+      this.sentThisTurn.add(stream)
+      // The control stream has no write limit; large payloads never travel on it.
+      if (stream.writeStatus === 'writable') stream.send(out)
+      return
+    }
     if (batch === undefined) {
       batch = new Uint8ArrayList()
       this.batches.set(stream, batch)
       queueMicrotask(() => {
         this.batches.delete(stream)
-        // The control stream has no write limit; large payloads never travel on it.
         if (stream.writeStatus === 'writable') stream.send((batch as Uint8ArrayList).subarray())
       })
     }
     batch.append(out)
   }
+
+  private readonly newTurn = (): void => { this.sentThisTurn.clear() }
 
   /**
    * Reads frames as the stream's 'message' events arrive, not with `for await`:
@@ -195,6 +228,7 @@ export class ControlChannels {
       stream.removeEventListener('close', end)
       stream.removeEventListener('remoteCloseWrite', end)
       // If this was our outbound stream to the peer, the next request opens a new one.
+      if (this.opened.get(peer) === stream) this.opened.delete(peer)
       const outbound = this.outbound.get(peer)
       outbound?.then(s => { if (s === stream && this.outbound.get(peer) === outbound) this.outbound.delete(peer) }, () => {})
       for (const [id, p] of this.pending) {
