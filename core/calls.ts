@@ -334,7 +334,7 @@ export class Calls {
     switch (info.status) {
       case ObjectStatus.INLINE: {
         if (this.ctx.table.get(key) !== undefined) {
-          await this.ctx.store.reserve(info.inline.byteLength, `the result ${key}`, this.ctx.stopSignal)
+          if (!this.ctx.store.tryReserve(info.inline.byteLength)) await this.ctx.store.reserve(info.inline.byteLength, `the result ${key}`, this.ctx.stopSignal)
           if (this.ctx.table.get(key) !== undefined) this.ctx.store.putComplete(key, resultId, this.ctx.peerId, { size: info.inline.byteLength, chunkSize: this.ctx.chunkSize, hashes: [], encoding: info.encoding }, info.inline, true)
           else this.ctx.store.unreserve(info.inline.byteLength)
         }

@@ -75,9 +75,14 @@ export class Executor {
   }
 
   /** Runs `waiting` (a get or a wait); the running call it belongs to, if any, lends its share meanwhile. */
-  async blocked <T>(waiting: () => Promise<T>): Promise<T> {
+  blocked <T>(waiting: () => Promise<T>): Promise<T> {
     const share = this.context.current()
-    if (share === undefined) return await waiting()
+    // Outside a call (a driver's get): no wrapper, no extra promise on every get.
+    if (share === undefined) return waiting()
+    return this.lending(share, waiting)
+  }
+
+  private async lending <T>(share: CallShare, waiting: () => Promise<T>): Promise<T> {
     const takeBack = share.lend()
     try {
       return await waiting()

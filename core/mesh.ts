@@ -326,9 +326,9 @@ export class Mesh {
   }
 
   /** The value of a Ref: waits until it is computed, pulls it here if it lives elsewhere. */
-  async get<T> (ref: Ref<T>, options: GetOptions = {}): Promise<T> {
+  get<T> (ref: Ref<T>, options: GetOptions = {}): Promise<T> {
     // A running call blocked here lends its share of this peer (core/executor.ts).
-    return await this.executor.blocked(async () => await this.objects.get(ref, options))
+    return this.executor.blocked(() => this.objects.get(ref, options))
   }
 
   /** Waits until `count` of `refs` are ready (computed or failed) and returns that many (fewer on a timeout), the rest pending. Never throws for a failed Ref. */

@@ -157,6 +157,9 @@ export class Objects {
     // A durable put's Ref is readable once its owner holds the object (or fails as the put did).
     const registered = ctx.table.get(ref.key)?.registered
     if (registered !== undefined) await raceSignal(registered, signal, 'get')
+    // Our own call's result: wait for its reply here, and read it from this store (fetchValue's first look), not through describeOwned.
+    const owned = ctx.table.get(ref.key)?.owned
+    if (owned?.state === 'pending') await raceSignal(owned.ready, signal, 'get')
     const { encoding, bytes, release } = await this.fetchValue({ id: ref.id, owner: ref.owner }, signal)
     const pending: Array<Promise<void>> = []
     let value: unknown
@@ -230,7 +233,7 @@ export class Objects {
     const { ctx } = this
     const key = objectKey(desc.id)
     const what = `object ${key}`
-    const local = await ctx.store.read(key, what, signal)
+    const local = ctx.store.readInMemory(key) ?? await ctx.store.read(key, what, signal)
     if (local !== undefined) return { encoding: (ctx.store.get(key) as StoredObject).manifest.encoding, ...local }
     // Holders can die while we pull; the owner then points at others, or computes the
     // object again (lineage), or says it is lost. Under sustained churn that can go on

@@ -51,17 +51,18 @@ export function shareSignal (signal: AbortSignal): void {
 }
 
 /** Resolves with `promise`, or rejects with the typed reason when `signal` fires first. */
-export async function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
-  if (signal === undefined) return await promise
+export function raceSignal<T> (promise: Promise<T>, signal: AbortSignal | undefined, what: string): Promise<T> {
+  // Not an async function: that would wrap every race, several per call, in one more promise.
+  if (signal === undefined) return promise
   if (signal.aborted) {
     // The loser may still reject; nobody else will handle it.
     promise.catch(() => {})
-    throw abortReason(signal, what)
+    return Promise.reject(abortReason(signal, what))
   }
   const waiters = sharedWaiters.get(signal)
   // One promise settled by whichever comes first (not Promise.race over a second one):
   // this runs several times per call.
-  return await new Promise<T>((resolve, reject) => {
+  return new Promise<T>((resolve, reject) => {
     const onAbort = (): void => { reject(abortReason(signal, what)) }
     if (waiters !== undefined) waiters.add(onAbort)
     else signal.addEventListener('abort', onAbort, { once: true })

@@ -180,6 +180,13 @@ export class ObjectStore {
    * served in order. OutOfMemoryError when `bytes` exceeds the capacity, or
    * after `memoryWaitMs` without room; the signal's reason when it aborts.
    */
+  /** reserve() when the room is there now (nobody waits before us): true and taken, else false and nothing taken. */
+  tryReserve (bytes: number): boolean {
+    if (this.waiters.length > 0 || this.used + bytes > this.capacity) return false
+    this.take(bytes)
+    return true
+  }
+
   async reserve (bytes: number, what: string, signal?: AbortSignal): Promise<void> {
     if (bytes > this.capacity) throw new OutOfMemoryError(`${what} needs ${bytes} bytes of memory; the store's capacity is ${this.capacity}`)
     if (this.waiters.length === 0 && this.used + bytes <= this.capacity) {
@@ -321,6 +328,12 @@ export class ObjectStore {
    * An object larger than memory is read into a buffer of the caller's own,
    * outside the store. Undefined when the object is not (or no longer) here.
    */
+  /** read() of an object complete in memory, without a wait; undefined otherwise (read() then says more). */
+  readInMemory (key: string): { bytes: Uint8Array, release: () => void } | undefined {
+    const obj = this.get(key)
+    return obj?.data !== undefined && this.isComplete(obj) ? { bytes: obj.data, release: this.pin(obj) } : undefined
+  }
+
   async read (key: string, what: string, signal?: AbortSignal): Promise<{ bytes: Uint8Array, release: () => void } | undefined> {
     for (;;) {
       const obj = this.get(key)
