@@ -98,6 +98,16 @@ export class MemoryAdmission {
         this.waiters = this.waiters.filter(w => w !== wake)
       }
     }
+    return this.admit(fn, argBytes)
+  }
+
+  /** start() when the call may start now, without a wait (and a turn of the promise queue); undefined otherwise. */
+  startNow (fn: string, argBytes: number): Admitted | undefined {
+    return this.check(fn, argBytes) === 'start' ? this.admit(fn, argBytes) : undefined
+  }
+
+  /** Counts a call of `fn` as started; see start(). */
+  private admit (fn: string, argBytes: number): Admitted {
     const mean = this.meanResult.get(fn)
     // Arguments count until the call ends: they stay pinned while it runs.
     const expected = (mean ?? 0) + argBytes

@@ -99,11 +99,13 @@ export class Serve {
         log('handing back %s from %s: %d argument bytes missing, %d admitted', req.fn, from, missing, this.init.executor.admitted)
         return { spillback: { ...this.init.spillbackState(), seq: 0 } }
       }
-      admitted = this.init.executor.usesSlots(req.fn)
+      // Functions on this peer's own thread take no slot: no wait for one, and no turn of the promise queue either.
+      const slotBound = this.init.executor.usesSlots(req.fn)
+      admitted = slotBound
       if (admitted) this.init.executor.admitted++
       const signal = withTimeout(this.ctx.stopSignal, req.timeoutMs, `arguments of ${req.fn}`)
       // Room for what the call will make, before its arguments come in and it starts making it.
-      resultStored = await this.init.admission.start(req.fn, incoming, signal)
+      resultStored = this.init.admission.startNow(req.fn, incoming) ?? await this.init.admission.start(req.fn, incoming, signal)
       const pending: Array<Promise<void>> = []
       const makeRef = (desc: RefDesc): Ref => {
         const ref = this.ctx.table.refFromDesc(desc, pending)
@@ -112,22 +114,24 @@ export class Serve {
       }
       // With prefetch, arguments are fetched (in order, a slot's worth ahead)
       // while earlier calls hold the slots; without, only once a slot is ours.
-      if (!this.init.prefetch) release = await this.init.executor.acquire(req.fn, signal)
-      else releaseFetch = await this.init.executor.acquireFetch(req.fn, signal)
-      const args = await Promise.all(decoded.map(async arg => {
-        if ('value' in arg) return decodeValue(Encoding.CBOR, arg.value, makeRef)
-        const local = this.init.objects.holds(arg.deref)
-        const { encoding, bytes, release } = await this.init.objects.fetchValue(arg.deref, signal).catch((err: Error) => {
-          // Lost (its holders died), not failed: its owner can compute it again, so the caller may retry.
-          throw err.name === 'ObjectLostError' ? new ArgumentLostError(`an argument of ${req.fn} was lost: ${err.message}`, { cause: err }) : err
-        })
-        // The argument stays in memory while the call runs.
-        unpin.push(release)
-        this.argBytes[local ? 'localBytes' : 'fetchedBytes'] += bytes.byteLength
-        return decodeValue(encoding, bytes, makeRef)
-      }))
+      if (slotBound && !this.init.prefetch) release = await this.init.executor.acquire(req.fn, signal)
+      else if (slotBound) releaseFetch = await this.init.executor.acquireFetch(req.fn, signal)
+      const args = decoded.every(arg => 'value' in arg)
+        ? decoded.map(arg => decodeValue(Encoding.CBOR, (arg as { value: Uint8Array }).value, makeRef))
+        : await Promise.all(decoded.map(async arg => {
+          if ('value' in arg) return decodeValue(Encoding.CBOR, arg.value, makeRef)
+          const local = this.init.objects.holds(arg.deref)
+          const { encoding, bytes, release } = await this.init.objects.fetchValue(arg.deref, signal).catch((err: Error) => {
+            // Lost (its holders died), not failed: its owner can compute it again, so the caller may retry.
+            throw err.name === 'ObjectLostError' ? new ArgumentLostError(`an argument of ${req.fn} was lost: ${err.message}`, { cause: err }) : err
+          })
+          // The argument stays in memory while the call runs.
+          unpin.push(release)
+          this.argBytes[local ? 'localBytes' : 'fetchedBytes'] += bytes.byteLength
+          return decodeValue(encoding, bytes, makeRef)
+        }))
       if (pending.length > 0) await raceSignal(Promise.all(pending), signal, `arguments of ${req.fn}`)
-      if (this.init.prefetch) {
+      if (this.init.prefetch && slotBound) {
         release = await this.init.executor.acquire(req.fn, signal)
         releaseFetch()
       }
