@@ -95,6 +95,21 @@ function isDefault (v: unknown): boolean {
 
 export function message<T> (name: string, fields: readonly FieldSpec[]): MessageCodec<T> {
   const byNo = new Map<number, FieldSpec>(fields.map(f => [f.no, f]))
+  // A decoded message starts as a copy of this (its immutable defaults), plus a fresh
+  // array per repeated field: cheaper than asking defaultOf field by field, per message.
+  const template: Record<string, unknown> = {}
+  for (const f of fields) if (f.repeated !== true) template[f.name] = defaultOf(f)
+  const repeatedNames = fields.filter(f => f.repeated === true).map(f => f.name)
+  const writeOne = (f: FieldSpec, item: unknown, w: Writer): void => {
+    w.uint32((f.no << 3) | wireTypeOf(f.type))
+    if (typeof f.type === 'string') {
+      writeScalar(w, f.type, item)
+    } else {
+      w.fork()
+      f.type.write(item, w)
+      w.ldelim()
+    }
+  }
 
   const codec: MessageCodec<T> = {
     name,
@@ -103,25 +118,17 @@ export function message<T> (name: string, fields: readonly FieldSpec[]): Message
       const obj = value as Record<string, unknown>
       for (const f of fields) {
         const v = obj[f.name]
-        const values = f.repeated === true ? (v as unknown[] | undefined) ?? [] : [v]
-        for (const item of values) {
-          if (f.repeated !== true && isDefault(item) && typeof f.type === 'string') continue
-          if (item === undefined || item === null) continue
-          w.uint32((f.no << 3) | wireTypeOf(f.type))
-          if (typeof f.type === 'string') {
-            writeScalar(w, f.type, item)
-          } else {
-            w.fork()
-            f.type.write(item, w)
-            w.ldelim()
-          }
+        if (f.repeated === true) {
+          for (const item of (v as unknown[] | undefined) ?? []) if (item !== undefined && item !== null) writeOne(f, item, w)
+        } else if (v !== undefined && v !== null && !(typeof f.type === 'string' && isDefault(v))) {
+          writeOne(f, v, w)
         }
       }
     },
     read (r: Reader, end: number, depth: number): T {
       if (depth > MAX_DEPTH) throw new MalformedFrameError(`${name}: nesting deeper than ${MAX_DEPTH}`)
-      const out: Record<string, unknown> = {}
-      for (const f of fields) out[f.name] = defaultOf(f)
+      const out: Record<string, unknown> = { ...template }
+      for (const name of repeatedNames) out[name] = []
       while (r.pos < end) {
         const tag = r.uint32()
         const no = tag >>> 3
