@@ -114,15 +114,16 @@ export async function runPageMapReduce (mesh: Mesh, options: PageRunOptions = {}
     seed: options.seed ?? PAGE_MAPREDUCE_DEFAULTS.seed
   }
   const before = mesh.stats().placed
-  let atReduce: Record<string, number> | undefined
+  let afterMaps: Record<string, number> | undefined
   const driver = options.spread === true ? inTurn(mesh) : mesh
   const result = await runMapReduce(driver, {
     ...o,
     timeoutMs: options.timeoutMs,
     signal: options.signal,
     onProgress: (stage, done, total) => {
-      // Every map is placed before the first reduce is.
-      if (stage === 'reduce' && done === 0) atReduce ??= mesh.stats().placed
+      // Every map is placed (and done) once the last one is; the reduces are not placed
+      // yet (they may be placed as soon as they are submitted, before the reduce stage reports).
+      if (stage === 'map' && done === total) afterMaps ??= mesh.stats().placed
       options.onProgress?.(stage, done, total)
     }
   })
@@ -133,5 +134,5 @@ export async function runPageMapReduce (mesh: Mesh, options: PageRunOptions = {}
     result.totalWords === expected.totalWords &&
     result.distinctWords === expected.distinctWords &&
     result.digest === expected.digest
-  return { ...result, options: o, expected, matches, checkMs, mapsPlaced: minus(atReduce ?? before, before) }
+  return { ...result, options: o, expected, matches, checkMs, mapsPlaced: minus(afterMaps ?? before, before) }
 }
