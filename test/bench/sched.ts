@@ -12,7 +12,7 @@
  *  - throughput: no-op calls per second from one caller to four peers
  *  - idle_cpu: CPU seconds per second an idle five-peer mesh spends (this process's
  *    mesh and four spawned peers, every thread, from /proc), / cores
- * Ends with one `bench-result {json}` line. `--idle-only` measures idle_cpu alone
+ * Ends with one `bench-result {json}` line. `--balance-only` measures balance alone; `--idle-only` measures idle_cpu alone
  * (IDLE_WINDOW_S sets its window, 10 s by default; IDLE_SETTLE_S the wait before it, 5 s).
  */
 import { execFile } from 'node:child_process'
@@ -24,7 +24,7 @@ import type { Mesh, Ref } from '../../node/index.ts'
 import { spawnPeer, spawnPeers, stopAll, waitForFullMesh } from '../../node/local-cluster.ts'
 import type { PeerProcess, SpawnPeerOptions } from '../../node/local-cluster.ts'
 import { spin } from '../fixtures/worker-functions.ts'
-import { threadCpuDelta, threadCpuS } from './proc-cpu.ts'
+import { idleShare, machineCpu, threadCpuDelta, threadCpuS } from './proc-cpu.ts'
 import type { ThreadCpu } from './proc-cpu.ts'
 import { createHosts, netnsAvailable } from '../netns.ts'
 
@@ -87,7 +87,10 @@ const BALANCE_WARMUP_ROUNDS = 2
  * JIT has optimized it (measured: the first ~15% slower than the third), which
  * is start-up, not balance.
  */
-async function balance (c: Cluster, cores: number): Promise<{ makespanMs: number, idealMs: number, roundsMs: number[] }> {
+/** Where a balance round's CPU went, in ms: the driver (every thread), the peers by thread name, and the machine's idle time over both cores. */
+interface RoundCpu { driverMs: number, peersMs: Record<string, number>, idleMs: number }
+
+async function balance (c: Cluster, cores: number): Promise<{ makespanMs: number, idealMs: number, roundsMs: number[], cpu: RoundCpu }> {
   // Uneven lengths: a few long calls among many short ones.
   const unitsPerMs = calibrate()
   const lengthsMs = Array.from({ length: 400 }, (_, i) => (i % 10 === 0 ? 40 : 2 + (i * 7919) % 9))
@@ -100,20 +103,35 @@ async function balance (c: Cluster, cores: number): Promise<{ makespanMs: number
     return performance.now() - started
   }))
   const spinFn = c.mesh.fn<(n: number) => number>('spin')
-  const round = async (): Promise<number> => {
+  const peerPids = c.peers.map(p => p.child.pid ?? 0)
+  const read = (pids: number[]): Map<number, ThreadCpu[]> => new Map(pids.map(pid => [pid, threadCpuS(pid)]))
+  const sum = (byName: Record<string, number>): number => Object.values(byName).reduce((a, b) => a + b, 0)
+  const round = async (): Promise<{ ms: number, cpu: RoundCpu }> => {
+    const driverBefore = read([process.pid])
+    const peersBefore = read(peerPids)
+    const machineBefore = machineCpu()
     const started = performance.now()
     const refs = units.map(n => spinFn.remote(n))
     const { ready } = await c.mesh.wait(refs, { timeoutMs: 300_000 })
     const makespanMs = performance.now() - started
+    const machineAfter = machineCpu()
+    const cpu: RoundCpu = {
+      driverMs: sum(threadCpuDelta(driverBefore, read([process.pid]))) * 1000,
+      peersMs: Object.fromEntries(Object.entries(threadCpuDelta(peersBefore, read(peerPids))).map(([name, cpuS]) => [name, Math.round(cpuS * 1000)])),
+      idleMs: Math.round(idleShare(machineBefore, machineAfter) * makespanMs * cores)
+    }
     if (ready.length !== refs.length) throw new Error('balance: calls did not finish')
     for (const r of refs) r.release()
-    return makespanMs
+    return { ms: makespanMs, cpu }
   }
   for (let i = 0; i < BALANCE_WARMUP_ROUNDS; i++) await round()
-  const roundsMs: number[] = []
-  for (let i = 0; i < BALANCE_ROUNDS; i++) roundsMs.push(await round())
-  const makespanMs = [...roundsMs].sort((a, b) => a - b)[Math.floor(BALANCE_ROUNDS / 2)]
-  return { makespanMs, idealMs: totalMs / cores, roundsMs }
+  const rounds: Array<{ ms: number, cpu: RoundCpu }> = []
+  const monoStart = process.hrtime.bigint() / 1000n
+  for (let i = 0; i < BALANCE_ROUNDS; i++) rounds.push(await round())
+  // The timed rounds on the monotonic clock V8's profiles use: profile them with NODE_OPTIONS=--cpu-prof.
+  process.stderr.write(`balance rounds window (monotonic us): ${monoStart} ${process.hrtime.bigint() / 1000n}\n`)
+  const median = [...rounds].sort((a, b) => a.ms - b.ms)[Math.floor(BALANCE_ROUNDS / 2)]
+  return { makespanMs: median.ms, idealMs: totalMs / cores, roundsMs: rounds.map(r => r.ms), cpu: median.cpu }
 }
 
 /** spin() rounds per millisecond of one core, measured here. */
@@ -320,10 +338,16 @@ if (process.argv.includes('--idle-only')) {
   console.log(`bench-result ${JSON.stringify({ name: 'sched', figures: { idle_cpu_ms_per_s: idle.perProcessMsPerS, idle_cpu_threads_ms_per_s: idle.perThreadMsPerS, idle_gossip_published_per_s: idle.gossipPublishedPerS, idle_gossip_received_per_s: idle.gossipReceivedPerS, cores, loadavg_1m: loadavg()[0] }, ratios: { idle_cpu: idle.ratio } })}`)
   process.exit(0)
 }
+if (process.argv.includes('--balance-only')) {
+  const b = await withCluster(4, { workers: 1 }, async (c) => await balance(c, cores))
+  console.log(`balance: ${(b.makespanMs / b.idealMs).toPrecision(3)} (makespan ${Math.round(b.makespanMs)} ms, rounds ${b.roundsMs.map(Math.round).join(', ')}; ideal ${Math.round(b.idealMs)} ms); the median round's CPU (ms): driver ${Math.round(b.cpu.driverMs)}, peers ${JSON.stringify(b.cpu.peersMs)}, machine idle ${b.cpu.idleMs}; load ${loadavg()[0].toFixed(2)}`)
+  console.log(`bench-result ${JSON.stringify({ name: 'sched', figures: { balance_makespan_ms: b.makespanMs, balance_ideal_ms: b.idealMs, balance_rounds_ms: b.roundsMs, balance_cpu: b.cpu, cores }, ratios: { balance: b.makespanMs / b.idealMs } })}`)
+  process.exit(0)
+}
 const idle = await idleCpu(cores)
 const figures = await withCluster(4, { workers: 1 }, async (c) => ({
   ...await locality(c).then(l => ({ locality_scheduler_bytes: l.scheduler, locality_random_bytes: l.random })),
-  ...await balance(c, cores).then(b => ({ balance_makespan_ms: b.makespanMs, balance_ideal_ms: b.idealMs, balance_rounds_ms: b.roundsMs.map(Math.round) })),
+  ...await balance(c, cores).then(b => ({ balance_makespan_ms: b.makespanMs, balance_ideal_ms: b.idealMs, balance_rounds_ms: b.roundsMs.map(Math.round), balance_cpu: b.cpu })),
   throughput_calls_per_s: await throughput(c),
   throughput_one_peer_calls_per_s: await throughput(c, c.peers[0].peer)
 }))
@@ -339,7 +363,8 @@ const fmt = (n: number): string => n >= 100 ? Math.round(n).toLocaleString('en-U
 console.log('| measure | refmesh | baseline | ratio | target |')
 console.log('|---|---|---|---|---|')
 console.log(`| locality: bytes moved, 24 calls over 4 MiB objects on 4 peers | ${fmt(all.locality_scheduler_bytes)} | ${fmt(all.locality_random_bytes)} (random placement) | ${ratios.locality_bytes.toPrecision(3)} | <= 0.1 |`)
-console.log(`| balance: makespan of 400 uneven CPU-bound calls, 4 peers, ${cores} cores (ms; median of ${all.balance_rounds_ms.join(', ')}) | ${fmt(all.balance_makespan_ms)} | ${fmt(all.balance_ideal_ms)} (ideal: the calls one after another here / ${cores}) | ${ratios.balance.toPrecision(3)} | <= 1.3 |`)
+console.log(`| balance: makespan of 400 uneven CPU-bound calls, 4 peers, ${cores} cores (ms; median of ${all.balance_rounds_ms.join(', ')}) | ${fmt(all.balance_makespan_ms)} | ${fmt(all.balance_ideal_ms)} (ideal: the calls one after another here / ${cores}) | ${ratios.balance.toPrecision(3)} | <= 1.2 |`)
+console.log(`| balance, the median round's CPU (ms): driver ${Math.round(all.balance_cpu.driverMs)}, peers by thread ${JSON.stringify(all.balance_cpu.peersMs)}, machine idle ${all.balance_cpu.idleMs} (of ${Math.round(all.balance_makespan_ms * cores)}; the calls' own work ${Math.round(all.balance_ideal_ms * cores)}) | | | | |`)
 console.log(`| pipelining: 12 calls, 8 MiB arguments on another peer, ${all.pipelining_link} links (ms; the median of ${PIPELINING_PAIRS} on/off pairs, speedups ${all.pipelining_speedups.map(x => x.toFixed(2)).join(', ')}) | ${fmt(all.prefetch_on_ms)} (prefetch on) | ${fmt(all.prefetch_off_ms)} (off) | ${ratios.prefetch_speedup.toPrecision(3)} (speedup) | >= 1.5 |`)
 console.log(`| throughput: no-op calls/s, one caller to 4 peers, 64 in flight | ${fmt(all.throughput_calls_per_s)} | see bench:chain for gRPC | | |`)
 console.log(`| same, every call to one of the 4 peers (as bench:chain) | ${fmt(all.throughput_one_peer_calls_per_s)} | | | |`)
