@@ -90,10 +90,21 @@ const BALANCE_WARMUP_ROUNDS = 2
 /** Where a balance round's CPU went, in ms: the driver (every thread), the peers by thread name, and the machine's idle time over both cores. */
 interface RoundCpu { driverMs: number, peersMs: Record<string, number>, idleMs: number }
 
+const BALANCE_CALLS = 400
+
+/** CPU microseconds per call of a balance round: the caller, the executors' main threads, and their workers beyond the calls' own work. */
+function balanceUsPerCall (cpu: RoundCpu, workMs: number): { caller: number, executorMain: number, workerOverhead: number } {
+  return {
+    caller: Math.round(cpu.driverMs * 1000 / BALANCE_CALLS),
+    executorMain: Math.round((cpu.peersMs.MainThread ?? 0) * 1000 / BALANCE_CALLS),
+    workerOverhead: Math.round(((cpu.peersMs['refmesh-worker'] ?? 0) - workMs) * 1000 / BALANCE_CALLS)
+  }
+}
+
 async function balance (c: Cluster, cores: number): Promise<{ makespanMs: number, idealMs: number, roundsMs: number[], cpu: RoundCpu }> {
   // Uneven lengths: a few long calls among many short ones.
   const unitsPerMs = calibrate()
-  const lengthsMs = Array.from({ length: 400 }, (_, i) => (i % 10 === 0 ? 40 : 2 + (i * 7919) % 9))
+  const lengthsMs = Array.from({ length: BALANCE_CALLS }, (_, i) => (i % 10 === 0 ? 40 : 2 + (i * 7919) % 9))
   const units = lengthsMs.map(ms => Math.round(ms * unitsPerMs))
   // The total CPU work, measured: the same calls run one after another on this thread
   // (the fastest of two runs), not the lengths asked for, which a rough calibration misses.
@@ -340,14 +351,14 @@ if (process.argv.includes('--idle-only')) {
 }
 if (process.argv.includes('--balance-only')) {
   const b = await withCluster(4, { workers: 1 }, async (c) => await balance(c, cores))
-  console.log(`balance: ${(b.makespanMs / b.idealMs).toPrecision(3)} (makespan ${Math.round(b.makespanMs)} ms, rounds ${b.roundsMs.map(Math.round).join(', ')}; ideal ${Math.round(b.idealMs)} ms); the median round's CPU (ms): driver ${Math.round(b.cpu.driverMs)}, peers ${JSON.stringify(b.cpu.peersMs)}, machine idle ${b.cpu.idleMs}; load ${loadavg()[0].toFixed(2)}`)
-  console.log(`bench-result ${JSON.stringify({ name: 'sched', figures: { balance_makespan_ms: b.makespanMs, balance_ideal_ms: b.idealMs, balance_rounds_ms: b.roundsMs, balance_cpu: b.cpu, cores }, ratios: { balance: b.makespanMs / b.idealMs } })}`)
+  console.log(`balance: ${(b.makespanMs / b.idealMs).toPrecision(3)} (makespan ${Math.round(b.makespanMs)} ms, rounds ${b.roundsMs.map(Math.round).join(', ')}; ideal ${Math.round(b.idealMs)} ms); the median round's CPU (ms): driver ${Math.round(b.cpu.driverMs)}, peers ${JSON.stringify(b.cpu.peersMs)}, machine idle ${b.cpu.idleMs}; CPU us per call ${JSON.stringify(balanceUsPerCall(b.cpu, b.idealMs * cores))}; load ${loadavg()[0].toFixed(2)}`)
+  console.log(`bench-result ${JSON.stringify({ name: 'sched', figures: { balance_makespan_ms: b.makespanMs, balance_ideal_ms: b.idealMs, balance_rounds_ms: b.roundsMs, balance_cpu: b.cpu, balance_cpu_us_per_call: balanceUsPerCall(b.cpu, b.idealMs * cores), cores }, ratios: { balance: b.makespanMs / b.idealMs } })}`)
   process.exit(0)
 }
 const idle = await idleCpu(cores)
 const figures = await withCluster(4, { workers: 1 }, async (c) => ({
   ...await locality(c).then(l => ({ locality_scheduler_bytes: l.scheduler, locality_random_bytes: l.random })),
-  ...await balance(c, cores).then(b => ({ balance_makespan_ms: b.makespanMs, balance_ideal_ms: b.idealMs, balance_rounds_ms: b.roundsMs.map(Math.round), balance_cpu: b.cpu })),
+  ...await balance(c, cores).then(b => ({ balance_makespan_ms: b.makespanMs, balance_ideal_ms: b.idealMs, balance_rounds_ms: b.roundsMs.map(Math.round), balance_cpu: b.cpu, balance_cpu_us_per_call: balanceUsPerCall(b.cpu, b.idealMs * cores) })),
   throughput_calls_per_s: await throughput(c),
   throughput_one_peer_calls_per_s: await throughput(c, c.peers[0].peer)
 }))
@@ -364,7 +375,7 @@ console.log('| measure | refmesh | baseline | ratio | target |')
 console.log('|---|---|---|---|---|')
 console.log(`| locality: bytes moved, 24 calls over 4 MiB objects on 4 peers | ${fmt(all.locality_scheduler_bytes)} | ${fmt(all.locality_random_bytes)} (random placement) | ${ratios.locality_bytes.toPrecision(3)} | <= 0.1 |`)
 console.log(`| balance: makespan of 400 uneven CPU-bound calls, 4 peers, ${cores} cores (ms; median of ${all.balance_rounds_ms.join(', ')}) | ${fmt(all.balance_makespan_ms)} | ${fmt(all.balance_ideal_ms)} (ideal: the calls one after another here / ${cores}) | ${ratios.balance.toPrecision(3)} | <= 1.2 |`)
-console.log(`| balance, the median round's CPU (ms): driver ${Math.round(all.balance_cpu.driverMs)}, peers by thread ${JSON.stringify(all.balance_cpu.peersMs)}, machine idle ${all.balance_cpu.idleMs} (of ${Math.round(all.balance_makespan_ms * cores)}; the calls' own work ${Math.round(all.balance_ideal_ms * cores)}) | | | | |`)
+console.log(`| balance, the median round's CPU (ms): driver ${Math.round(all.balance_cpu.driverMs)}, peers by thread ${JSON.stringify(all.balance_cpu.peersMs)}, machine idle ${all.balance_cpu.idleMs} (of ${Math.round(all.balance_makespan_ms * cores)}; the calls' own work ${Math.round(all.balance_ideal_ms * cores)}); CPU us per call: ${JSON.stringify(all.balance_cpu_us_per_call)} | | | | |`)
 console.log(`| pipelining: 12 calls, 8 MiB arguments on another peer, ${all.pipelining_link} links (ms; the median of ${PIPELINING_PAIRS} on/off pairs, speedups ${all.pipelining_speedups.map(x => x.toFixed(2)).join(', ')}) | ${fmt(all.prefetch_on_ms)} (prefetch on) | ${fmt(all.prefetch_off_ms)} (off) | ${ratios.prefetch_speedup.toPrecision(3)} (speedup) | >= 1.5 |`)
 console.log(`| throughput: no-op calls/s, one caller to 4 peers, 64 in flight | ${fmt(all.throughput_calls_per_s)} | see bench:chain for gRPC | | |`)
 console.log(`| same, every call to one of the 4 peers (as bench:chain) | ${fmt(all.throughput_one_peer_calls_per_s)} | | | |`)
