@@ -95,21 +95,33 @@ export class ControlChannels {
   }
 
   /** Sends a request and waits for its reply. Rejects with the remote's typed error, PeerDiedError, or the signal's reason. */
-  async request (peer: string, body: EnvelopeBody, options: { signal?: AbortSignal } = {}): Promise<Envelope> {
+  request (peer: string, body: EnvelopeBody, options: { signal?: AbortSignal } = {}): Promise<Envelope> {
+    // Not an async function, on an open stream: each await between a reply's arrival and
+    // its caller is a turn of the promise queue on every call's path.
+    const stream = this.openStream(peer, options.signal)
+    return stream === undefined ? this.requestOnNewStream(peer, body, options) : this.requestOn(peer, stream, body, options.signal)
+  }
+
+  private async requestOnNewStream (peer: string, body: EnvelopeBody, options: { signal?: AbortSignal }): Promise<Envelope> {
+    const stream = await raceSignal(this.streamTo(peer, options.signal), options.signal, `request to ${peer}`)
+    return await this.requestOn(peer, stream, body, options.signal)
+  }
+
+  private requestOn (peer: string, stream: Stream, body: EnvelopeBody, signal: AbortSignal | undefined): Promise<Envelope> {
     const id = this.nextId++
     if (this.nextId > 0xfffffff0) this.nextId = 1
-    const stream = this.openStream(peer, options.signal) ?? await raceSignal(this.streamTo(peer, options.signal), options.signal, `request to ${peer}`)
+    // Settled by dispatch() (which takes it out of pending), or failed with the stream.
     const reply = new Promise<Envelope>((resolve, reject) => {
       this.pending.set(id, { peer, stream, resolve, reject })
     })
     try {
       this.write(peer, stream, { ...body, id, reply: false })
-      const env = await raceSignal(reply, options.signal, `request to ${peer}`)
-      if (env.error !== undefined) throw infoToError(env.error)
-      return env
-    } finally {
+    } catch (err) {
       this.pending.delete(id)
+      return Promise.reject(err)
     }
+    if (signal === undefined) return reply
+    return raceSignal(reply, signal, `request to ${peer}`).finally(() => { this.pending.delete(id) })
   }
 
   /** Sends a message that expects no reply. Messages to one peer arrive in the order they were sent. */
@@ -249,7 +261,11 @@ export class ControlChannels {
 
   private dispatch (peer: string, stream: Stream, env: Envelope): void {
     if (env.reply) {
-      this.pending.get(env.id)?.resolve(env)
+      const pending = this.pending.get(env.id)
+      if (pending === undefined) return
+      this.pending.delete(env.id)
+      if (env.error !== undefined) pending.reject(infoToError(env.error))
+      else pending.resolve(env)
       return
     }
     const reply = (body: EnvelopeBody): void => {
