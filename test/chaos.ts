@@ -43,6 +43,13 @@ export interface ChaosOptions {
    * machine that takes tens of seconds, so kills come that much further apart).
    */
   keepAlive?: number
+  /**
+   * The first kill comes once this many maps are done instead of after `everyMs`: a job
+   * that got faster than the clock would otherwise finish before any kill (the short run
+   * took 1.9 s against a first kill at 2 s), and a kill in the map phase is the one that
+   * makes lineage work.
+   */
+  firstKillAfterMaps?: number
   /** progress lines */
   log?: (line: string) => void
 }
@@ -75,6 +82,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     const started = performance.now()
     const kills: ChaosResult['kills'] = []
     let wake: () => void = () => {}
+    let mapsReached: () => void = () => {}
+    const firstKill = options.firstKillAfterMaps === undefined ? undefined : new Promise<void>(resolve => { mapsReached = resolve })
     let joined: () => void = () => {}
     const bootstrap = mesh.libp2p.getMultiaddrs().map(String).filter(a => a.includes('/tcp/') && !a.includes('/ws'))
     const replace = async (): Promise<void> => {
@@ -96,7 +105,8 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     }
     chaos = (async () => {
       for (let k = 0; k < options.kills && !stopChaos; k++) {
-        await new Promise<void>(resolve => { wake = resolve; setTimeout(resolve, options.everyMs) })
+        if (k === 0 && firstKill !== undefined) await new Promise<void>(resolve => { wake = resolve; void firstKill.then(resolve) })
+        else await new Promise<void>(resolve => { wake = resolve; setTimeout(resolve, options.everyMs) })
         while (options.keepAlive !== undefined && peers.length <= options.keepAlive && !stopChaos) await new Promise<void>(resolve => { wake = resolve; joined = resolve })
         if (stopChaos) return
         const victim = peers[Math.floor(Math.random() * peers.length)]
@@ -111,7 +121,11 @@ export async function runChaos (options: ChaosOptions): Promise<ChaosResult> {
     })()
     let result: MapReduceResult
     try {
-      result = await runMapReduce(mesh, { ...options.job, timeoutMs: 120_000 })
+      result = await runMapReduce(mesh, {
+        ...options.job,
+        timeoutMs: 120_000,
+        onProgress: (stage, done) => { if (stage === 'map' && done >= (options.firstKillAfterMaps ?? Infinity)) mapsReached() }
+      })
     } finally {
       stopChaos = true
       wake()
