@@ -456,7 +456,9 @@ test('a client written from the spec alone joins a private mesh, calls, pulls, s
     assert.deepEqual(result.locations, [peer.peer])
     assert.deepEqual(result.contained ?? [], [], 'no Refs inside: no result_ack needed')
     const pulled = await client.pull(peer.peer, resultId, result.manifest)
-    assert.equal(pulled.chunks, 4)
+    // The maker cuts 4 MiB in chunks of 256 KiB (PROTOCOL.md: 1 MiB halved while under 64 chunks).
+    assert.equal(result.manifest.chunkSize, 256 * 1024)
+    assert.equal(pulled.chunks, 16)
     assert.ok(pulled.bytes.equals(Buffer.from(pattern(4 * 1024 * 1024, 7))), 'the pulled bytes are the value')
 
     // A Ref of our own, passed to be dereferenced: the peer locates it here and pulls it from us.
