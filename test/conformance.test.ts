@@ -273,7 +273,7 @@ class Client {
     return framed(varint(header.length), header, body ?? Buffer.alloc(0))
   }
 
-  /** Puller side: every chunk of a STORED object from one holder, 3 in flight, each checked against its hash. */
+  /** Puller side: every chunk of a STORED object from one holder, 3 in flight (PROTOCOL.md: a puller MAY ask more), each checked against its hash. */
   async pull (holder: string, id: Uint8Array, manifest: { size: number, chunkSize: number, hashes: Uint8Array[] }): Promise<{ bytes: Buffer, chunks: number }> {
     const count = manifest.hashes.length
     assert.equal(count, Math.ceil(manifest.size / manifest.chunkSize))
