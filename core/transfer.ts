@@ -442,8 +442,8 @@ export class Transfer {
  * Whether a super-seed answers `peer`'s ask for chunk `index` with SPREAD, and naming
  * whom: only for a chunk another receiver got, and once per peer and chunk (asked
  * again, after the puller's wait, the chunk has not reached it from there: it is sent).
- * Also in a broadcast's last seconds, when every chunk has left: the last ones are
- * still queued on the seed's uplink then, and a second copy would only delay them.
+ * Also in a broadcast's last seconds, when every chunk has left: a second copy from the
+ * seed then did not shorten the broadcast (its uplink had 1.2-1.4 copies to carry instead).
  */
 function spreadTo (seeding: Seeding, index: number, peer: string): string | undefined {
   const to = seeding.sentTo[index]
