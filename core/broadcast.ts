@@ -17,6 +17,9 @@ import { withTimeout } from './signals.ts'
 import { UploadRates, chooseParents } from './tree.ts'
 import type { BroadcastOptions } from './types.ts'
 
+/** receivers of an object named to a receiver beyond its parents (a random few: each watches the bitfields of all it is named) */
+const EXTRA_RECEIVERS_NAMED = 8
+
 export interface BroadcastInit {
   ctx: PeerContext
   /** receivers pull from each other too (default); false: only from the holders that had it first */
@@ -141,7 +144,20 @@ export class Broadcast {
     // to its two children, those two got every chunk first and relayed 30-37 MiB of the 112
     // (16 MiB to 8 receivers at 20 Mbit/s) while others relayed 2-4, and the broadcast took
     // 2.8 times S/B.
-    return [...chosen, ...seeds.filter(p => !chosen.includes(p))]
+    // And a few more receivers, at random: a receiver pulls only from peers it was named
+    // (or that ask it, or a seed names), so with its two parents alone the receivers fell
+    // into groups of three or four that fed each other; a receiver outside a busy group stood
+    // idle while that group's queues held 1-3 s of asks (8 receivers behind 20 Mbit/s uplinks:
+    // a quarter of the receivers' upload unused while the seed was still sending).
+    const named = [...chosen, ...seeds.filter(p => !chosen.includes(p))]
+    const others = partial.filter(p => !named.includes(p))
+    for (let i = others.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1))
+      const swap = others[i]
+      others[i] = others[j]
+      others[j] = swap
+    }
+    return [...named, ...others.slice(0, EXTRA_RECEIVERS_NAMED)]
   }
 
   /** Owner side: a receiver has all of an object (or is gone): its parents have room again. */

@@ -84,6 +84,13 @@ const UNPUNCHABLE_MS = 60_000
 const MAX_SEEDED_OBJECTS = 256
 /** keys of objects this peer pulled, remembered to leave their copies out of super-seeding */
 const MAX_PULLED_KEYS = 4096
+/** the longest a seed's turn to send a chunk lasts, waiting for it to leave (see flushed()) */
+const SEED_TURN_MAX_MS = 1_000
+/**
+ * chunks a seed sends at once (see serve()): one at a time left its uplink a quarter idle on a
+ * loaded machine (the next chunk's bytes were late to reach the socket); two keep it busy
+ */
+const SEED_SENDS_AT_ONCE = 2
 /** SPREAD answers one seeded object gives per chunk (on average) before it serves every ask: bounds its memory */
 const MAX_DEFERRED_PER_CHUNK = 64
 
@@ -103,6 +110,12 @@ interface Seeding {
   deferred: Map<number, Set<string>>
   /** entries in `deferred`; past MAX_DEFERRED_PER_CHUNK per chunk on average, every ask is served */
   deferrals: number
+}
+
+/** A few chunks at a time: `busy` sends under way, `queue` the sends waiting for their turn, first come first. */
+interface Turns {
+  busy: number
+  queue: Array<() => void>
 }
 
 /** A transfer's clocks and counts as the mesh runs them: the defaults, in one place (constants.ts). */
@@ -129,6 +142,8 @@ export class Transfer {
   private flushScheduled = false
   /** super-seeding state of objects this peer serves from a copy it did not pull */
   private readonly seeding = new Map<string, Seeding>()
+  /** this peer's uplink as a seed: its chunks go out a few at a time (see serve()) */
+  private readonly seedTurns: Turns = { busy: 0, queue: [] }
   /** objects this peer pulled (its copies of them are not seeds) */
   private readonly pulledHere = new Set<string>()
 
@@ -255,11 +270,19 @@ export class Transfer {
             }
             continue
           }
+          let endTurn: (() => void) | undefined
           try {
             for (const index of req.indices) {
               const withheld = hooks?.withholdChunks?.(key) === true
               // Super-seeding: a chunk that went to another receiver is got there, while others never left.
               const seeding = withheld ? undefined : this.seedingOf(key)
+              // A seed sends a chunk or two at a time (first asked, first served), so each arrives
+              // whole at its receiver early and is relayed from there at once. Sent all at once
+              // (16 chunks of 1 MiB to 8 receivers over a 20 Mbit/s uplink), each crawled in over
+              // its own TCP flow, the first arrived after 1.5 s and most after 4-6 s, and the
+              // receivers' uplinks stood idle until then. The turn is taken before SPREAD is
+              // decided: a chunk sent while the ask waited is got from where it went.
+              if (req.spread === true && seeding !== undefined) endTurn = await takeTurn(this.seedTurns)
               const elsewhere = req.spread === true && seeding !== undefined ? spreadTo(seeding, index, peer) : undefined
               if (elsewhere !== undefined) {
                 const header = ChunkHeaderCodec.encode({ id: req.id, index, status: ChunkStatus.SPREAD })
@@ -267,6 +290,8 @@ export class Transfer {
                 traffic.add(peer, 'chunkOut', out.byteLength)
                 this.stats.chunksSpread++
                 if (!stream.send(out)) await stream.onDrain()
+                endTurn?.()
+                endTurn = undefined
                 continue
               }
               let chunk = withheld
@@ -291,8 +316,14 @@ export class Transfer {
                 if (seeding !== undefined) sent(seeding, index, peer)
               }
               if (!stream.send(out)) await stream.onDrain()
+              if (endTurn !== undefined) {
+                await flushed(stream)
+                endTurn()
+                endTurn = undefined
+              }
             }
           } finally {
+            endTurn?.()
             quotas?.give(peer, 'chunks', req.indices.length)
           }
         }
@@ -411,8 +442,8 @@ export class Transfer {
  * Whether a super-seed answers `peer`'s ask for chunk `index` with SPREAD, and naming
  * whom: only for a chunk another receiver got, and once per peer and chunk (asked
  * again, after the puller's wait, the chunk has not reached it from there: it is sent).
- * Also in a broadcast's last seconds, when every chunk has left: the last ones are
- * still queued on the seed's uplink then, and a second copy would only delay them.
+ * Also in a broadcast's last seconds, when every chunk has left: a second copy from the
+ * seed then did not shorten the broadcast (its uplink had 1.2-1.4 copies to carry instead).
  */
 function spreadTo (seeding: Seeding, index: number, peer: string): string | undefined {
   const to = seeding.sentTo[index]
@@ -424,6 +455,49 @@ function spreadTo (seeding: Seeding, index: number, peer: string): string | unde
   seeding.deferrals++
   // The most recent receiver of it: the one likeliest still to be pulling.
   return [...to].at(-1)
+}
+
+/** Waits for a turn to send a chunk; returns the call that ends it (passing it on). */
+async function takeTurn (turns: Turns): Promise<() => void> {
+  if (turns.busy >= SEED_SENDS_AT_ONCE) await new Promise<void>(resolve => { turns.queue.push(resolve) })
+  else turns.busy++
+  let ended = false
+  return () => {
+    if (ended) return
+    ended = true
+    const next = turns.queue.shift()
+    if (next !== undefined) next()
+    else turns.busy--
+  }
+}
+
+/**
+ * Resolves once what was sent on `stream` has left its buffers for the connection (and the
+ * connection's own are not backed up), or after SEED_TURN_MAX_MS: a receiver that reads
+ * slowly holds a seed's turn no longer than that. Waits on the stream's events: its
+ * onDrain() stays resolved after the first drain.
+ */
+async function flushed (stream: Stream): Promise<void> {
+  const deadline = performance.now() + SEED_TURN_MAX_MS
+  while (needsDrain(stream) || stream.writeBufferLength > 0) {
+    const left = deadline - performance.now()
+    if (left <= 0 || stream.status !== 'open') return
+    await new Promise<void>(resolve => {
+      const done = (): void => {
+        clearTimeout(timer)
+        for (const e of ['drain', 'idle', 'close'] as const) stream.removeEventListener(e, done)
+        resolve()
+      }
+      const timer = setTimeout(done, left)
+      for (const e of ['drain', 'idle', 'close'] as const) stream.addEventListener(e, done)
+    })
+    // after a drain the stream sends what it queued in a microtask
+    await Promise.resolve()
+  }
+}
+
+function needsDrain (stream: Stream): boolean {
+  return (stream as unknown as { writableNeedsDrain?: boolean }).writableNeedsDrain === true
 }
 
 function sent (seeding: Seeding, index: number, peer: string): void {

@@ -33,6 +33,7 @@ export interface MeshInit {
   }
   /** values whose encoding is at most this many bytes travel inline with replies */
   inlineThresholdBytes?: number
+  /** the largest chunk of objects this peer makes (1 MiB); smaller objects get smaller chunks, down to 256 KiB (core/chunks.ts) */
   chunkSizeBytes?: number
   maxControlFrameBytes?: number
   chunksInFlightPerSource?: number

@@ -273,7 +273,7 @@ class Client {
     return framed(varint(header.length), header, body ?? Buffer.alloc(0))
   }
 
-  /** Puller side: every chunk of a STORED object from one holder, 3 in flight, each checked against its hash. */
+  /** Puller side: every chunk of a STORED object from one holder, 3 in flight (PROTOCOL.md: a puller MAY ask more), each checked against its hash. */
   async pull (holder: string, id: Uint8Array, manifest: { size: number, chunkSize: number, hashes: Uint8Array[] }): Promise<{ bytes: Buffer, chunks: number }> {
     const count = manifest.hashes.length
     assert.equal(count, Math.ceil(manifest.size / manifest.chunkSize))
@@ -456,7 +456,9 @@ test('a client written from the spec alone joins a private mesh, calls, pulls, s
     assert.deepEqual(result.locations, [peer.peer])
     assert.deepEqual(result.contained ?? [], [], 'no Refs inside: no result_ack needed')
     const pulled = await client.pull(peer.peer, resultId, result.manifest)
-    assert.equal(pulled.chunks, 4)
+    // The maker cuts 4 MiB in chunks of 256 KiB (PROTOCOL.md: 1 MiB halved while under 64 chunks).
+    assert.equal(result.manifest.chunkSize, 256 * 1024)
+    assert.equal(pulled.chunks, 16)
     assert.ok(pulled.bytes.equals(Buffer.from(pattern(4 * 1024 * 1024, 7))), 'the pulled bytes are the value')
 
     // A Ref of our own, passed to be dereferenced: the peer locates it here and pulls it from us.

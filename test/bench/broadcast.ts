@@ -205,7 +205,7 @@ if (onlyAt >= 0) {
   const limitMs = which === 'uplink'
     ? UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6) * 1000
     : Math.max(UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6), RECEIVERS * UPLINK_SIZE * 8 / ((UPLINK_MBIT + sum) * 1e6)) * 1000
-  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, receivers_done_ms: swarm.doneMs, idle: swarm.idle, tree: swarm.tree, load_average: loadavg() }, null, 1))
+  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, receivers_done_ms: swarm.doneMs, idle: swarm.idle, own_cpu_s: swarm.cpuS, tree: swarm.tree, load_average: loadavg() }, null, 1))
   process.exit(0)
 }
 const uplink = await orFailed(async () => await inHosts<{ swarm: Timed, star: Timed }>({ rateMbit: UPLINK_MBIT }, 'uplink'))
