@@ -10,6 +10,7 @@ import { createMesh, PeerDiedError } from '../node/index.ts'
 import type { Mesh } from '../node/index.ts'
 import { spawnPeers, stopAll, waitFor, waitForFullMesh } from '../node/local-cluster.ts'
 import { CHUNK_PROTOCOL } from '../core/transfer.ts'
+import { DEFAULT_CHUNK_SIZE, chunkSizeFor } from '../core/chunks.ts'
 import { CONTROL_PROTOCOL } from '../core/channel.ts'
 import { encodeArgs } from '../core/codec.ts'
 import { ChunkRequestCodec, EnvelopeCodec } from '../core/protocol/messages.ts'
@@ -19,27 +20,35 @@ import { pattern } from './fixtures/functions.ts'
 
 const SECRET = 'correct horse battery staple'
 const MiB = 2 ** 20
+/** the objects asked for here are 4 MiB; chunk 0 of one is this long */
+const CHUNK = chunkSizeFor(4 * MiB, DEFAULT_CHUNK_SIZE)
 
 /**
  * Asks `member` for chunk 0 of `id` on a chunk stream of `asker`'s own: the bytes
  * that came back (a whole chunk is answer enough), and how the stream ended
- * ('answered', or the error that ended it).
+ * ('answered', or the error that ended it; 'silent' when nothing ended it within 10 s).
  */
 async function askChunk (asker: Mesh, member: string, id: Uint8Array): Promise<{ bytes: number, ended: string }> {
   let bytes = 0
+  let silent = false
+  let timer: ReturnType<typeof setTimeout> | undefined
   try {
     const stream = await asker.libp2p.dialProtocol(peerIdFromString(member), CHUNK_PROTOCOL, { signal: AbortSignal.timeout(5_000) })
+    // A serving peer keeps its chunk stream open for more asks: only a timeout ends a short answer.
+    timer = setTimeout(() => { silent = true; stream.abort(new Error('no whole chunk within 10 s')) }, 10_000)
     stream.send(frame(ChunkRequestCodec.encode({ id, indices: [0], bitfield: false })))
     for await (const data of stream) {
       bytes += data.byteLength
-      if (bytes >= MiB) {
+      if (bytes >= CHUNK) {
         stream.abort(new Error('done'))
         return { bytes, ended: 'answered' }
       }
     }
     return { bytes, ended: 'closed' }
   } catch (err) {
-    return { bytes, ended: (err as Error).name }
+    return { bytes, ended: silent ? 'silent' : (err as Error).name }
+  } finally {
+    clearTimeout(timer)
   }
 }
 
@@ -87,7 +96,7 @@ test('a private mesh: members run calls and pull chunks; peers without the secre
     // The positive control: a member asking the same way gets the chunk.
     const asked = await askChunk(member, peers[1].peer, kept.id)
     assert.equal(asked.ended, 'answered', `a member's direct chunk request is answered: ${JSON.stringify(asked)}`)
-    assert.ok(asked.bytes >= MiB)
+    assert.ok(asked.bytes >= CHUNK)
     assert.equal(await askCall(member, peers[0].peer), 'answered', 'a member\'s call on a stream of its own is answered')
 
     for (const secret of [undefined, 'a wrong guess']) {

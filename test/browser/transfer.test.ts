@@ -12,6 +12,7 @@ import { checksum, pattern } from '../../browser/bench-functions.ts'
 import { startBrowserCluster } from './harness.ts'
 import type { BrowserCluster, Tab } from './harness.ts'
 import { CHUNK_PROTOCOL } from '../../core/transfer.ts'
+import { DEFAULT_CHUNK_SIZE, chunkSizeFor } from '../../core/chunks.ts'
 
 const MiB = 2 ** 20
 
@@ -58,7 +59,7 @@ test('an object put in tab A moves to tab B over a direct WebRTC connection, byt
     const [a, b] = c.tabs
     // Random bytes (so a misplaced chunk cannot match), not a whole number of chunks.
     const size = 24 * MiB + 12_345
-    const chunks = Math.ceil(size / MiB)
+    const chunks = Math.ceil(size / chunkSizeFor(size, DEFAULT_CHUNK_SIZE))
     await b.page.evaluate(() => {
       const r = window.refmesh
       r.mesh!.register('tab.digest', async (x: Uint8Array) => ({ length: x.byteLength, sha256: await r.sha256hex(x) }))
