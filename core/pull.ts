@@ -27,6 +27,15 @@ const MAX_HEADER = 1024
 const LAST_SOURCE_STALL_FACTOR = 3
 /** how long a dropped holder's direct redial may take before the object is taken around it */
 const DIRECT_REDIAL_MS = 5_000
+/**
+ * Times a pull asks a holder again whose chunk stream failed while a direct connection to
+ * it is open, before taking the object around it; the pause before each try grows by this
+ * much. (A WebRTC connection replaced by the one the other side dialled, or a data channel
+ * that did not open under load: both ends had a direct link, yet the whole object went
+ * through a third peer, twice the bytes on its links.)
+ */
+const DIRECT_RETRIES = 2
+const DIRECT_RETRY_PAUSE_MS = 200
 /** a peer id in a SPREAD answer is at most this long (base58 of an identity or SHA-256 multihash) */
 const MAX_PEER_ID_CHARS = 128
 const textDecoder = new TextDecoder()
@@ -155,6 +164,7 @@ export class Pull {
   private lastRelocate = performance.now()
   private detour: 'none' | 'running' | 'done' = 'none'
   private retriedDirect = false
+  private directRetries = 0
   /** a direct dial of dropped holders is under way (askAgainDirect) */
   private redialling = false
   /**
@@ -284,7 +294,7 @@ export class Pull {
     if (this.ended) return
     const live = this.sources.filter(s => !s.dead)
     // While a detour peer takes its copy, there is no source yet, and that is no loss.
-    if (live.length === 0 && (this.detour === 'running' || this.redialling || this.askAgainDirect() || this.detourAround())) return
+    if (live.length === 0 && (this.detour === 'running' || this.redialling || this.askAgainDirect() || this.retryOpenDirect() || this.detourAround())) return
     if (live.length === 0) {
       this.finish(new ObjectLostError(`no holder of ${this.req.key} is left (tried ${this.sources.map(s => s.peer).join(', ')})`))
       return
@@ -393,6 +403,24 @@ export class Pull {
       }
       this.pump()
     })
+    return true
+  }
+
+  /** Holders whose chunk stream failed though a direct connection to them is open now: asked again after a pause (DIRECT_RETRIES). */
+  private retryOpenDirect (): boolean {
+    if (this.directRetries >= DIRECT_RETRIES) return false
+    const again = [...new Set(this.sources.filter(s => s.dead && (s.relayedOnly === true || s.unreachable === true) && this.reachesDirectly(s.peer)).map(s => s.peer))]
+    if (again.length === 0) return false
+    this.directRetries++
+    this.redialling = true
+    log('pull %s: %s failed over an open direct connection; asking again (%d of %d)', this.req.key, again.join(','), this.directRetries, DIRECT_RETRIES)
+    setTimeout(() => {
+      this.redialling = false
+      if (this.ended) return
+      this.addSources(again)
+      for (const s of this.sources) if (!s.dead && s.have === undefined) this.askBitfield(s)
+      this.pump()
+    }, DIRECT_RETRY_PAUSE_MS * this.directRetries)
     return true
   }
 
