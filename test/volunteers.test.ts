@@ -36,6 +36,10 @@ interface Consumed { length: number, checksum: number, ms: number, transfer: { b
 interface NatStats { attempts: number, succeeded: number, failed: number, msToDirect: number[] }
 
 const MiB = 1024 * 1024
+// The peers' transfer logs, printed (their tails) when this test fails: twice in CI a pull from
+// h1 to h2 went around through P though both ends had a direct link, and the cause is in there.
+process.env.NAT_DEBUG ??= 'refmesh:transfer'
+
 const WITH_MAPREDUCE = fileURLToPath(new URL('./fixtures/nat-mapreduce-functions.ts', import.meta.url))
 
 test('volunteers across NATs: a tab over https, hole-punched peers, large objects never over a relay', { timeout: 360_000 }, async t => {
@@ -209,7 +213,7 @@ test('volunteers across NATs: a tab over https, hole-punched peers, large object
     phase('h4 detour')
     t.diagnostic(`phases: ${phases.join(', ')}`)
   } catch (err) {
-    const stderr = [mesh?.p, ...mesh?.homes.values() ?? []].map(p => p?.stderr().slice(-3000) ?? '').join('\n---\n')
+    const stderr = [mesh?.p, ...mesh?.homes.values() ?? []].map(p => p?.stderr().slice(-6000) ?? '').join('\n---\n')
     throw new Error(`${(err as Error).message}\nphases: ${phases.join(', ')}\n--- peers ---\n${stderr}\n--- tab ---\n${tabLog.slice(-60).join('\n')}`, { cause: err })
   } finally {
     await Promise.allSettled([starting, certMade])
