@@ -4,6 +4,9 @@ import assert from 'node:assert/strict'
 import { fuzzDecoders, wireGarbage } from './fuzz.ts'
 import { fuzzPeer } from './fuzz-peer.ts'
 
+/** seed of the garbage sent over the wire here (with it: 11 framing refusals, 21 and 23 typed at the decoders) */
+const WIRE_SEED = 7
+
 test('fuzzing: 6,000 generated, mutated and random frames through every wire decoder: each decodes or fails typed', () => {
   const counts = fuzzDecoders(6_000)
   assert.ok(counts.frames >= 6_000)
@@ -11,7 +14,9 @@ test('fuzzing: 6,000 generated, mutated and random frames through every wire dec
 })
 
 test('fuzzing over the wire: near-valid garbage on 60 control and chunk streams reaches the peer\'s decoders, each frame decoded or refused typed; the peer stays up and serves honest calls and pulls', async () => {
-  const { streams, sent, answered, reset, seen } = await fuzzPeer(wireGarbage(60))
+  // A fixed seed: unseeded, a stream's first fatal frame was a framing error in 4 to 11 streams of
+  // 60 from run to run, and CI once saw 4 (below the bound of 5). `npm run fuzz` stays unseeded.
+  const { streams, sent, answered, reset, seen } = await fuzzPeer(wireGarbage(60, 4, WIRE_SEED))
   const report = JSON.stringify({ sent, answered, reset, seen })
   assert.equal(streams, 60)
   // Counted at the peer: the frames reached each protocol's decoder, and both outcomes happened there.
