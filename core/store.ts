@@ -174,12 +174,6 @@ export class ObjectStore {
     return bytes <= this.capacity
   }
 
-  /**
-   * Waits until `bytes` more fit in memory and sets them aside; pass them on to
-   * putComplete/allocate, or give them back with unreserve(). Waiters are
-   * served in order. OutOfMemoryError when `bytes` exceeds the capacity, or
-   * after `memoryWaitMs` without room; the signal's reason when it aborts.
-   */
   /** reserve() when the room is there now (nobody waits before us): true and taken, else false and nothing taken. */
   tryReserve (bytes: number): boolean {
     if (this.waiters.length > 0 || this.used + bytes > this.capacity) return false
@@ -187,12 +181,15 @@ export class ObjectStore {
     return true
   }
 
+  /**
+   * Waits until `bytes` more fit in memory and sets them aside; pass them on to
+   * putComplete/allocate, or give them back with unreserve(). Waiters are
+   * served in order. OutOfMemoryError when `bytes` exceeds the capacity, or
+   * after `memoryWaitMs` without room; the signal's reason when it aborts.
+   */
   async reserve (bytes: number, what: string, signal?: AbortSignal): Promise<void> {
     if (bytes > this.capacity) throw new OutOfMemoryError(`${what} needs ${bytes} bytes of memory; the store's capacity is ${this.capacity}`)
-    if (this.waiters.length === 0 && this.used + bytes <= this.capacity) {
-      this.take(bytes)
-      return
-    }
+    if (this.tryReserve(bytes)) return
     let grant!: () => void
     const granted = new Promise<void>(resolve => { grant = resolve })
     const waiter: Waiter = { bytes, what, grant }
@@ -322,18 +319,18 @@ export class ObjectStore {
     return chunk
   }
 
-  /**
-   * The bytes of a complete object, in memory and pinned until `release()`:
-   * restored from disk when spilled (waiting for room like any reservation).
-   * An object larger than memory is read into a buffer of the caller's own,
-   * outside the store. Undefined when the object is not (or no longer) here.
-   */
   /** read() of an object complete in memory, without a wait; undefined otherwise (read() then says more). */
   readInMemory (key: string): { bytes: Uint8Array, release: () => void } | undefined {
     const obj = this.get(key)
     return obj?.data !== undefined && this.isComplete(obj) ? { bytes: obj.data, release: this.pin(obj) } : undefined
   }
 
+  /**
+   * The bytes of a complete object, in memory and pinned until `release()`:
+   * restored from disk when spilled (waiting for room like any reservation).
+   * An object larger than memory is read into a buffer of the caller's own,
+   * outside the store. Undefined when the object is not (or no longer) here.
+   */
   async read (key: string, what: string, signal?: AbortSignal): Promise<{ bytes: Uint8Array, release: () => void } | undefined> {
     for (;;) {
       const obj = this.get(key)

@@ -403,7 +403,6 @@ export class Transfer {
     else this.stats.bytesDirect += bytes
   }
 
-  /** @internal: a pull went around a relay (core/detour.ts). */
   /** until when each peer counts as unreachable directly (a redial and punch found no path) */
   private readonly unpunchableUntil = new Map<string, number>()
 
@@ -418,6 +417,7 @@ export class Transfer {
     return (this.unpunchableUntil.get(peer) ?? 0) > now
   }
 
+  /** @internal: a pull went around a relay (core/detour.ts). */
   countDetour (bytes: number): void {
     this.stats.detours++
     this.stats.detourBytes += bytes
