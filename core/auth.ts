@@ -17,6 +17,7 @@
 import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, PeerId, Stream } from '@libp2p/interface'
+import { openStream } from './connect.ts'
 import { AbortError, RefmeshError } from './errors.ts'
 import { raceSignal } from './signals.ts'
 
@@ -128,7 +129,7 @@ export class MeshAuth {
 
   private async challenge (peer: string): Promise<void> {
     const signal = AbortSignal.timeout(this.init.timeoutMs)
-    const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), AUTH_PROTOCOL, { signal })
+    const stream = await openStream(this.init.libp2p, peerIdFromString(peer), AUTH_PROTOCOL, { signal })
     try {
       const nonce = crypto.getRandomValues(new Uint8Array(NONCE_BYTES))
       stream.send(nonce)

@@ -9,6 +9,7 @@ import { logger } from '@libp2p/logger'
 import { peerIdFromString } from '@libp2p/peer-id'
 import type { Libp2p, Stream, StreamMessageEvent } from '@libp2p/interface'
 import { Uint8ArrayList } from 'uint8arraylist'
+import { openStream } from './connect.ts'
 import { FrameDecoder, frame } from './protocol/framing.ts'
 import { EnvelopeCodec } from './protocol/messages.ts'
 import type { Envelope } from './protocol/messages.ts'
@@ -169,7 +170,7 @@ export class ControlChannels {
     try {
       // In a private mesh nothing, not even a hello, goes to a peer before it has proved the secret.
       await this.init.admit?.(peer, signal)
-      const stream = await this.init.libp2p.dialProtocol(peerIdFromString(peer), CONTROL_PROTOCOLS, { signal })
+      const stream = await openStream(this.init.libp2p, peerIdFromString(peer), CONTROL_PROTOCOLS, { signal })
       this.readLoop(peer, stream)
       if (!this.stopped) this.opened.set(peer, stream)
       return stream

@@ -15,7 +15,7 @@ import { logger } from '@libp2p/logger'
 import { multiaddr } from '@multiformats/multiaddr'
 import type { Multiaddr } from '@multiformats/multiaddr'
 import { peerIdFromString } from '@libp2p/peer-id'
-import type { Libp2p } from '@libp2p/interface'
+import type { Connection, Libp2p } from '@libp2p/interface'
 import type { EnvelopeBody } from './channel.ts'
 import { DEFAULTS } from './constants.ts'
 import type { PeerContext } from './context.ts'
@@ -193,6 +193,21 @@ export class Peers {
    */
   private readonly probed = new Map<string, number>()
 
+  /**
+   * peers whose last closed connection was relayed (limited), and when: their redial probe
+   * keeps the connection it opens. That connection is the direct one (a WebRTC connection
+   * punched through the NATs, often the very dial the NAT upgrader has under way, which the
+   * probe's dial joins): closing it cut two volunteers behind NATs apart as they met.
+   */
+  private readonly lostRelayed = new Map<string, number>()
+
+  readonly onConnectionClose = (evt: CustomEvent<Connection>): void => {
+    const conn = evt.detail
+    const peer = conn.remotePeer.toString()
+    if (conn.limits != null) this.lostRelayed.set(peer, performance.now())
+    else this.lostRelayed.delete(peer)
+  }
+
   readonly onDisconnect = (evt: CustomEvent<{ toString(): string }>): void => {
     const peer = evt.detail.toString()
     log('peer %s disconnected', peer)
@@ -205,15 +220,30 @@ export class Peers {
     this.probed.delete(peer)
     if (probing !== undefined && performance.now() - probing < DEFAULTS.redialTimeoutMs) return
     // The redial is a probe: a connection it opens is closed again (its own disconnect is
-    // not probed), so a peer that hung up on this one (a quota) is not dialled back into.
+    // not probed), so a peer that hung up on this one (a quota) is not dialled back into;
+    // but a direct one that replaces a relayed connection is kept (lostRelayed).
     const dial = async (addrs: Multiaddr[], o: { signal: AbortSignal }): Promise<void> => {
       // A connection that came up meanwhile (the peer dialled back, an upgrade) is returned
       // by the dial as it is: it is not the probe's to close.
       const before = new Set(this.libp2p.getConnections(peerIdFromString(peer)).map(c => c.id))
       const probe = await this.libp2p.dial(addrs, o)
-      if (before.has(probe.id) || this.libp2p.getConnections(probe.remotePeer).length > 1) return
+      if (before.has(probe.id) || probe.direction === 'inbound' || this.libp2p.getConnections(probe.remotePeer).length > 1) return
+      // libp2p tells of the disconnect before the connection's own close event, so this is read after the dial.
+      const relayedAt = this.lostRelayed.get(peer)
+      this.lostRelayed.delete(peer)
+      if (relayedAt !== undefined && performance.now() - relayedAt < 2 * DEFAULTS.redialTimeoutMs && probe.limits == null) {
+        log('redial probe of %s came back direct (%s) where a relayed connection closed: kept', peer, probe.remoteAddr.toString())
+        return
+      }
       this.probed.set(peer, performance.now())
-      await probe.close().catch(() => { this.probed.delete(peer) })
+      log('redial probe of %s opened %s; closing it', peer, probe.remoteAddr.toString())
+      // A graceful close that times out (a stream the other end keeps open) leaves libp2p's
+      // connection half-closed: listed as open, yet refusing every new stream. Abort it then.
+      await probe.close().catch((err: Error) => {
+        this.probed.delete(peer)
+        log('redial probe of %s did not close: %s; aborting it', peer, err.message)
+        probe.abort(err)
+      })
       // Another connection came up while the probe closed (the peer's own redial of this one):
       // the probe's close was no disconnect, and a mark left behind would swallow the next real
       // one (a peer that then dies would be declared dead by the heartbeats, not the redial).

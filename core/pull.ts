@@ -11,6 +11,7 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 import { FrameDecoder, decodeVarint, frame } from './protocol/framing.ts'
 import { ChunkHeaderCodec, ChunkRequestCodec, ChunkStatus } from './protocol/messages.ts'
 import type { Manifest } from './protocol/messages.ts'
+import { openStream } from './connect.ts'
 import { chunkCount, chunkRange, sameHash } from './chunks.ts'
 import type { Hasher } from './chunks.ts'
 import { ChunkIntegrityError, MalformedFrameError, ObjectLostError, OutOfMemoryError } from './errors.ts'
@@ -491,14 +492,17 @@ export class Pull {
     // stall timeout (a WebRTC dial whose ICE cannot cross the NATs): whichever way the
     // source is dropped, another peer may still reach it.
     source.relayedOnly = !this.reachesDirectly(source.peer)
-    const conn = await this.init.libp2p.dial(peer, { signal: this.req.signal })
-    if (conn.limits != null) {
-      source.relayedOnly = true
-      throw new RelayedOnlyError(`${source.peer} is reachable only through a relay (${conn.remoteAddr.toString()})`)
-    }
-    source.limited = false
-    source.relayedOnly = false
-    return await conn.newStream(CHUNK_PROTOCOL, { signal: this.req.signal })
+    return await openStream(this.init.libp2p, peer, CHUNK_PROTOCOL, {
+      signal: this.req.signal,
+      accept: conn => {
+        if (conn.limits != null) {
+          source.relayedOnly = true
+          throw new RelayedOnlyError(`${source.peer} is reachable only through a relay (${conn.remoteAddr.toString()})`)
+        }
+        source.limited = false
+        source.relayedOnly = false
+      }
+    })
   }
 
   private dropSource (source: Source, err: Error): void {
