@@ -263,7 +263,6 @@ export class Mesh {
     await this.channels.start()
     await this.transfer.start()
     this.libp2p.addEventListener('peer:connect', this.peerInfo.onConnect)
-    this.libp2p.addEventListener('connection:close', this.peerInfo.onConnectionClose)
     this.libp2p.addEventListener('peer:disconnect', this.peerInfo.onDisconnect)
     this.membership.onDeath((peer, cause) => { this.onPeerDead(peer, cause) })
     this.gossip?.start()
@@ -275,7 +274,6 @@ export class Mesh {
     this.started = false
     this.stopController.abort(new PeerDiedError('mesh stopped'))
     this.libp2p.removeEventListener('peer:connect', this.peerInfo.onConnect)
-    this.libp2p.removeEventListener('connection:close', this.peerInfo.onConnectionClose)
     this.libp2p.removeEventListener('peer:disconnect', this.peerInfo.onDisconnect)
     this.gossip?.stop()
     await this.channels.stop()

@@ -64,6 +64,7 @@ export class Peers {
 
   /** A public peer (no `admit`) refuses a private mesh's challenge, but notes who sent it. */
   async start (): Promise<void> {
+    this.libp2p.addEventListener('connection:close', this.onConnectionClose)
     if (this.init.admit !== undefined) return
     await this.libp2p.handle(AUTH_PROTOCOL, (stream, connection) => {
       this.challengedBy.add(connection.remotePeer.toString())
@@ -72,6 +73,7 @@ export class Peers {
   }
 
   async stop (): Promise<void> {
+    this.libp2p.removeEventListener('connection:close', this.onConnectionClose)
     if (this.init.admit === undefined) await this.libp2p.unhandle(AUTH_PROTOCOL).catch(() => {})
   }
 
@@ -201,7 +203,7 @@ export class Peers {
    */
   private readonly lostRelayed = new Map<string, number>()
 
-  readonly onConnectionClose = (evt: CustomEvent<Connection>): void => {
+  private readonly onConnectionClose = (evt: CustomEvent<Connection>): void => {
     const conn = evt.detail
     const peer = conn.remotePeer.toString()
     if (conn.limits != null) this.lostRelayed.set(peer, performance.now())
