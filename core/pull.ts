@@ -325,11 +325,17 @@ export class Pull {
       const holders = live.filter(s => s.have?.[index] === 1 && !this.waiting(s, index, now))
       // A holder that served this chunk bad is asked again only when no other has it (busy or not).
       const good = holders.filter(s => bad?.has(s.peer) !== true)
-      const free = (good.length > 0 ? good : holders).filter(s => s.inFlight.size + (batches.get(s)?.length ?? 0) < cap)
+      const free = (good.length > 0 ? good : holders).filter(s => this.asked(s, batches) < cap)
       // A seed serves only what no good partial holder has.
       const pool = free.filter(s => !reserve(s) || (rarity.get(index) ?? 0) === 0)
       if (pool.length === 0) continue
-      const source = pool.reduce((a, b) => (b.inFlight.size + (batches.get(b)?.length ?? 0) < a.inFlight.size + (batches.get(a)?.length ?? 0) ? b : a))
+      // The least asked of; among equals one at random. Taken in list order, the first sources
+      // (the parents the owner named) got most asks from every receiver, and their queues made
+      // the broadcast's tail (16 MiB to 8 receivers behind 20 Mbit/s uplinks: 8,806-9,181 ms
+      // at random, 8,953-10,061 in list order, 6 interleaved runs each).
+      const fewest = Math.min(...pool.map(s => this.asked(s, batches)))
+      const least = pool.filter(s => this.asked(s, batches) === fewest)
+      const source = least[Math.floor(Math.random() * least.length)]
       let batch = batches.get(source)
       if (batch === undefined) batches.set(source, batch = [])
       batch.push(index)
@@ -338,6 +344,11 @@ export class Pull {
     }
     if (open.length === 0 && this.requested.size > 0 && this.requested.size <= ENDGAME_CHUNKS) this.endgame(live, batches)
     for (const [source, indices] of batches) void this.send(source, indices, false)
+  }
+
+  /** chunks in flight from `source`, with those about to be asked of it */
+  private asked (source: Source, batches: Map<Source, number[]>): number {
+    return source.inFlight.size + (batches.get(source)?.length ?? 0)
   }
 
   /**
