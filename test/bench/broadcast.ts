@@ -85,11 +85,16 @@ async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (m
 }
 
 /** Makes a fresh object on the holder and times its broadcast to `receivers`. */
-interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number, holderSpread: number, doneMs: number[] }
+interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number, holderSpread: number, doneMs: number[], duplicateChunks: number }
 
 async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number, size = SIZE): Promise<Timed> {
   const inBefore = new Map<string, Record<string, number>>()
-  for (const r of receivers) inBefore.set(r.peer, Object.fromEntries(Object.entries((await mesh.peerStats(r.peer)).trafficByPeer).map(([p, t]) => [p, t.chunkIn])))
+  const dupBefore = new Map<string, number>()
+  for (const r of receivers) {
+    const stats = await mesh.peerStats(r.peer)
+    inBefore.set(r.peer, Object.fromEntries(Object.entries(stats.trafficByPeer).map(([p, t]) => [p, t.chunkIn])))
+    dupBefore.set(r.peer, stats.transfer.duplicateChunks ?? 0)
+  }
   using x = mesh.fn<(n: number, s: number) => Uint8Array>('make').options({ peer: holder.peer }).remote(size, seed)
   await mesh.wait([x], { timeoutMs: 60_000 })
   const holderBefore = await mesh.peerStats(holder.peer)
@@ -119,7 +124,9 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
   // Who fed whom: the MiB each receiver got from each peer during this broadcast.
   const name = (p: string): string => p === holder.peer ? 'holder' : `r${receivers.findIndex(r => r.peer === p) + 1}`
   const tree: string[] = []
+  let duplicateChunks = 0
   for (const r of receivers) {
+    duplicateChunks += ((await mesh.peerStats(r.peer)).transfer.duplicateChunks ?? 0) - (dupBefore.get(r.peer) ?? 0)
     const was = inBefore.get(r.peer) ?? {}
     const got = Object.entries((await mesh.peerStats(r.peer)).trafficByPeer)
       .map(([p, t]) => [p, t.chunkIn - (was[p] ?? 0)] as const)
@@ -127,7 +134,7 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
       .sort((a, b) => b[1] - a[1])
     tree.push(`${name(r.peer)} <- ${got.map(([p, n]) => `${name(p)} ${(n / MiB).toFixed(0)} MiB`).join(', ')}`)
   }
-  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle, holderSpread, doneMs }
+  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle, holderSpread, doneMs, duplicateChunks }
 }
 
 /** The link-bound runs: refmesh and (with a star) the star, one object of UPLINK_SIZE to every receiver. */
@@ -192,7 +199,7 @@ async function orFailed<T> (run: () => Promise<T>): Promise<T | undefined> {
 const onlyAt = process.argv.indexOf('--only')
 if (onlyAt >= 0 && process.argv[onlyAt + 1] === 'loopback') {
   const run = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers.slice(0, LOOPBACK_RECEIVERS), 5))
-  console.log(JSON.stringify({ only: 'loopback', ms: run.ms, cpu_s_per_gib: run.cpuS / (LOOPBACK_RECEIVERS * SIZE / GiB), holder_upload_copies: run.holderUpload / SIZE, holder_spread_answers: run.holderSpread, receivers_done_ms: run.doneMs, idle: run.idle, tree: run.tree, load_average: loadavg() }, null, 1))
+  console.log(JSON.stringify({ only: 'loopback', ms: run.ms, cpu_s_per_gib: run.cpuS / (LOOPBACK_RECEIVERS * SIZE / GiB), holder_upload_copies: run.holderUpload / SIZE, holder_spread_answers: run.holderSpread, receivers_done_ms: run.doneMs, duplicate_chunks: run.duplicateChunks, idle: run.idle, tree: run.tree, load_average: loadavg() }, null, 1))
   process.exit(0)
 }
 if (onlyAt >= 0) {
@@ -205,7 +212,7 @@ if (onlyAt >= 0) {
   const limitMs = which === 'uplink'
     ? UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6) * 1000
     : Math.max(UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6), RECEIVERS * UPLINK_SIZE * 8 / ((UPLINK_MBIT + sum) * 1e6)) * 1000
-  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, receivers_done_ms: swarm.doneMs, idle: swarm.idle, own_cpu_s: swarm.cpuS, tree: swarm.tree, load_average: loadavg() }, null, 1))
+  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, receivers_done_ms: swarm.doneMs, duplicate_chunks: swarm.duplicateChunks, idle: swarm.idle, own_cpu_s: swarm.cpuS, tree: swarm.tree, load_average: loadavg() }, null, 1))
   process.exit(0)
 }
 const uplink = await orFailed(async () => await inHosts<{ swarm: Timed, star: Timed }>({ rateMbit: UPLINK_MBIT }, 'uplink'))
