@@ -8,16 +8,31 @@ export const DEFAULT_CHUNK_SIZE = 1024 * 1024
  * uplink in a while (1 MiB: 0.4 s at 20 Mbit/s), so the first relays start a chunk's time
  * after the seed does and the last chunk still has its rounds to make after the seed's last
  * byte. With 16 chunks of 1 MiB, 16 MiB to 8 receivers behind 20 Mbit/s uplinks took 1.9
- * times S/B; cut in 64 of 256 KiB, about 1.5. Chunks of 128 KiB cost more CPU per byte
- * than they saved there.
+ * times S/B; cut in 64 of 256 KiB, about 1.5.
  */
 const MIN_CHUNKS = 64
 const MIN_CHUNK_SIZE = 256 * 1024
+/**
+ * Where the maker has measured its uplink (uplink.ts), a chunk crosses it in at most about
+ * this long, down to SLOW_LINK_MIN_CHUNK_SIZE: behind 20 Mbit/s uplinks 16 MiB in 128 chunks
+ * of 128 KiB reached 8 receivers in 1.25 times S/B, in 64 of 256 KiB 1.34 (3 interleaved
+ * runs each). On loopback, where the cores are the limit, 128 KiB chunks cost 10-30% more
+ * CPU per byte than 512 KiB: an unmeasured uplink (fast or slow) keeps the rule above.
+ */
+const CHUNK_SECONDS = 0.08
+const SLOW_LINK_MIN_CHUNK_SIZE = 128 * 1024
 
-/** The chunk size of an object of `size` bytes: `largest` halved while it makes fewer than MIN_CHUNKS chunks, down to MIN_CHUNK_SIZE. */
-export function chunkSizeFor (size: number, largest: number): number {
+/**
+ * The chunk size of an object of `size` bytes: `largest` halved while it makes fewer than
+ * MIN_CHUNKS chunks, down to MIN_CHUNK_SIZE; then, given the maker's uplink in bytes per
+ * second, while a chunk would take longer than CHUNK_SECONDS to cross it.
+ */
+export function chunkSizeFor (size: number, largest: number, uplinkBytesPerSecond?: number): number {
   let chunkSize = largest
   while (chunkSize / 2 >= MIN_CHUNK_SIZE && size / chunkSize < MIN_CHUNKS) chunkSize /= 2
+  if (uplinkBytesPerSecond !== undefined && uplinkBytesPerSecond > 0) {
+    while (chunkSize / 2 >= SLOW_LINK_MIN_CHUNK_SIZE && chunkSize / uplinkBytesPerSecond > CHUNK_SECONDS) chunkSize /= 2
+  }
   return chunkSize
 }
 
@@ -39,9 +54,9 @@ export const webCryptoSha256: Hasher = async (data) => {
   return new Uint8Array(await globalThis.crypto.subtle.digest('SHA-256', view as Uint8Array<ArrayBuffer>))
 }
 
-/** The manifest of `data`, in chunks of at most `largestChunk` bytes (chunkSizeFor). */
-export async function makeManifest (data: Uint8Array, encoding: number, largestChunk = DEFAULT_CHUNK_SIZE, sha256: Hasher = webCryptoSha256): Promise<Manifest> {
-  const chunkSize = chunkSizeFor(data.byteLength, largestChunk)
+/** The manifest of `data`, in chunks of at most `largestChunk` bytes (chunkSizeFor, with the maker's uplink where measured). */
+export async function makeManifest (data: Uint8Array, encoding: number, largestChunk = DEFAULT_CHUNK_SIZE, sha256: Hasher = webCryptoSha256, uplinkBytesPerSecond?: number): Promise<Manifest> {
+  const chunkSize = chunkSizeFor(data.byteLength, largestChunk, uplinkBytesPerSecond)
   const count = chunkCount(data.byteLength, chunkSize)
   const hashes: Uint8Array[] = new Array(count)
   const manifest: Manifest = { size: data.byteLength, chunkSize, hashes, encoding }

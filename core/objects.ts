@@ -90,7 +90,7 @@ export class Objects {
       const inline = encoded.bytes.byteLength <= ctx.inlineThreshold
       const manifest = inline
         ? { size: encoded.bytes.byteLength, chunkSize: ctx.chunkSize, hashes: [], encoding: encoded.encoding }
-        : await makeManifest(encoded.bytes, encoded.encoding, ctx.chunkSize, ctx.sha256)
+        : await makeManifest(encoded.bytes, encoded.encoding, ctx.chunkSize, ctx.sha256, ctx.transfer.uplinkRate())
       const object: ObjectInfo = inline
         ? { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: [] }
         : { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [ctx.peerId], contained: [] }
@@ -490,7 +490,7 @@ export class Objects {
     const inline = encoded.bytes.byteLength <= ctx.inlineThreshold
     const manifest = inline
       ? { size: encoded.bytes.byteLength, chunkSize: ctx.chunkSize, hashes: [], encoding: encoded.encoding }
-      : await makeManifest(encoded.bytes, encoded.encoding, ctx.chunkSize, ctx.sha256)
+      : await makeManifest(encoded.bytes, encoded.encoding, ctx.chunkSize, ctx.sha256, ctx.transfer.uplinkRate())
     if (ctx.table.get(key) === undefined) return
     await this.storeBytes(key, id, ctx.peerId, manifest, encoded.bytes, `put of object ${key}`, signal)
     if (ctx.table.get(key) === undefined) {

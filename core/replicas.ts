@@ -106,7 +106,7 @@ export class Replicas {
             settled = best
             const manifest = best.bytes.byteLength <= this.ctx.inlineThreshold
               ? { size: best.bytes.byteLength, chunkSize: this.ctx.chunkSize, hashes: [], encoding: best.encoding }
-              : await makeManifest(best.bytes, best.encoding, this.ctx.chunkSize, this.ctx.sha256)
+              : await makeManifest(best.bytes, best.encoding, this.ctx.chunkSize, this.ctx.sha256, this.ctx.transfer.uplinkRate())
             await this.objects.storeBytes(result.key, id, this.ctx.peerId, manifest, best.bytes, `the result of ${fn}`, signal)
             this.ctx.table.settle(result.key, { state: 'ready', inline: best.bytes.byteLength <= this.ctx.inlineThreshold, encoding: best.encoding, size: best.bytes.byteLength, manifest: best.bytes.byteLength <= this.ctx.inlineThreshold ? undefined : manifest, locations: [this.ctx.peerId], contained: [] })
             // The caller has its answer; the other replicas are still heard, so a liar is counted even when it answers last.

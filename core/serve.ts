@@ -216,7 +216,7 @@ export class Serve {
     if (encoded.bytes.byteLength <= this.ctx.inlineThreshold) {
       return { status: ObjectStatus.INLINE, inline: encoded.bytes, encoding: encoded.encoding, locations: [], contained: containedDescs }
     }
-    const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.ctx.chunkSize, this.ctx.sha256)
+    const manifest = await makeManifest(encoded.bytes, encoded.encoding, this.ctx.chunkSize, this.ctx.sha256, this.ctx.transfer.uplinkRate())
     await this.init.objects.storeBytes(resultKey, resultId, caller, manifest, encoded.bytes, `the result of call ${resultKey}`, signal)
     return { status: ObjectStatus.STORED, inline: new Uint8Array(0), encoding: encoded.encoding, manifest, locations: [this.ctx.peerId], contained: containedDescs }
   }

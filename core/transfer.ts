@@ -19,6 +19,7 @@ import type { StoredObject } from './store.ts'
 import { objectKey } from './ref.ts'
 import type { PeerQuotas } from './quota.ts'
 import { DEFAULTS } from './constants.ts'
+import { UplinkMeter } from './uplink.ts'
 
 export { CHUNK_PROTOCOL, RelayedOnlyError } from './pull.ts'
 export type { PullRequest } from './pull.ts'
@@ -129,6 +130,8 @@ export class Transfer {
   private readonly pulls = new Map<string, Promise<StoredObject>>()
   /** pulls under way, by object: a peer asking us for one is pulling it too, so it is a source */
   private readonly active = new Map<string, Pull>()
+  /** chunks this peer serves, timed: its uplink's rate, which chunk sizes follow */
+  private readonly uplink = new UplinkMeter()
   readonly stats: TransferStats = { chunksServed: 0, chunksFetched: 0, badChunks: 0, objectsPulled: 0, duplicateChunks: 0, chunksSpread: 0, bytesDirect: 0, bytesRelayed: 0, detours: 0, detourBytes: 0 }
   /**
    * Pullers watching our bitfield of an object we are still receiving, by object:
@@ -313,6 +316,7 @@ export class Transfer {
               traffic.add(peer, 'chunkOut', out.byteLength)
               if (chunk !== undefined) {
                 this.stats.chunksServed++
+                this.uplink.add(out.byteLength)
                 if (seeding !== undefined) sent(seeding, index, peer)
               }
               if (!stream.send(out)) await stream.onDrain()
@@ -430,6 +434,11 @@ export class Transfer {
     if (bytes < 4 * 1024 * 1024 || ms <= 0) return
     const sample = bytes / (ms / 1000)
     this.rate = this.rate === undefined ? sample : this.rate * 0.7 + sample * 0.3
+  }
+
+  /** This peer's measured upload rate in bytes per second (its peak, fading); undefined until measured. */
+  uplinkRate (): number | undefined {
+    return this.uplink.rate()
   }
 
   /** Inbound transfer rate estimate in bytes per second (a default until measured). */

@@ -48,6 +48,8 @@ const GiB = 2 ** 30
 /** the link-bound regime: home uplinks, and an object whose S/B is at least 6 s there */
 const UPLINK_MBIT = 20
 const UPLINK_SIZE = 16 * MiB
+/** what a link-bound run first sends to one receiver: 1.7 s at 20 Mbit/s, long enough for the holder to measure its uplink */
+const UPLINK_WARM_UP_SIZE = 4 * MiB
 /** uneven uplinks: receivers alternately at these rates, the holder at UPLINK_MBIT */
 const UNEVEN_MBIT = [10, 40]
 const execFileAsync = promisify(execFile)
@@ -85,15 +87,17 @@ async function cluster<T> (hosts: HostList | undefined, swarm: boolean, body: (m
 }
 
 /** Makes a fresh object on the holder and times its broadcast to `receivers`. */
-interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number, holderSpread: number, doneMs: number[], duplicateChunks: number }
+interface Timed { ms: number, holderUpload: number, tree: string[], receiverCpuMs: number, cpuS: number, idle: number, holderSpread: number, doneMs: number[], duplicateChunks: number, chunks: number }
 
 async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number, size = SIZE): Promise<Timed> {
   const inBefore = new Map<string, Record<string, number>>()
   const dupBefore = new Map<string, number>()
+  const fetchedBefore = new Map<string, number>()
   for (const r of receivers) {
     const stats = await mesh.peerStats(r.peer)
     inBefore.set(r.peer, Object.fromEntries(Object.entries(stats.trafficByPeer).map(([p, t]) => [p, t.chunkIn])))
     dupBefore.set(r.peer, stats.transfer.duplicateChunks ?? 0)
+    fetchedBefore.set(r.peer, stats.transfer.chunksFetched)
   }
   using x = mesh.fn<(n: number, s: number) => Uint8Array>('make').options({ peer: holder.peer }).remote(size, seed)
   await mesh.wait([x], { timeoutMs: 60_000 })
@@ -125,8 +129,11 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
   const name = (p: string): string => p === holder.peer ? 'holder' : `r${receivers.findIndex(r => r.peer === p) + 1}`
   const tree: string[] = []
   let duplicateChunks = 0
+  let fetched = 0
   for (const r of receivers) {
-    duplicateChunks += ((await mesh.peerStats(r.peer)).transfer.duplicateChunks ?? 0) - (dupBefore.get(r.peer) ?? 0)
+    const after = (await mesh.peerStats(r.peer)).transfer
+    duplicateChunks += (after.duplicateChunks ?? 0) - (dupBefore.get(r.peer) ?? 0)
+    fetched += after.chunksFetched - (fetchedBefore.get(r.peer) ?? 0)
     const was = inBefore.get(r.peer) ?? {}
     const got = Object.entries((await mesh.peerStats(r.peer)).trafficByPeer)
       .map(([p, t]) => [p, t.chunkIn - (was[p] ?? 0)] as const)
@@ -134,13 +141,21 @@ async function timedBroadcast (mesh: Mesh, holder: PeerProcess, receivers: PeerP
       .sort((a, b) => b[1] - a[1])
     tree.push(`${name(r.peer)} <- ${got.map(([p, n]) => `${name(p)} ${(n / MiB).toFixed(0)} MiB`).join(', ')}`)
   }
-  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle, holderSpread, doneMs, duplicateChunks }
+  // The object's chunk count (its size follows the holder's measured uplink: core/chunks.ts).
+  const chunks = Math.round(fetched / receivers.length)
+  return { ms, holderUpload, tree, receiverCpuMs, cpuS, idle, holderSpread, doneMs, duplicateChunks, chunks }
 }
 
 /** The link-bound runs: refmesh and (with a star) the star, one object of UPLINK_SIZE to every receiver. */
 async function uplinkDriver (hosts: HostList, withStar: boolean): Promise<void> {
-  const swarm = await cluster(hosts, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers, 11, UPLINK_SIZE))
-  const star = withStar ? await cluster(hosts, false, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers, 12, UPLINK_SIZE)) : undefined
+  // Each first sends a smaller object to one receiver, as the loopback runs do: neither runs
+  // cold, and the holder has measured its uplink, which its chunk sizes follow.
+  const warmedUp = async (mesh: Mesh, holder: PeerProcess, receivers: PeerProcess[], seed: number): Promise<Timed> => {
+    await timedBroadcast(mesh, holder, receivers.slice(0, 1), seed + 100, UPLINK_WARM_UP_SIZE)
+    return await timedBroadcast(mesh, holder, receivers, seed, UPLINK_SIZE)
+  }
+  const swarm = await cluster(hosts, true, async (mesh, holder, receivers) => await warmedUp(mesh, holder, receivers, 11))
+  const star = withStar ? await cluster(hosts, false, async (mesh, holder, receivers) => await warmedUp(mesh, holder, receivers, 12)) : undefined
   console.log(`broadcast-result ${JSON.stringify({ swarm, star })}`)
 }
 
@@ -199,7 +214,7 @@ async function orFailed<T> (run: () => Promise<T>): Promise<T | undefined> {
 const onlyAt = process.argv.indexOf('--only')
 if (onlyAt >= 0 && process.argv[onlyAt + 1] === 'loopback') {
   const run = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers.slice(0, LOOPBACK_RECEIVERS), 5))
-  console.log(JSON.stringify({ only: 'loopback', ms: run.ms, cpu_s_per_gib: run.cpuS / (LOOPBACK_RECEIVERS * SIZE / GiB), holder_upload_copies: run.holderUpload / SIZE, holder_spread_answers: run.holderSpread, receivers_done_ms: run.doneMs, duplicate_chunks: run.duplicateChunks, idle: run.idle, tree: run.tree, load_average: loadavg() }, null, 1))
+  console.log(JSON.stringify({ only: 'loopback', ms: run.ms, cpu_s_per_gib: run.cpuS / (LOOPBACK_RECEIVERS * SIZE / GiB), holder_upload_copies: run.holderUpload / SIZE, holder_spread_answers: run.holderSpread, receivers_done_ms: run.doneMs, duplicate_chunks: run.duplicateChunks, chunks: run.chunks, idle: run.idle, tree: run.tree, load_average: loadavg() }, null, 1))
   process.exit(0)
 }
 if (onlyAt >= 0) {
@@ -212,7 +227,7 @@ if (onlyAt >= 0) {
   const limitMs = which === 'uplink'
     ? UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6) * 1000
     : Math.max(UPLINK_SIZE * 8 / (UPLINK_MBIT * 1e6), RECEIVERS * UPLINK_SIZE * 8 / ((UPLINK_MBIT + sum) * 1e6)) * 1000
-  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, receivers_done_ms: swarm.doneMs, duplicate_chunks: swarm.duplicateChunks, idle: swarm.idle, own_cpu_s: swarm.cpuS, tree: swarm.tree, load_average: loadavg() }, null, 1))
+  console.log(JSON.stringify({ only: which, ms: swarm.ms, limitMs, vs_limit: swarm.ms / limitMs, holder_upload_copies: swarm.holderUpload / UPLINK_SIZE, holder_spread_answers: swarm.holderSpread, receivers_done_ms: swarm.doneMs, duplicate_chunks: swarm.duplicateChunks, chunks: swarm.chunks, idle: swarm.idle, own_cpu_s: swarm.cpuS, tree: swarm.tree, load_average: loadavg() }, null, 1))
   process.exit(0)
 }
 const uplink = await orFailed(async () => await inHosts<{ swarm: Timed, star: Timed }>({ rateMbit: UPLINK_MBIT }, 'uplink'))
