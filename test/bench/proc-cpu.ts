@@ -73,3 +73,19 @@ export function threadCpuDelta (before: Map<number, ThreadCpu[]>, after: Map<num
   }
   return byName
 }
+
+/**
+ * Waits until the machine is quiet: a second in which at least `minIdle` of its CPU time
+ * was idle (at most `maxMs`), so a measurement does not start under the tail of the last
+ * one's processes and torn-down namespaces. Returns that second's idle share.
+ */
+export async function untilQuiet (minIdle = 0.9, maxMs = 30_000): Promise<number> {
+  const deadline = performance.now() + maxMs
+  let idle = 0
+  do {
+    const before = machineCpu()
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    idle = idleShare(before, machineCpu())
+  } while (idle < minIdle && performance.now() < deadline)
+  return idle
+}
