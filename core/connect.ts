@@ -13,7 +13,6 @@ import type { AbortOptions, Connection, Libp2p, PeerId, Stream } from '@libp2p/i
 const log = logger('refmesh:connect')
 
 export interface OpenStreamOptions extends AbortOptions {
-  runOnLimitedConnection?: boolean
   /** checks the connection before a stream is opened on it; throws to refuse it */
   accept?: (conn: Connection) => void
 }
