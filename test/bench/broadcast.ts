@@ -10,7 +10,8 @@
  *  - the CPU each receiver spends (/proc/<pid>/stat), mean over receivers.
  *  - on loopback, refmesh and WebTorrent 3.0.21 (one process per peer each;
  *    WebTorrent is installed into test/bench/webtorrent/ on first use), with
- *    the CPU seconds both spend (all their processes, from /proc) per GiB received;
+ *    the CPU seconds both spend (all their processes, from /proc) per GiB received,
+ *    in 3 interleaved rounds each started on a quiet machine, medians compared;
  *  - link-bound: the same 8 receivers and holder behind 20 Mbit/s uplinks (a
  *    common home uplink) and an object of 16 MiB, so S/B is 6.7 s: refmesh and
  *    the star, with the machine's idle CPU share during each run (the two cores
@@ -43,6 +44,8 @@ const MiB = 2 ** 20
 const SIZE = 32 * MiB
 const RECEIVERS = 8
 const LOOPBACK_RECEIVERS = 4
+/** interleaved rounds of refmesh and WebTorrent on loopback; the medians are compared */
+const LOOPBACK_ROUNDS = 3
 const MBIT = 100
 const GiB = 2 ** 30
 /** the link-bound regime: home uplinks, and an object whose S/B is at least 6 s there */
@@ -251,11 +254,18 @@ try {
   await hosts.stop()
 }
 // Loopback: refmesh and WebTorrent, the same object to four receivers, one process per peer,
-// each from a quiet machine (right after the namespaces' runs, refmesh's took 1.6 s, alone 1.4).
-const quietBeforeLoopback = await untilQuiet()
-const loopback = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers.slice(0, LOOPBACK_RECEIVERS), 5))
-const quietBeforeWebtorrent = await untilQuiet()
-const webtorrent = await webtorrentRun(SIZE, LOOPBACK_RECEIVERS)
+// in interleaved rounds, each run from a quiet machine. One run of either varies by a fifth
+// (refmesh alone: 1,224-1,724 ms), so the ratio is of the medians, with each round's beside it.
+const loopbackRounds: Array<{ refmesh: Timed, webtorrent: Awaited<ReturnType<typeof webtorrentRun>>, quiet: number[] }> = []
+for (let round = 0; round < LOOPBACK_ROUNDS; round++) {
+  const quietBeforeRefmesh = await untilQuiet()
+  const refmesh = await cluster(undefined, true, async (mesh, holder, receivers) => await timedBroadcast(mesh, holder, receivers.slice(0, LOOPBACK_RECEIVERS), 5 + round))
+  const quietBeforeWebtorrent = await untilQuiet()
+  loopbackRounds.push({ refmesh, webtorrent: await webtorrentRun(SIZE, LOOPBACK_RECEIVERS), quiet: [quietBeforeRefmesh, quietBeforeWebtorrent] })
+}
+const medianBy = <T>(runs: T[], ms: (run: T) => number): T => [...runs].sort((a, b) => ms(a) - ms(b))[Math.floor(runs.length / 2)]
+const loopback = medianBy(loopbackRounds.map(r => r.refmesh), t => t.ms)
+const webtorrent = medianBy(loopbackRounds.map(r => r.webtorrent), w => w.ms)
 const webtorrentMs = webtorrent.ms
 const limitMs = SIZE * 8 / (MBIT * 1e6) * 1000
 const perGiB = (cpuS: number, receivers: number, size: number): number => cpuS / (receivers * size / GiB)
@@ -275,7 +285,7 @@ const figures = {
   refmesh_holder_upload_bytes: result.refmeshUpload,
   star_holder_upload_bytes: result.starUpload,
   loopback_receivers: LOOPBACK_RECEIVERS,
-  loopback_idle_share_before: { refmesh: quietBeforeLoopback, webtorrent: quietBeforeWebtorrent },
+  loopback_rounds: loopbackRounds.map(r => ({ refmesh_ms: r.refmesh.ms, webtorrent_ms: r.webtorrent.ms, ratio: r.refmesh.ms / r.webtorrent.ms, refmesh_cpu_s_per_gib: perGiB(r.refmesh.cpuS, LOOPBACK_RECEIVERS, SIZE), webtorrent_cpu_s_per_gib: perGiB(r.webtorrent.cpuS, LOOPBACK_RECEIVERS, SIZE), idle_share_before: r.quiet })),
   loopback_refmesh_ms: loopback.ms,
   loopback_webtorrent_ms: webtorrentMs,
   // CPU seconds of all the peers' processes (holder/seeder and receivers) per GiB received in all.
@@ -317,8 +327,8 @@ console.log(`| physical limit S / B | ${fmt(limitMs)} | |`)
 console.log(`| one point-to-point transfer, measured | ${fmt(result.p2pMs)} | |`)
 console.log(`| CPU of a receiver over the broadcast, mean (point-to-point: ${fmt(result.p2pReceiverCpuMs)}; loopback: ${fmt(loopback.receiverCpuMs)}) | ${fmt(result.refmeshReceiverCpuMs)} | |`)
 console.log(`| star: every receiver pulls from the holder only (after the same warm-up transfer, ${fmt(result.starP2pMs)}) | ${fmt(result.starMs)} | ${(result.starUpload / SIZE).toFixed(2)} |`)
-console.log(`| loopback: refmesh, ${LOOPBACK_RECEIVERS} receivers, one process each | ${fmt(loopback.ms)} | ${(loopback.holderUpload / SIZE).toFixed(2)} |`)
-console.log(`| loopback: WebTorrent 3.0.21, 1 seeder + ${LOOPBACK_RECEIVERS} leechers, one process each | ${fmt(webtorrentMs)} | |`)
+console.log(`| loopback: refmesh, ${LOOPBACK_RECEIVERS} receivers, one process each (median of ${LOOPBACK_ROUNDS} rounds: ${loopbackRounds.map(r => fmt(r.refmesh.ms)).join(', ')}) | ${fmt(loopback.ms)} | ${(loopback.holderUpload / SIZE).toFixed(2)} |`)
+console.log(`| loopback: WebTorrent 3.0.21, 1 seeder + ${LOOPBACK_RECEIVERS} leechers, one process each (median of ${loopbackRounds.map(r => fmt(r.webtorrent.ms)).join(', ')}) | ${fmt(webtorrentMs)} | |`)
 console.log(`| CPU s per GiB received, loopback: refmesh ${figures.loopback_refmesh_cpu_s_per_gib.toFixed(1)}, WebTorrent ${figures.loopback_webtorrent_cpu_s_per_gib.toFixed(1)} | | |`)
 const pct = (x: number): string => `${(100 * x).toFixed(0)}%`
 if (uplink !== undefined) {
