@@ -3,7 +3,10 @@
  * of a connection times out (a stream the other end keeps open, as a WebRTC data
  * channel may), libp2p 3.3 leaves it listed as open with its muxer "closing" for
  * good: every dial of that peer returns it, and every new stream on it fails. A
- * stream that fails so aborts that connection and dials the peer once more.
+ * stream that fails so waits for that connection to close (as one does when its peer
+ * died) for longer than a close takes, aborts it if it did not, and dials the peer
+ * once more. The dial comes after the connection's close, so the redial that tells
+ * whether a peer died (peers.ts) is under way first and is not joined to this one.
  *
  * Answers no message.
  */
@@ -25,15 +28,33 @@ export async function openStream (libp2p: Libp2p, peer: PeerId, protocols: strin
   try {
     return await conn.newStream(protocols, streamOptions)
   } catch (err) {
-    if (!stuckHalfClosed(conn, err as Error)) throw err
-    log('connection %s to %p (%a) refuses streams while listed as open: aborting it and dialling again', conn.id, peer, conn.remoteAddr)
-    conn.abort(err as Error)
+    if ((err as Error).name !== 'ConnectionClosedError' || conn.status !== 'open') throw err
+    await closedOrTimeout(conn, options.signal)
+    if (options.signal?.aborted === true) throw err
+    if (conn.status === 'open') {
+      log('connection %s to %p (%a) refuses streams while listed as open: aborting it and dialling again', conn.id, peer, conn.remoteAddr)
+      conn.abort(err as Error)
+    }
     const again = await libp2p.dial(peer, { signal: options.signal })
     accept?.(again)
     return await again.newStream(protocols, streamOptions)
   }
 }
 
-function stuckHalfClosed (conn: Connection, err: Error): boolean {
-  return err.name === 'ConnectionClosedError' && conn.status === 'open'
+/** longer than libp2p's own close timeout (1 s): a close under way ends within it */
+const CLOSING_MS = 1_500
+
+/** Resolves when `conn` closes, `signal` aborts, or CLOSING_MS pass. */
+async function closedOrTimeout (conn: Connection, signal?: AbortSignal): Promise<void> {
+  await new Promise<void>(resolve => {
+    const done = (): void => {
+      clearTimeout(timer)
+      conn.removeEventListener('close', done)
+      signal?.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, CLOSING_MS)
+    conn.addEventListener('close', done)
+    signal?.addEventListener('abort', done)
+  })
 }
