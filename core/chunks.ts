@@ -16,8 +16,8 @@ const MIN_CHUNK_SIZE = 256 * 1024
  * Where the maker has measured its uplink (uplink.ts), a chunk crosses it in at most about
  * this long, down to SLOW_LINK_MIN_CHUNK_SIZE: behind 20 Mbit/s uplinks 16 MiB in 128 chunks
  * of 128 KiB reached 8 receivers in 1.25 times S/B, in 64 of 256 KiB 1.34 (3 interleaved
- * runs each). On loopback, where the cores are the limit, 128 KiB chunks cost 10-30% more
- * CPU per byte than 512 KiB: an unmeasured uplink (fast or slow) keeps the rule above.
+ * runs each). On loopback, where the cores are the limit, a 32 MiB object cut in 256 KiB
+ * chunks instead of 512 KiB took 7-30% longer: an unmeasured uplink keeps the rule above.
  */
 const CHUNK_SECONDS = 0.08
 const SLOW_LINK_MIN_CHUNK_SIZE = 128 * 1024
